@@ -1,0 +1,1 @@
+"""GMAI-VL: a medical vision-language model, Hugging Face native."""

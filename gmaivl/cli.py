@@ -1,0 +1,31 @@
+"""The `gmaivl` command line.
+
+Each area of the package owns its sub-commands: a module listed in `COMMAND_MODULES` exposes
+`register(subparsers)`, which adds its parsers and sets `func` (called with the parsed
+namespace, returning an exit code). Imports happen lazily so `gmaivl --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gmaivl", description="GMAI-VL medical vision-language toolkit.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
