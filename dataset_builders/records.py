@@ -1,0 +1,155 @@
+"""The standardised record: one image (or one region of an image) with its annotations.
+
+Every source adapter turns its native layout into `MedicalRecord`s, the
+`<image, modality, label, department, bbox?>` tuple of GMAI-VL-5.5M (seed 000 Sec. 3.1) plus the
+GMAI-MMBench lexical-tree fields (clinical task, department, perceptual granularity). A built folder
+keeps the records that passed image quality control under `records/` as Parquet with embedded
+images; `iter_records(folder)` streams them back, e.g. for benchmark construction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+GRANULARITIES = ("image", "box", "mask", "contour")
+TASK_TYPES = ("classification", "detection", "segmentation", "text")
+
+
+@dataclass
+class MedicalRecord:
+    """One standardised annotated medical image.
+
+    `image_png` holds the 8-bit RGB image as PNG bytes (lossless, so `image_md5`, computed on the
+    decoded pixels, is reproducible). `bbox` is `[x_min, y_min, x_max, y_max]` in pixels of that
+    image, or None for image-level labels. `meta` carries only non-identifying acquisition facts
+    (spacing, slice index, axis, frame): never DICOM patient or study identifiers.
+    """
+
+    record_id: str
+    image_png: bytes
+    modality: str
+    label: str
+    department: str
+    source_dataset: str
+    split: str = "train"
+    task_type: str = "classification"
+    clinical_task: str = "Disease Diagnosis"
+    granularity: str = "image"
+    bbox: list[float] | None = None
+    label_space: list[str] = field(default_factory=list)
+    source_file: str = ""
+    width: int = 0
+    height: int = 0
+    image_md5: str = ""
+    phash: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def image(self) -> Image.Image:
+        """Decode the stored image (RGB PIL image)."""
+        return Image.open(io.BytesIO(self.image_png)).convert("RGB")
+
+    def to_row(self) -> dict[str, Any]:
+        """Row for the `records` Parquet schema (see `record_features`)."""
+        row = asdict(self)
+        row["image"] = {"bytes": row.pop("image_png"), "path": None}
+        row["meta"] = json.dumps(self.meta, sort_keys=True)
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> MedicalRecord:
+        row = dict(row)
+        image = row.pop("image")
+        if isinstance(image, dict):
+            png = image["bytes"]
+        elif isinstance(image, Image.Image):
+            png = encode_png(np.asarray(image.convert("RGB")))
+        else:
+            png = image
+        meta = row.pop("meta", "{}")
+        names = set(cls.__dataclass_fields__)
+        kwargs = {k: v for k, v in row.items() if k in names}
+        return cls(
+            image_png=png, meta=json.loads(meta) if isinstance(meta, str) else dict(meta or {}), **kwargs
+        )
+
+
+def record_features():
+    """`datasets.Features` of the `records` Parquet files (images decode to PIL on load)."""
+    from datasets import Features, Image, List, Value
+
+    return Features(
+        {
+            "record_id": Value("string"),
+            "image": Image(),
+            "modality": Value("string"),
+            "label": Value("string"),
+            "department": Value("string"),
+            "source_dataset": Value("string"),
+            "split": Value("string"),
+            "task_type": Value("string"),
+            "clinical_task": Value("string"),
+            "granularity": Value("string"),
+            "bbox": List(Value("float32")),
+            "label_space": List(Value("string")),
+            "source_file": Value("string"),
+            "width": Value("int32"),
+            "height": Value("int32"),
+            "image_md5": Value("string"),
+            "phash": Value("string"),
+            "meta": Value("string"),
+        }
+    )
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    """Encode an (H, W, 3) uint8 array as PNG bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb), mode="RGB").save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def pixel_md5(rgb: np.ndarray) -> str:
+    """md5 of the decoded RGB pixels and their shape: independent of the file encoding."""
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    digest = hashlib.md5(f"{rgb.shape}".encode())
+    digest.update(rgb.tobytes())
+    return digest.hexdigest()
+
+
+def image_phash(rgb: np.ndarray | Image.Image) -> str:
+    """64-bit perceptual hash (DCT pHash of imagehash) as 16 hex digits."""
+    import imagehash
+
+    image = rgb if isinstance(rgb, Image.Image) else Image.fromarray(np.ascontiguousarray(rgb))
+    return str(imagehash.phash(image))
+
+
+def iter_records(folder: str | Path, split: str | None = None) -> Iterator[MedicalRecord]:
+    """Stream the standardised records of a built folder (its `records/*.parquet`), in order.
+
+    Accepts the build folder itself or its `records/` sub-folder; reads one row group at a time so
+    memory stays flat on large builds.
+    """
+    import pyarrow.parquet as pq
+
+    folder = Path(folder)
+    base = folder / "records" if (folder / "records").is_dir() else folder
+    files = sorted(base.rglob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no records Parquet files under {base}")
+    for path in files:
+        parquet = pq.ParquetFile(path)
+        for index in range(parquet.num_row_groups):
+            for row in parquet.read_row_group(index).to_pylist():
+                if split is not None and row.get("split") != split:
+                    continue
+                yield MedicalRecord.from_row(row)
