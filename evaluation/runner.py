@@ -1,0 +1,122 @@
+"""Batched, resumable generation over a benchmark, then scoring.
+
+The protocol (written into every predictions header and results file):
+greedy decoding (`do_sample=False`), one prompt per question built by `prompts.py` through the
+processor's chat template, left padding, a per-question-type token budget, rule-based answer
+extraction with an optional LLM judge as the last resort.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from .extraction import Judge
+from .metrics import aggregate, score_sample
+from .predictions import PredictionsFile
+from .prompts import PROMPT_VERSION, check_chat_template, render_prompt
+from .samples import EvalSample, benchmark_fingerprint
+
+DEFAULT_MAX_NEW_TOKENS: dict[str, int] = {"mcq": 32, "closed": 16, "open": 64, "report": 512}
+
+
+def model_identifier(model: Any) -> str:
+    name = getattr(getattr(model, "config", None), "_name_or_path", "") or ""
+    return str(name) or type(model).__name__
+
+
+def _generate(model: Any, processor: Any, prompts: list[str], images: list, max_new_tokens: int) -> list[str]:
+    import torch
+
+    tokenizer = processor.tokenizer
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # decoder-only batched generation needs the prompts flush right
+    try:
+        inputs = processor(text=prompts, images=images or None, return_tensors="pt", padding=True)
+    finally:
+        tokenizer.padding_side = old_side
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    inputs = {
+        k: (v.to(device, dtype) if k == "pixel_values" else v.to(device)) if hasattr(v, "to") else v
+        for k, v in inputs.items()
+    }
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with torch.inference_mode():
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id)
+    new_tokens = out[:, inputs["input_ids"].shape[1] :]
+    return [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+def run_benchmark(
+    model: Any,
+    processor: Any,
+    samples: Sequence[EvalSample],
+    predictions_path: str | os.PathLike,
+    *,
+    benchmark: str,
+    model_id: str | None = None,
+    batch_size: int = 8,
+    max_new_tokens: dict[str, int] | None = None,
+    judge: Judge | None = None,
+    judge_id: str | None = None,
+    system_prompt: str | None = None,
+    breakdown_keys: Sequence[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Generate the missing predictions (appending to `predictions_path`), then score them all."""
+    check_chat_template(processor)
+    budgets = {**DEFAULT_MAX_NEW_TOKENS, **(max_new_tokens or {})}
+    model_id = model_id or model_identifier(model)
+    protocol = {
+        "prompt_version": PROMPT_VERSION,
+        "decoding": "greedy",
+        "max_new_tokens": budgets,
+        "system_prompt": system_prompt,
+        "extraction": "rules, then LLM judge" if judge else "rules only",
+        "judge": judge_id if judge else None,
+    }
+    run = {
+        "benchmark": benchmark,
+        "benchmark_fingerprint": benchmark_fingerprint(list(samples)),
+        "n_questions": len(samples),
+        "model": model_id,
+        **protocol,
+    }
+    store = PredictionsFile(predictions_path, run)
+    known = {s.index for s in samples}
+    stray = [i for i in store.records if i not in known]
+    if stray:
+        raise ValueError(f"{predictions_path}: holds predictions for indices not in {benchmark}: {stray[:5]}")
+    todo = [s for s in samples if s.index not in store]
+    bar = tqdm(
+        total=len(samples), initial=len(samples) - len(todo), desc=f"eval {benchmark}", disable=not progress
+    )
+    model_was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            prompts = [render_prompt(processor, s, system_prompt) for s in batch]
+            images = [img for s in batch for img in s.images]
+            budget = max(budgets[s.question_type] for s in batch)
+            replies = _generate(model, processor, prompts, images, budget)
+            records = []
+            for sample, reply in zip(batch, replies):
+                rec = score_sample(sample, reply, judge=judge)
+                rec["prediction"] = reply
+                records.append(rec)
+            store.append(records)
+            bar.update(len(batch))
+    finally:
+        bar.close()
+        if model_was_training:
+            model.train()
+    records = [store.records[s.index] for s in samples]
+    predictions = {r["index"]: r["prediction"] for r in records}
+    result = aggregate(samples, records, predictions, breakdown_keys)
+    return {"benchmark": benchmark, "model": model_id, "protocol": protocol, **result}
