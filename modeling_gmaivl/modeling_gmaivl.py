@@ -1,0 +1,237 @@
+"""GMAI-VL model: ViT vision encoder -> 2-layer MLP projector -> causal language model.
+
+The layout follows transformers' LLaVA (`model.vision_tower`, `model.multi_modal_projector`,
+`model.language_model`, `lm_head`) so that TRL, PEFT and generation utilities treat it like any
+other image-text-to-text model. This file travels to the Hub with `save_pretrained`: it may
+import only torch, transformers and sibling files through single-dot relative imports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import BaseModelOutputWithPast, ModelOutput
+from transformers.utils.generic import can_return_tuple
+
+from .configuration_gmaivl import GMAIVLConfig
+
+
+@dataclass
+class GMAIVLModelOutputWithPast(BaseModelOutputWithPast):
+    """Backbone output; `image_hidden_states` are the projected image features `(num_images, tokens, dim)`."""
+
+    image_hidden_states: torch.FloatTensor | None = None
+
+
+@dataclass
+class GMAIVLCausalLMOutputWithPast(ModelOutput):
+    """Language-modelling output of [`GMAIVLForConditionalGeneration`]."""
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    image_hidden_states: torch.FloatTensor | None = None
+
+
+class GMAIVLMultiModalProjector(nn.Module):
+    """Linear -> activation -> Linear, from vision width to the language model's width."""
+
+    def __init__(self, config: GMAIVLConfig):
+        super().__init__()
+        vision_dim = config.vision_config.hidden_size
+        text_dim = config.text_config.hidden_size
+        self.linear_1 = nn.Linear(vision_dim, text_dim, bias=config.multimodal_projector_bias)
+        self.act = ACT2FN[config.projector_hidden_act]
+        self.linear_2 = nn.Linear(text_dim, text_dim, bias=config.multimodal_projector_bias)
+
+    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(image_features)))
+
+
+class GMAIVLPreTrainedModel(PreTrainedModel):
+    config_class = GMAIVLConfig
+    config: GMAIVLConfig
+    base_model_prefix = "model"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+
+
+class GMAIVLModel(GMAIVLPreTrainedModel):
+    """The GMAI-VL backbone without the language-modelling head."""
+
+    def __init__(self, config: GMAIVLConfig):
+        super().__init__(config)
+        self.vision_tower = AutoModel.from_config(config.vision_config)
+        self.multi_modal_projector = GMAIVLMultiModalProjector(config)
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_image_features(self, pixel_values: torch.FloatTensor, **kwargs) -> torch.FloatTensor:
+        """Encode `pixel_values` `(num_images, 3, H, W)` into projected features `(num_images, tokens, dim)`."""
+        if pixel_values.ndim != 4:
+            raise ValueError(
+                f"pixel_values must have shape (num_images, channels, height, width), got {tuple(pixel_values.shape)}."
+            )
+        pixel_values = pixel_values.to(dtype=self.vision_tower.dtype)
+        outputs = self.vision_tower(pixel_values, output_hidden_states=True, return_dict=True)
+        features = outputs.hidden_states[self.config.vision_feature_layer]
+        if self.config.vision_feature_select_strategy == "default":
+            features = features[:, 1:]  # drop CLS
+        return self.multi_modal_projector(features)
+
+    def get_placeholder_mask(
+        self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, image_features: torch.Tensor
+    ) -> torch.BoolTensor:
+        """Boolean mask `(batch, seq, 1)` of the image placeholders; checks it matches the features."""
+        if input_ids is None:
+            image_embedding = self.get_input_embeddings()(
+                torch.tensor(self.config.image_token_id, dtype=torch.long, device=inputs_embeds.device)
+            )
+            mask = (inputs_embeds == image_embedding).all(-1)
+        else:
+            mask = input_ids == self.config.image_token_id
+        n_tokens = int(mask.sum())
+        n_features = image_features.shape[0] * image_features.shape[1]
+        if n_tokens != n_features:
+            raise ValueError(
+                f"Image features and image tokens do not match: tokens: {n_tokens}, features: {n_features} "
+                f"({image_features.shape[0]} image(s) x {image_features.shape[1]} tokens). Use the GMAI-VL "
+                "processor so that each <image> expands to the right number of tokens, one per image."
+            )
+        return mask.unsqueeze(-1)
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> GMAIVLModelOutputWithPast:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+
+        image_features = None
+        if pixel_values is not None:
+            image_features = self.get_image_features(pixel_values)
+            image_features = image_features.to(inputs_embeds.device, inputs_embeds.dtype)
+            mask = self.get_placeholder_mask(input_ids, inputs_embeds, image_features)
+            inputs_embeds = inputs_embeds.masked_scatter(mask, image_features)
+        elif input_ids is not None and self.config.image_token_id is not None:
+            n_tokens = int((input_ids == self.config.image_token_id).sum())
+            if n_tokens:
+                raise ValueError(
+                    f"Image features and image tokens do not match: tokens: {n_tokens}, features: 0 "
+                    "(the input holds image tokens but no pixel_values were given)."
+                )
+
+        outputs = self.language_model(
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        return GMAIVLModelOutputWithPast(
+            last_hidden_state=outputs.last_hidden_state,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=image_features,
+        )
+
+
+class GMAIVLForConditionalGeneration(GMAIVLPreTrainedModel, GenerationMixin):
+    """GMAI-VL with a language-modelling head: answers questions, writes captions and reports."""
+
+    def __init__(self, config: GMAIVLConfig):
+        super().__init__(config)
+        self.model = GMAIVLModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
+        self.lm_head = new_embeddings
+
+    def get_image_features(self, pixel_values: torch.FloatTensor, **kwargs) -> torch.FloatTensor:
+        return self.model.get_image_features(pixel_values, **kwargs)
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> GMAIVLCausalLMOutputWithPast:
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, keep, :])
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+            )
+        return GMAIVLCausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=outputs.image_hidden_states,
+        )
+
+
+__all__ = ["GMAIVLForConditionalGeneration", "GMAIVLModel", "GMAIVLPreTrainedModel"]

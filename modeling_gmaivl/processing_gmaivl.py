@@ -1,0 +1,75 @@
+"""GMAI-VL processor: image processor + tokenizer + ChatML chat template.
+
+This file travels to the Hub with `save_pretrained`: torch and transformers only.
+"""
+
+from __future__ import annotations
+
+from transformers.processing_utils import ProcessorMixin
+
+# ChatML as in InternLM2 / Qwen. Images render as "<image>\n" where they stand in the content.
+# `{% generation %}` marks what the assistant says (its <|im_end|> included) so that TRL's
+# `assistant_only_loss=True` trains those tokens only: never image placeholders or user turns.
+CHATML_TEMPLATE = (
+    "{%- macro render(content) -%}"
+    "{%- if content is string -%}{{- content -}}"
+    "{%- else -%}{%- for part in content -%}"
+    "{%- if part['type'] == 'image' -%}{{- '<image>\n' -}}"
+    "{%- elif part['type'] == 'text' -%}{{- part['text'] -}}"
+    "{%- endif -%}{%- endfor -%}{%- endif -%}"
+    "{%- endmacro -%}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'assistant' -%}"
+    "{{- '<|im_start|>assistant\n' -}}"
+    "{% generation %}{{- render(message['content']) + '<|im_end|>' -}}{% endgeneration %}"
+    "{{- '\n' -}}"
+    "{%- else -%}"
+    "{{- '<|im_start|>' + message['role'] + '\n' + render(message['content']) + '<|im_end|>\n' -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}"
+)
+
+
+class GMAIVLProcessor(ProcessorMixin):
+    r"""
+    Wraps a [`GMAIVLImageProcessor`] and a tokenizer. Each `<image>` in the text becomes
+    `num_image_tokens` image tokens (576 for a ViT-L/14 at 336 px), one `<image>` per image given.
+
+    Args:
+        image_processor ([`GMAIVLImageProcessor`]): the image processor.
+        tokenizer: a tokenizer that knows the `<image>` token.
+        chat_template (`str`, *optional*): defaults to ChatML with generation markers.
+        image_token (`str`, defaults to `"<image>"`): the placeholder token.
+        num_image_tokens (`int`, defaults to 576): tokens per image; must equal the model config's.
+    """
+
+    def __init__(
+        self,
+        image_processor=None,
+        tokenizer=None,
+        chat_template: str | None = None,
+        image_token: str = "<image>",
+        num_image_tokens: int = 576,
+        **kwargs,
+    ):
+        self.image_token = image_token
+        self.num_image_tokens = int(num_image_tokens)
+        if tokenizer is not None:
+            token_id = tokenizer.convert_tokens_to_ids(image_token)
+            if token_id is None or token_id == tokenizer.unk_token_id:
+                raise ValueError(
+                    f"The tokenizer has no {image_token!r} token; add it as a special token first."
+                )
+            self.image_token_id = token_id
+        super().__init__(image_processor, tokenizer, chat_template=chat_template or CHATML_TEMPLATE, **kwargs)
+
+    def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
+        return self.image_token * self.num_image_tokens
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask", "pixel_values"]
+
+
+__all__ = ["CHATML_TEMPLATE", "GMAIVLProcessor"]
