@@ -1,0 +1,286 @@
+"""`packed_attention`: FlashAttention-varlen-compatible attention over packed sequences.
+
+The public function mirrors ``flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k,
+max_seqlen_q, max_seqlen_k, softmax_scale=..., causal=...)`` and is differentiable through the
+Triton backward kernels in :mod:`gmaivl.kernels.triton_packed_attention`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+from triton import knobs
+
+from . import triton_packed_attention as _k
+
+__all__ = ["interpreter_active", "packed_attention"]
+
+_SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+MAX_HEAD_DIM = 256
+
+
+def interpreter_active() -> bool:
+    """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1`` at import)."""
+    return bool(knobs.runtime.interpret)
+
+
+# --------------------------------------------------------------------------------------------
+# Launch configurations. On a GPU the kernels are autotuned (per head dim, GQA group, causality,
+# dtype and a power-of-two bucket of the longest sequence); in the interpreter a small fixed
+# configuration keeps CPU tests fast while still giving several blocks per sequence.
+# --------------------------------------------------------------------------------------------
+INTERPRETER_BLOCKS: dict[str, tuple[int, int]] = {
+    "fwd": (32, 16),  # (BLOCK_M queries, BLOCK_N keys)
+    "dkdv": (16, 32),
+    "dq": (32, 16),
+}
+_PREPROCESS_BLOCK_M = 64 if not interpreter_active() else 128
+_TUNE_KEY = ["SEQ_BUCKET", "HEAD_DIM", "GROUP", "CAUSAL", "DOT_PREC"]
+
+
+def _configs(pairs, warps, stages):
+    return [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+        for bm, bn in pairs
+        for w in warps
+        for s in stages
+    ]
+
+
+def _prune_by_head_dim(configs, named_args, **kwargs):
+    """Drop tiles that cannot fit shared memory / registers at large head dims."""
+    block_d = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
+    limit = 128 * 128 if block_d <= 64 else (128 * 64 if block_d <= 128 else 64 * 64)
+    kept = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= limit]
+    return kept or configs[-1:]
+
+
+if interpreter_active():
+    _fwd_kernel = _k.packed_attn_fwd_kernel
+    _dkdv_kernel = _k.packed_attn_bwd_dkdv_kernel
+    _dq_kernel = _k.packed_attn_bwd_dq_kernel
+else:  # pragma: no cover - needs a GPU
+    _fwd_kernel = triton.autotune(
+        configs=_configs([(128, 64), (128, 32), (64, 64), (64, 32), (128, 128)], [4, 8], [2, 3, 4]),
+        key=_TUNE_KEY,
+        prune_configs_by={"early_config_prune": _prune_by_head_dim},
+    )(_k.packed_attn_fwd_kernel)
+    _dkdv_kernel = triton.autotune(
+        configs=_configs([(32, 128), (64, 128), (32, 64), (64, 64), (16, 64)], [4, 8], [2, 3]),
+        key=_TUNE_KEY,
+        prune_configs_by={"early_config_prune": _prune_by_head_dim},
+    )(_k.packed_attn_bwd_dkdv_kernel)
+    _dq_kernel = triton.autotune(
+        configs=_configs([(128, 64), (128, 32), (64, 64), (64, 32), (64, 128)], [4, 8], [2, 3]),
+        key=_TUNE_KEY,
+        prune_configs_by={"early_config_prune": _prune_by_head_dim},
+    )(_k.packed_attn_bwd_dq_kernel)
+
+
+def _launch(kernel, name: str, grid_rows: int, num_seqs: int, heads: int, *args, **meta) -> None:
+    if interpreter_active():
+        block_m, block_n = INTERPRETER_BLOCKS[name]
+        rows = block_n if name == "dkdv" else block_m
+        kernel[(triton.cdiv(grid_rows, rows), num_seqs, heads)](
+            *args, **meta, BLOCK_M=block_m, BLOCK_N=block_n
+        )
+        return
+    row_key = "BLOCK_N" if name == "dkdv" else "BLOCK_M"  # pragma: no cover - needs a GPU
+    kernel[lambda m: (triton.cdiv(grid_rows, m[row_key]), num_seqs, heads)](*args, **meta)  # pragma: no cover
+
+
+# --------------------------------------------------------------------------------------------
+# Checks
+# --------------------------------------------------------------------------------------------
+def _check_device(t: torch.Tensor) -> None:
+    if t.device.type == "cpu" and not interpreter_active():
+        raise RuntimeError(
+            "gmaivl packed attention got CPU tensors but Triton is not in interpreter mode. Run on a CUDA "
+            "device, or set TRITON_INTERPRET=1 before importing gmaivl.kernels (slow; meant for tests)."
+        )
+
+
+def _to_int(x: int | torch.Tensor, name: str) -> int:
+    if isinstance(x, torch.Tensor):
+        if x.numel() != 1:
+            raise ValueError(f"{name} must be an int or a one-element tensor, got shape {tuple(x.shape)}")
+        x = x.item()
+    if int(x) != x or x < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {x!r}")
+    return int(x)
+
+
+def _validate(q, k, v, cu_q, cu_k) -> None:
+    if q.dim() != 3 or k.dim() != 3 or v.dim() != 3:
+        raise ValueError(
+            "packed_attention expects q (total_q, H, D) and k, v (total_k, H_kv, D); got shapes "
+            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if k.shape != v.shape:
+        raise ValueError(f"k and v must have the same shape, got {tuple(k.shape)} and {tuple(v.shape)}")
+    if q.shape[2] != k.shape[2]:
+        raise ValueError(f"q and k head dims differ: {q.shape[2]} vs {k.shape[2]}")
+    heads, kv_heads, head_dim = q.shape[1], k.shape[1], q.shape[2]
+    if kv_heads == 0 or heads % kv_heads != 0:
+        raise ValueError(
+            f"number of query heads ({heads}) must be a multiple of key/value heads ({kv_heads})"
+        )
+    if not 0 < head_dim <= MAX_HEAD_DIM:
+        raise ValueError(f"head dim must be in 1..{MAX_HEAD_DIM}, got {head_dim}")
+    if q.dtype not in _SUPPORTED_DTYPES or k.dtype != q.dtype or v.dtype != q.dtype:
+        raise TypeError(
+            f"q, k, v must share one dtype among fp16, bf16, fp32; got {q.dtype}, {k.dtype}, {v.dtype}"
+        )
+    for name, cu in (("cu_seqlens_q", cu_q), ("cu_seqlens_k", cu_k)):
+        if cu.dtype != torch.int32 or cu.dim() != 1 or cu.numel() < 1:
+            raise ValueError(
+                f"{name} must be a 1-D int32 tensor of length batch+1, got {cu.dtype} {tuple(cu.shape)}"
+            )
+        if cu.device != q.device:
+            raise ValueError(f"{name} is on {cu.device} but q is on {q.device}")
+    if cu_q.numel() != cu_k.numel():
+        raise ValueError(f"cu_seqlens_q and cu_seqlens_k differ in length: {cu_q.numel()} vs {cu_k.numel()}")
+    for t in (q, k, v):
+        if t.device != q.device:
+            raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
+    _check_device(q)
+
+
+def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    # fp32 inputs get true fp32 products (the accuracy rule is against an fp32 reference);
+    # fp16/bf16 products are exact in fp32 accumulation whatever this says.
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _block_d(head_dim: int) -> int:
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+# --------------------------------------------------------------------------------------------
+# Launchers
+# --------------------------------------------------------------------------------------------
+def _forward(q, k, v, cu_q, cu_k, max_q, causal, scale):
+    total_q, heads, head_dim = q.shape
+    num_seqs = cu_q.numel() - 1
+    out = torch.zeros_like(q)
+    # tokens after cu_seqlens_q[-1] (if any) belong to no sequence: their lse stays +inf
+    lse = torch.full((heads, total_q), math.inf, device=q.device, dtype=torch.float32)
+    if total_q == 0 or num_seqs == 0 or max_q == 0:
+        return out, lse
+    _launch(
+        _fwd_kernel, "fwd", max_q, num_seqs, heads,
+        q, k, v, out, lse, cu_q, cu_k,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        out.stride(0), out.stride(1), lse.stride(0),
+        scale * _k.LOG2E, triton.next_power_of_2(max_q),
+        HEAD_DIM=head_dim, GROUP=heads // k.shape[1], CAUSAL=causal, DOT_PREC=_dot_precision(q.dtype),
+        BLOCK_D=_block_d(head_dim),
+    )  # fmt: skip
+    return out, lse
+
+
+def _backward(do, q, k, v, out, lse, cu_q, cu_k, max_q, max_k, causal, scale):
+    total_q, heads, head_dim = q.shape
+    kv_heads = k.shape[1]
+    num_seqs = cu_q.numel() - 1
+    dq = torch.zeros_like(q)
+    dk = torch.zeros_like(k)
+    dv = torch.zeros_like(v)
+    if total_q == 0 or k.shape[0] == 0 or num_seqs == 0:
+        return dq, dk, dv
+    block_d = _block_d(head_dim)
+    delta = torch.empty((heads, total_q), device=q.device, dtype=torch.float32)
+    _k.packed_attn_bwd_preprocess_kernel[(triton.cdiv(total_q, _PREPROCESS_BLOCK_M), heads)](
+        out, do, delta, out.stride(0), out.stride(1), do.stride(0), do.stride(1), delta.stride(0), total_q,
+        HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=_PREPROCESS_BLOCK_M,
+    )  # fmt: skip
+    common = dict(
+        HEAD_DIM=head_dim,
+        GROUP=heads // kv_heads,
+        CAUSAL=causal,
+        DOT_PREC=_dot_precision(q.dtype),
+        BLOCK_D=block_d,
+    )
+    if max_k > 0:
+        _launch(
+            _dkdv_kernel, "dkdv", max_k, num_seqs, kv_heads,
+            q, k, v, do, lse, delta, dk, dv, cu_q, cu_k,
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+            do.stride(0), do.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), lse.stride(0),
+            scale, scale * _k.LOG2E, triton.next_power_of_2(max_q),
+            **common,
+        )  # fmt: skip
+    if max_q > 0:
+        _launch(
+            _dq_kernel, "dq", max_q, num_seqs, heads,
+            q, k, v, do, lse, delta, dq, cu_q, cu_k,
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+            do.stride(0), do.stride(1), dq.stride(0), dq.stride(1), lse.stride(0),
+            scale, scale * _k.LOG2E, triton.next_power_of_2(max_q),
+            **common,
+        )  # fmt: skip
+    return dq, dk, dv
+
+
+class _PackedAttentionFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, cu_q, cu_k, max_q, max_k, causal, scale):
+        out, lse = _forward(q, k, v, cu_q, cu_k, max_q, causal, scale)
+        ctx.save_for_backward(q, k, v, out, lse, cu_q, cu_k)
+        ctx.max_q, ctx.max_k, ctx.causal, ctx.scale = max_q, max_k, causal, scale
+        ctx.mark_non_differentiable(lse)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, dout, _dlse):
+        q, k, v, out, lse, cu_q, cu_k = ctx.saved_tensors
+        dout = _last_dim_contiguous(dout)
+        dq, dk, dv = _backward(
+            dout, q, k, v, out, lse, cu_q, cu_k, ctx.max_q, ctx.max_k, ctx.causal, ctx.scale
+        )
+        return dq, dk, dv, None, None, None, None, None, None
+
+
+def packed_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    max_seqlen_q: int | torch.Tensor,
+    max_seqlen_k: int | torch.Tensor,
+    causal: bool = True,
+    softmax_scale: float | None = None,
+    return_lse: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Attention over sequences packed along the first axis, like ``flash_attn_varlen_func``.
+
+    Args:
+        q: ``(total_q, H, D)``; k, v: ``(total_k, H_kv, D)`` with ``H % H_kv == 0`` (GQA/MQA: query
+            head ``h`` reads key/value head ``h // (H // H_kv)``, nothing is repeated in memory).
+        cu_seqlens_q, cu_seqlens_k: int32 ``(batch + 1,)`` cumulative lengths; sequence ``b`` is
+            rows ``cu[b]:cu[b+1]``. Zero-length sequences are allowed.
+        max_seqlen_q, max_seqlen_k: the longest query / key sequence (int or one-element tensor).
+        causal: bottom-right aligned causal mask (flash-attn >= 2.1) when ``seqlen_q != seqlen_k``.
+        softmax_scale: defaults to ``D ** -0.5``.
+        return_lse: also return the log-sum-exp ``(H, total_q)`` fp32, natural log, ``+inf`` for
+            rows that see no key (those rows output 0).
+
+    Returns:
+        ``out`` ``(total_q, H, D)`` in the input dtype, or ``(out, lse)``.
+    """
+    _validate(q, k, v, cu_seqlens_q, cu_seqlens_k)
+    max_q = _to_int(max_seqlen_q, "max_seqlen_q")
+    max_k = _to_int(max_seqlen_k, "max_seqlen_k")
+    scale = float(softmax_scale) if softmax_scale is not None else q.shape[-1] ** -0.5
+    q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
+    out, lse = _PackedAttentionFn.apply(
+        q, k, v, cu_seqlens_q, cu_seqlens_k, max_q, max_k, bool(causal), scale
+    )
+    return (out, lse) if return_lse else out

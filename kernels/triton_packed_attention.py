@@ -1,0 +1,503 @@
+"""Triton kernels for packed (varlen) attention: forward, backward preprocess, dK/dV and dQ.
+
+Layout follows FlashAttention's varlen API: ``q`` is ``(total_q, H, D)``, ``k``/``v`` are
+``(total_k, H_kv, D)`` and sequence ``b`` owns rows ``cu[b]:cu[b+1]``. Each program handles one
+block of one sequence for one head, so the grid is ``(cdiv(max_seqlen, BLOCK), num_seqs, heads)``
+and programs past the end of a short sequence exit at once.
+
+Numerics (FlashAttention-2): scores are scaled by ``softmax_scale * log2(e)`` once so the online
+softmax uses ``exp2``; statistics and accumulators are fp32 whatever the input dtype. The
+log-sum-exp is stored in natural-log units, ``+inf`` for a row that sees no key (its output is 0
+and its gradients are 0, as in flash-attn).
+
+Causal masking is bottom-right aligned (flash-attn >= 2.1): query ``i`` of a sequence with
+``seqlen_q`` queries and ``seqlen_k`` keys sees key ``j`` iff ``j <= i + seqlen_k - seqlen_q``.
+Blocks entirely visible run without masks; only blocks that straddle the diagonal or the end of a
+sequence pay for masking, and blocks entirely above the diagonal are never visited.
+
+The backward is deterministic (no atomics): one kernel owns a key block and iterates over query
+blocks, summing dK/dV over every query head of its GQA group in registers; a second kernel owns a
+query block and iterates over key blocks for dQ.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+
+
+@triton.jit
+def _load_tile(ptrs, row_mask, d_mask, ROWS_MASKED: tl.constexpr, EVEN_D: tl.constexpr):
+    """Load a (rows, BLOCK_D) tile, masking only what can be out of range."""
+    if ROWS_MASKED:
+        if EVEN_D:
+            return tl.load(ptrs, mask=row_mask[:, None], other=0.0)
+        else:
+            return tl.load(ptrs, mask=row_mask[:, None] & d_mask[None, :], other=0.0)
+    else:
+        if EVEN_D:
+            return tl.load(ptrs)
+        else:
+            return tl.load(ptrs, mask=d_mask[None, :], other=0.0)
+
+
+@triton.jit
+def _fwd_inner(
+    acc,
+    l_i,
+    m_i,
+    q,
+    k_base,
+    v_base,
+    stride_kt,
+    stride_vt,
+    offs_m,
+    offs_d,
+    d_mask,
+    seqlen_k,
+    diag,
+    qk_scale,
+    lo,
+    hi,
+    MASKED: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+):
+    offs_n0 = tl.arange(0, BLOCK_N)
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + offs_n0
+        n_mask = offs_n < seqlen_k
+        k = _load_tile(k_base + offs_n[:, None] * stride_kt + offs_d[None, :], n_mask, d_mask, MASKED, EVEN_D)
+        v = _load_tile(v_base + offs_n[:, None] * stride_vt + offs_d[None, :], n_mask, d_mask, MASKED, EVEN_D)
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
+        if MASKED:
+            valid = n_mask[None, :]
+            if CAUSAL:
+                valid = valid & (offs_n[None, :] <= offs_m[:, None] + diag)
+            qk = tl.where(valid, qk, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            # a row with no visible key so far keeps m = -inf; shift by 0 to avoid inf - inf
+            m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+        else:
+            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            m_shift = m_new
+        p = tl.math.exp2(qk - m_shift[:, None])
+        alpha = tl.math.exp2(m_i - m_shift)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PREC)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def packed_attn_fwd_kernel(
+    Q,
+    K,
+    V,
+    Out,
+    Lse,
+    cu_seqlens_q,
+    cu_seqlens_k,
+    stride_qt,
+    stride_qh,
+    stride_kt,
+    stride_kh,
+    stride_vt,
+    stride_vh,
+    stride_ot,
+    stride_oh,
+    stride_lh,
+    qk_scale,
+    SEQ_BUCKET,
+    HEAD_DIM: tl.constexpr,
+    GROUP: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    seq = tl.program_id(1)
+    head = tl.program_id(2)
+    q_start = tl.load(cu_seqlens_q + seq)
+    seqlen_q = tl.load(cu_seqlens_q + seq + 1) - q_start
+    m_start = pid_m * BLOCK_M
+    if m_start >= seqlen_q:
+        return
+    k_start = tl.load(cu_seqlens_k + seq)
+    seqlen_k = tl.load(cu_seqlens_k + seq + 1) - k_start
+    kv_head = head // GROUP
+    EVEN_D: tl.constexpr = BLOCK_D == HEAD_DIM
+
+    offs_m = m_start + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_mask = offs_m < seqlen_q
+    d_mask = offs_d < HEAD_DIM
+
+    q_ptrs = (
+        Q
+        + q_start.to(tl.int64) * stride_qt
+        + head * stride_qh
+        + offs_m[:, None] * stride_qt
+        + offs_d[None, :]
+    )
+    q = _load_tile(q_ptrs, m_mask, d_mask, True, EVEN_D)
+    k_base = K + k_start.to(tl.int64) * stride_kt + kv_head * stride_kh
+    v_base = V + k_start.to(tl.int64) * stride_vt + kv_head * stride_vh
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+
+    diag = seqlen_k - seqlen_q
+    if CAUSAL:
+        # the last valid row of this block sees keys < row + 1 + diag
+        hi = tl.minimum(seqlen_k, tl.minimum(m_start + BLOCK_M, seqlen_q) + diag)
+        # every row of the block sees keys < m_start + 1 + diag
+        full_hi = tl.minimum(seqlen_k, m_start + 1 + diag)
+    else:
+        hi = seqlen_k
+        full_hi = seqlen_k
+    hi = tl.maximum(hi, 0)
+    full_hi = (tl.maximum(full_hi, 0) // BLOCK_N) * BLOCK_N
+
+    acc, l_i, m_i = _fwd_inner(
+        acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k, diag,
+        qk_scale, 0, full_hi, False, CAUSAL, BLOCK_N, EVEN_D, DOT_PREC,
+    )  # fmt: skip
+    acc, l_i, m_i = _fwd_inner(
+        acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k, diag,
+        qk_scale, full_hi, hi, True, CAUSAL, BLOCK_N, EVEN_D, DOT_PREC,
+    )  # fmt: skip
+
+    empty = l_i == 0.0
+    l_safe = tl.where(empty, 1.0, l_i)
+    acc = acc / l_safe[:, None]
+    lse = tl.where(empty, float("inf"), (m_i + tl.math.log2(l_safe)) * LN2)
+
+    o_ptrs = (
+        Out
+        + q_start.to(tl.int64) * stride_ot
+        + head * stride_oh
+        + offs_m[:, None] * stride_ot
+        + offs_d[None, :]
+    )
+    tl.store(o_ptrs, acc.to(Out.dtype.element_ty), mask=m_mask[:, None] & d_mask[None, :])
+    tl.store(Lse + head * stride_lh + q_start + offs_m, lse, mask=m_mask)
+
+
+@triton.jit
+def packed_attn_bwd_preprocess_kernel(
+    Out,
+    DO,
+    Delta,
+    stride_ot,
+    stride_oh,
+    stride_dot,
+    stride_doh,
+    stride_dh,
+    total_q,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+):
+    """delta[h, i] = sum_d dO[i, h, d] * O[i, h, d], in fp32."""
+    pid_m = tl.program_id(0)
+    head = tl.program_id(1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask = (offs_m[:, None] < total_q) & (offs_d[None, :] < HEAD_DIM)
+    rows = offs_m.to(tl.int64)[:, None]
+    o = tl.load(Out + rows * stride_ot + head * stride_oh + offs_d[None, :], mask=mask, other=0.0)
+    do = tl.load(DO + rows * stride_dot + head * stride_doh + offs_d[None, :], mask=mask, other=0.0)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    tl.store(Delta + head * stride_dh + offs_m, delta, mask=offs_m < total_q)
+
+
+@triton.jit
+def _bwd_dkdv_inner(
+    dk,
+    dv,
+    k,
+    v,
+    q_base,
+    do_base,
+    lse_base,
+    delta_base,
+    stride_qt,
+    stride_dot,
+    offs_n,
+    offs_d,
+    d_mask,
+    col_bias,
+    seqlen_q,
+    diag,
+    qk_scale,
+    lo,
+    hi,
+    MASKED: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+):
+    offs_m0 = tl.arange(0, BLOCK_M)
+    for start_m in range(lo, hi, BLOCK_M):
+        offs_m = start_m + offs_m0
+        m_mask = offs_m < seqlen_q
+        q = _load_tile(q_base + offs_m[:, None] * stride_qt + offs_d[None, :], m_mask, d_mask, True, EVEN_D)
+        do = _load_tile(
+            do_base + offs_m[:, None] * stride_dot + offs_d[None, :], m_mask, d_mask, True, EVEN_D
+        )
+        # rows past the end get lse = +inf, hence p = 0
+        lse = tl.load(lse_base + offs_m, mask=m_mask, other=float("inf")) * 1.4426950408889634
+        delta = tl.load(delta_base + offs_m, mask=m_mask, other=0.0)
+        qk_t = tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * qk_scale
+        p_t = tl.math.exp2(qk_t + col_bias[:, None] - lse[None, :])
+        if MASKED:
+            p_t = tl.where(offs_n[:, None] <= offs_m[None, :] + diag, p_t, 0.0)
+        dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=DOT_PREC)
+        dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
+        ds_t = p_t * (dp_t - delta[None, :])
+        dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=DOT_PREC)
+    return dk, dv
+
+
+@triton.jit
+def packed_attn_bwd_dkdv_kernel(
+    Q,
+    K,
+    V,
+    DO,
+    Lse,
+    Delta,
+    DK,
+    DV,
+    cu_seqlens_q,
+    cu_seqlens_k,
+    stride_qt,
+    stride_qh,
+    stride_kt,
+    stride_kh,
+    stride_vt,
+    stride_vh,
+    stride_dot,
+    stride_doh,
+    stride_dkt,
+    stride_dkh,
+    stride_dvt,
+    stride_dvh,
+    stride_lh,
+    sm_scale,
+    qk_scale,
+    SEQ_BUCKET,
+    HEAD_DIM: tl.constexpr,
+    GROUP: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    seq = tl.program_id(1)
+    kv_head = tl.program_id(2)
+    k_start = tl.load(cu_seqlens_k + seq)
+    seqlen_k = tl.load(cu_seqlens_k + seq + 1) - k_start
+    n_start = pid_n * BLOCK_N
+    if n_start >= seqlen_k:
+        return
+    q_start = tl.load(cu_seqlens_q + seq)
+    seqlen_q = tl.load(cu_seqlens_q + seq + 1) - q_start
+    EVEN_D: tl.constexpr = BLOCK_D == HEAD_DIM
+
+    offs_n = n_start + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    n_mask = offs_n < seqlen_k
+    d_mask = offs_d < HEAD_DIM
+    k = _load_tile(
+        K + k_start.to(tl.int64) * stride_kt + kv_head * stride_kh + offs_n[:, None] * stride_kt + offs_d[None, :],
+        n_mask, d_mask, True, EVEN_D,
+    )  # fmt: skip
+    v = _load_tile(
+        V + k_start.to(tl.int64) * stride_vt + kv_head * stride_vh + offs_n[:, None] * stride_vt + offs_d[None, :],
+        n_mask, d_mask, True, EVEN_D,
+    )  # fmt: skip
+    col_bias = tl.where(n_mask, 0.0, float("-inf"))
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+
+    diag = seqlen_k - seqlen_q
+    if CAUSAL:
+        # first query that sees key n_start, and first query block that sees the whole key block
+        lo = (tl.maximum(n_start - diag, 0) // BLOCK_M) * BLOCK_M
+        mid = ((tl.maximum(n_start + BLOCK_N - 1 - diag, 0) + BLOCK_M - 1) // BLOCK_M) * BLOCK_M
+    else:
+        lo = 0
+        mid = 0
+    mid_end = tl.minimum(mid, seqlen_q)
+
+    for g in range(GROUP):
+        head = kv_head * GROUP + g
+        q_base = Q + q_start.to(tl.int64) * stride_qt + head * stride_qh
+        do_base = DO + q_start.to(tl.int64) * stride_dot + head * stride_doh
+        lse_base = Lse + head * stride_lh + q_start
+        delta_base = Delta + head * stride_lh + q_start
+        dk, dv = _bwd_dkdv_inner(
+            dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qt, stride_dot, offs_n, offs_d,
+            d_mask, col_bias, seqlen_q, diag, qk_scale, lo, mid_end, True, BLOCK_M, EVEN_D, DOT_PREC,
+        )  # fmt: skip
+        dk, dv = _bwd_dkdv_inner(
+            dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qt, stride_dot, offs_n, offs_d,
+            d_mask, col_bias, seqlen_q, diag, qk_scale, mid, seqlen_q, False, BLOCK_M, EVEN_D, DOT_PREC,
+        )  # fmt: skip
+
+    dk = dk * sm_scale
+    out_mask = n_mask[:, None] & d_mask[None, :]
+    dk_ptrs = DK + k_start.to(tl.int64) * stride_dkt + kv_head * stride_dkh
+    dv_ptrs = DV + k_start.to(tl.int64) * stride_dvt + kv_head * stride_dvh
+    tl.store(
+        dk_ptrs + offs_n[:, None] * stride_dkt + offs_d[None, :], dk.to(DK.dtype.element_ty), mask=out_mask
+    )
+    tl.store(
+        dv_ptrs + offs_n[:, None] * stride_dvt + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=out_mask
+    )
+
+
+@triton.jit
+def _bwd_dq_inner(
+    dq,
+    q,
+    do,
+    lse,
+    delta,
+    k_base,
+    v_base,
+    stride_kt,
+    stride_vt,
+    offs_m,
+    offs_d,
+    d_mask,
+    seqlen_k,
+    diag,
+    qk_scale,
+    lo,
+    hi,
+    MASKED: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+):
+    offs_n0 = tl.arange(0, BLOCK_N)
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + offs_n0
+        n_mask = offs_n < seqlen_k
+        k = _load_tile(k_base + offs_n[:, None] * stride_kt + offs_d[None, :], n_mask, d_mask, MASKED, EVEN_D)
+        v = _load_tile(v_base + offs_n[:, None] * stride_vt + offs_d[None, :], n_mask, d_mask, MASKED, EVEN_D)
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
+        p = tl.math.exp2(qk - lse[:, None])
+        if MASKED:
+            valid = n_mask[None, :]
+            if CAUSAL:
+                valid = valid & (offs_n[None, :] <= offs_m[:, None] + diag)
+            p = tl.where(valid, p, 0.0)
+        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PREC)
+    return dq
+
+
+@triton.jit
+def packed_attn_bwd_dq_kernel(
+    Q,
+    K,
+    V,
+    DO,
+    Lse,
+    Delta,
+    DQ,
+    cu_seqlens_q,
+    cu_seqlens_k,
+    stride_qt,
+    stride_qh,
+    stride_kt,
+    stride_kh,
+    stride_vt,
+    stride_vh,
+    stride_dot,
+    stride_doh,
+    stride_dqt,
+    stride_dqh,
+    stride_lh,
+    sm_scale,
+    qk_scale,
+    SEQ_BUCKET,
+    HEAD_DIM: tl.constexpr,
+    GROUP: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    seq = tl.program_id(1)
+    head = tl.program_id(2)
+    q_start = tl.load(cu_seqlens_q + seq)
+    seqlen_q = tl.load(cu_seqlens_q + seq + 1) - q_start
+    m_start = pid_m * BLOCK_M
+    if m_start >= seqlen_q:
+        return
+    k_start = tl.load(cu_seqlens_k + seq)
+    seqlen_k = tl.load(cu_seqlens_k + seq + 1) - k_start
+    kv_head = head // GROUP
+    EVEN_D: tl.constexpr = BLOCK_D == HEAD_DIM
+
+    offs_m = m_start + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_mask = offs_m < seqlen_q
+    d_mask = offs_d < HEAD_DIM
+    row0 = q_start.to(tl.int64)
+    q = _load_tile(
+        Q + row0 * stride_qt + head * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :],
+        m_mask, d_mask, True, EVEN_D,
+    )  # fmt: skip
+    do = _load_tile(
+        DO + row0 * stride_dot + head * stride_doh + offs_m[:, None] * stride_dot + offs_d[None, :],
+        m_mask, d_mask, True, EVEN_D,
+    )  # fmt: skip
+    lse = tl.load(Lse + head * stride_lh + q_start + offs_m, mask=m_mask, other=float("inf")) * LOG2E
+    delta = tl.load(Delta + head * stride_lh + q_start + offs_m, mask=m_mask, other=0.0)
+    k_base = K + k_start.to(tl.int64) * stride_kt + kv_head * stride_kh
+    v_base = V + k_start.to(tl.int64) * stride_vt + kv_head * stride_vh
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+
+    diag = seqlen_k - seqlen_q
+    if CAUSAL:
+        hi = tl.minimum(seqlen_k, tl.minimum(m_start + BLOCK_M, seqlen_q) + diag)
+        full_hi = tl.minimum(seqlen_k, m_start + 1 + diag)
+    else:
+        hi = seqlen_k
+        full_hi = seqlen_k
+    hi = tl.maximum(hi, 0)
+    full_hi = (tl.maximum(full_hi, 0) // BLOCK_N) * BLOCK_N
+
+    dq = _bwd_dq_inner(
+        dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k, diag,
+        qk_scale, 0, full_hi, False, CAUSAL, BLOCK_N, EVEN_D, DOT_PREC,
+    )  # fmt: skip
+    dq = _bwd_dq_inner(
+        dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k, diag,
+        qk_scale, full_hi, hi, True, CAUSAL, BLOCK_N, EVEN_D, DOT_PREC,
+    )  # fmt: skip
+
+    dq = dq * sm_scale
+    dq_ptrs = DQ + row0 * stride_dqt + head * stride_dqh + offs_m[:, None] * stride_dqt + offs_d[None, :]
+    tl.store(dq_ptrs, dq.to(DQ.dtype.element_ty), mask=m_mask[:, None] & d_mask[None, :])
