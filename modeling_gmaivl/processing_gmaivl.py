@@ -3,9 +3,9 @@
 This file travels to the Hub with `save_pretrained`: torch and transformers only.
 """
 
-from __future__ import annotations
-
-from transformers.processing_utils import ProcessorMixin
+import numpy as np
+import torch
+from transformers.processing_utils import ImagesKwargs, ProcessingKwargs, ProcessorMixin
 
 # ChatML as in InternLM2 / Qwen. Images render as "<image>\n" where they stand in the content.
 # `{% generation %}` marks what the assistant says (its <|im_end|> included) so that TRL's
@@ -31,6 +31,33 @@ CHATML_TEMPLATE = (
 )
 
 
+class GMAIVLImagesKwargs(ImagesKwargs, total=False):
+    """Per-call image options: a CT window (preset name or `(level, width)`) and the intensity mode."""
+
+    window: str | list[float] | tuple[float, float] | None
+    intensity: str | None
+
+
+class GMAIVLProcessorKwargs(ProcessingKwargs, total=False):
+    images_kwargs: GMAIVLImagesKwargs
+    _defaults = {}
+
+
+def _flat_images(images) -> list:
+    """Flatten nested image lists; 2D grayscale arrays become (H, W, 1) so transformers sees one image."""
+    if not isinstance(images, (list, tuple)):
+        images = [images]
+    flat = []
+    for item in images:
+        if isinstance(item, (list, tuple)):
+            flat.extend(_flat_images(item))
+        elif isinstance(item, (np.ndarray, torch.Tensor)) and item.ndim == 2:
+            flat.append(item[..., None])
+        else:
+            flat.append(item)
+    return flat
+
+
 class GMAIVLProcessor(ProcessorMixin):
     r"""
     Wraps a [`GMAIVLImageProcessor`] and a tokenizer. Each `<image>` in the text becomes
@@ -43,6 +70,8 @@ class GMAIVLProcessor(ProcessorMixin):
         image_token (`str`, defaults to `"<image>"`): the placeholder token.
         num_image_tokens (`int`, defaults to 576): tokens per image; must equal the model config's.
     """
+
+    valid_processor_kwargs = GMAIVLProcessorKwargs
 
     def __init__(
         self,
@@ -63,6 +92,11 @@ class GMAIVLProcessor(ProcessorMixin):
                 )
             self.image_token_id = token_id
         super().__init__(image_processor, tokenizer, chat_template=chat_template or CHATML_TEMPLATE, **kwargs)
+
+    def prepare_inputs_layout(self, images=None, text=None, videos=None, audio=None, **kwargs):
+        if images is not None:
+            images = _flat_images(images)
+        return super().prepare_inputs_layout(images=images, text=text, videos=videos, audio=audio, **kwargs)
 
     def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
         return self.image_token * self.num_image_tokens
