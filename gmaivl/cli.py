@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES: tuple[str, ...] = ("gmaivl.demo",)
+COMMAND_MODULES: tuple[str, ...] = ("gmaivl.demo", "gmaivl.evaluation.commands", "gmaivl.model_cards.commands")
 
 
 def build_parser() -> argparse.ArgumentParser:
