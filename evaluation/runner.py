@@ -28,7 +28,9 @@ def model_identifier(model: Any) -> str:
     return str(name) or type(model).__name__
 
 
-def _generate(model: Any, processor: Any, prompts: list[str], images: list, max_new_tokens: int) -> list[str]:
+def _generate(
+    model: Any, processor: Any, prompts: list[str], images: list, max_new_tokens: int, extra: dict[str, Any]
+) -> list[str]:
     import torch
 
     tokenizer = processor.tokenizer
@@ -46,7 +48,9 @@ def _generate(model: Any, processor: Any, prompts: list[str], images: list, max_
     }
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with torch.inference_mode():
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id)
+        out = model.generate(
+            **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id, **extra
+        )
     new_tokens = out[:, inputs["input_ids"].shape[1] :]
     return [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
@@ -64,10 +68,14 @@ def run_benchmark(
     judge: Judge | None = None,
     judge_id: str | None = None,
     system_prompt: str | None = None,
+    generation_kwargs: dict[str, Any] | None = None,
     breakdown_keys: Sequence[str] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Generate the missing predictions (appending to `predictions_path`), then score them all."""
+    """Generate the missing predictions (appending to `predictions_path`), then score them all.
+
+    `generation_kwargs` go to `model.generate` on top of greedy decoding (and into the run header).
+    """
     check_chat_template(processor)
     budgets = {**DEFAULT_MAX_NEW_TOKENS, **(max_new_tokens or {})}
     model_id = model_id or model_identifier(model)
@@ -76,6 +84,7 @@ def run_benchmark(
         "decoding": "greedy",
         "max_new_tokens": budgets,
         "system_prompt": system_prompt,
+        "generation_kwargs": {k: repr(v) for k, v in sorted((generation_kwargs or {}).items())},
         "extraction": "rules, then LLM judge" if judge else "rules only",
         "judge": judge_id if judge else None,
     }
@@ -104,7 +113,7 @@ def run_benchmark(
             prompts = [render_prompt(processor, s, system_prompt) for s in batch]
             images = [img for s in batch for img in s.images]
             budget = max(budgets[s.question_type] for s in batch)
-            replies = _generate(model, processor, prompts, images, budget)
+            replies = _generate(model, processor, prompts, images, budget, generation_kwargs or {})
             records = []
             for sample, reply in zip(batch, replies):
                 rec = score_sample(sample, reply, judge=judge)

@@ -1,0 +1,117 @@
+"""Answer extraction on hand-written replies."""
+
+import pytest
+
+from gmaivl.evaluation.extraction import OpenAIJudge, extract_choice, extract_yes_no
+
+OPTIONS = {"A": "Pneumonia", "B": "Viral pneumonia", "C": "Pleural effusion", "D": "No abnormality"}
+
+
+@pytest.mark.parametrize(
+    ("reply", "letters", "method"),
+    [
+        ("B", ("B",), "letter-only"),
+        ("(C)", ("C",), "letter-only"),
+        ("D. No abnormality", ("D",), "letter-only"),
+        ("The answer is (B).", ("B",), "answer-is"),
+        ("Answer: C", ("C",), "letter-only"),
+        ("I think the most likely answer would be D, given the clear lung fields.", ("D",), "answer-is"),
+        # letters in prose: an article "A" is not option A, and "B-mode" is not option B
+        ("A dense opacity fills the lower lobe on this B-mode view, so I go with C", ("C",), "final-letter"),
+        ("Looking at the effusion, C.", ("C",), "final-letter"),
+        # option text only
+        ("There is a pleural effusion on the left.", ("C",), "option-text"),
+        # "viral pneumonia" also contains "pneumonia": the longer option wins
+        ("The image is consistent with viral pneumonia.", ("B",), "option-text"),
+        # two letters for a single-answer question: ambiguous, unanswerable
+        ("It could be A or B.", (), "none"),
+        ("B, D", (), "none"),
+        # nothing to extract
+        ("I cannot tell from this image.", (), "none"),
+        ("", (), "none"),
+    ],
+)
+def test_single_answer_rules(reply, letters, method):
+    got = extract_choice(reply, OPTIONS)
+    assert got.letters == letters
+    assert got.method == method
+    assert got.answered == bool(letters)
+
+
+def test_multi_answer_questions_keep_all_letters():
+    assert extract_choice("A and C", OPTIONS, multi=True).letters == ("A", "C")
+    assert extract_choice("The correct answers are B, D.", OPTIONS, multi=True).letters == ("B", "D")
+    assert extract_choice("none of them", OPTIONS, multi=True).letters == ()
+
+
+def test_last_answer_statement_wins():
+    reply = "At first the answer is A, but looking again the answer is D."
+    assert extract_choice(reply, OPTIONS).letters == ("D",)
+
+
+def test_letters_outside_the_options_are_ignored():
+    assert extract_choice("E", OPTIONS).letters == ()
+
+
+def test_judge_only_runs_after_rules_fail():
+    calls = []
+
+    def judge(question, options, reply):
+        calls.append(reply)
+        return "C"
+
+    assert extract_choice("The answer is (B).", OPTIONS, judge=judge).letters == ("B",)
+    assert calls == []
+    got = extract_choice("the fluid collection between the pleural layers", OPTIONS, judge=judge)
+    assert got.letters == ("C",) and got.method == "judge"
+    assert calls == ["the fluid collection between the pleural layers"]
+
+
+def test_openai_judge_speaks_the_chat_completions_protocol():
+    import httpx
+
+    seen = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        import json
+
+        seen["url"] = str(request.url)
+        seen["body"] = json.loads(request.content)
+        seen["auth"] = request.headers.get("authorization")
+        return httpx.Response(200, json={"choices": [{"message": {"content": "Reasoning...\nB"}}]})
+
+    client = httpx.Client(transport=httpx.MockTransport(handler), headers={"Authorization": "Bearer k"})
+    judge = OpenAIJudge("http://judge.local/v1", "judge-model", client=client)
+    got = extract_choice("something vague", OPTIONS, question="What is seen?", judge=judge)
+    assert got.letters == ("B",) and got.method == "judge"
+    assert seen["url"] == "http://judge.local/v1/chat/completions"
+    assert seen["body"]["model"] == "judge-model" and seen["body"]["temperature"] == 0
+    assert "Viral pneumonia" in seen["body"]["messages"][0]["content"]
+    assert seen["auth"] == "Bearer k"
+
+
+def test_judge_none_verdict_is_unanswerable():
+    import httpx
+
+    client = httpx.Client(
+        transport=httpx.MockTransport(
+            lambda r: httpx.Response(200, json={"choices": [{"message": {"content": "NONE"}}]})
+        )
+    )
+    judge = OpenAIJudge("http://judge.local/v1", "m", client=client)
+    assert extract_choice("hmm", OPTIONS, judge=judge).method == "none"
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("Yes.", "yes"),
+        ("no", "no"),
+        ("There is no fracture, so no.", "no"),
+        ("Possibly yes, possibly no.", None),
+        ("Yes, there is no fracture.", "yes"),
+        ("Maybe", None),
+    ],
+)
+def test_yes_no(reply, expected):
+    assert extract_yes_no(reply) == expected

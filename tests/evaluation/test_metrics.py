@@ -1,0 +1,102 @@
+"""Metrics against hand-computed values."""
+
+import math
+
+import pytest
+
+from gmaivl.evaluation.metrics import aggregate, bleu, cider, mcq_scores, rouge_l, score_sample, token_f1
+from gmaivl.evaluation.samples import EvalSample
+
+OPTS = {"A": "liver", "B": "kidney", "C": "spleen"}
+
+
+def _mcq(i, answer, modality, department):
+    return EvalSample(
+        str(i), "Which organ?", answer, "mcq", [], OPTS, {"modality": modality, "department": department}
+    )
+
+
+def _run(samples, replies):
+    records = [score_sample(s, r) for s, r in zip(samples, replies)]
+    preds = {s.index: r for s, r in zip(samples, replies)}
+    return aggregate(samples, records, preds, breakdown_keys=["modality", "department"])
+
+
+def test_macro_accuracy_hand_computed():
+    samples = [
+        _mcq(0, "A", "CT", "Radiology"),
+        _mcq(1, "B", "CT", "Radiology"),
+        _mcq(2, "C", "CT", "Oncology"),
+        _mcq(3, "A", "MR", "Oncology"),
+        _mcq(4, "B", "US", "Radiology"),
+        _mcq(5, "C", "US", "Radiology"),
+    ]
+    # CT: right, right, wrong (unanswerable); MR: wrong; US: right, right (by option text)
+    replies = ["A", "The answer is B", "no idea", "C", "kidney", "it is the spleen"]
+    res = _run(samples, replies)
+    m = res["metrics"]
+    assert m["accuracy"] == pytest.approx(100 * 4 / 6, abs=1e-3)
+    by_mod = res["breakdowns"]["modality"]
+    assert by_mod["CT"] == {"accuracy": pytest.approx(200 / 3, abs=1e-3), "n": 3}
+    assert by_mod["MR"]["accuracy"] == 0.0 and by_mod["US"]["accuracy"] == 100.0
+    # macro over modalities: (66.67 + 0 + 100) / 3 = 55.56, unlike the micro 66.67
+    assert m["macro_accuracy/modality"] == pytest.approx((200 / 3 + 0 + 100) / 3, abs=1e-3)
+    # departments: Radiology 4/4 = 100, Oncology 0/2 = 0 -> macro 50
+    assert m["macro_accuracy/department"] == pytest.approx(50.0)
+    assert res["unanswerable"] == {"count": 1, "indices": ["2"]}
+    assert res["extraction_methods"] == {"answer-is": 1, "letter-only": 2, "none": 1, "option-text": 2}
+
+
+def test_multi_answer_acc_and_recall():
+    assert mcq_scores(["A", "B"], ["A", "C"]) == (0.5, 0.5)
+    assert mcq_scores(["A", "C", "B"], ["A", "C"]) == (pytest.approx(2 / 3), 1.0)
+    assert mcq_scores([], ["A"]) == (0.0, 0.0)
+    samples = [EvalSample(str(i), "Which?", "A,C", "mcq", [], OPTS) for i in range(3)]
+    assert samples[0].is_multi_answer
+    res = _run(samples, ["A, B", "A, B and C", "unsure"])
+    assert res["metrics"]["acc_mcq"] == pytest.approx(100 * (0.5 + 2 / 3 + 0) / 3, abs=1e-3)
+    assert res["metrics"]["recall_mcq"] == pytest.approx(100 * (0.5 + 1 + 0) / 3, abs=1e-3)
+    assert "accuracy" not in res["metrics"]  # multi-answer cases are not single-choice accuracy
+
+
+def test_open_and_closed_metrics():
+    samples = [
+        EvalSample("o1", "Which organ?", "liver", "open", []),
+        EvalSample("o2", "Which side?", "right lung", "open", []),
+        EvalSample("c1", "Is it normal?", "yes", "closed", []),
+        EvalSample("c2", "Is there a mass?", "no", "closed", []),
+    ]
+    res = _run(samples, ["The liver.", "left lung", "Yes.", "Yes, there is."])
+    m = res["metrics"]
+    assert m["open_exact_match"] == 50.0
+    assert m["open_token_f1"] == pytest.approx(100 * (1 + 0.5) / 2)
+    assert m["closed_accuracy"] == 50.0
+    assert m["accuracy"] == 50.0  # (1 + 0 + 1 + 0) / 4
+    assert 0 < m["open_rouge_l"] < 100
+    assert token_f1("left lung", "right lung") == 0.5
+
+
+def test_text_metrics_use_the_libraries_correctly():
+    refs = [
+        "the heart is enlarged with clear lungs",
+        "small left pleural effusion is present",
+        "no acute fracture",
+    ]
+    assert bleu(refs, refs) == pytest.approx(100.0)
+    assert rouge_l(refs, refs) == pytest.approx(100.0)
+    perfect, shuffled = cider(refs, refs), cider(refs[1:] + refs[:1], refs)
+    assert perfect > 1.0 and shuffled < perfect
+    assert bleu(["completely unrelated words"] * 3, refs) < 5
+
+
+def test_report_metrics_in_aggregate():
+    samples = [
+        EvalSample("r1", "", "Findings: clear lungs. Impression: normal.", "report", []),
+        EvalSample("r2", "", "Findings: left effusion. Impression: effusion.", "report", []),
+    ]
+    res = _run(
+        samples, ["Findings: clear lungs. Impression: normal.", "Findings: nothing. Impression: normal."]
+    )
+    m = res["metrics"]
+    assert set(m) >= {"report_rouge_l", "report_bleu", "report_cider"}
+    assert 0 < m["report_rouge_l"] < 100 and not math.isnan(m["report_cider"])
