@@ -21,6 +21,10 @@ def load_source(source: dict[str, Any]) -> Dataset:
     """Load one source: a `save_to_disk` folder, a data file, a local dataset folder or a Hub id."""
     path = str(source["path"])
     split = source.get("split", "train")
+    if path.startswith("toy:"):
+        from .toy import load_toy
+
+        return load_toy(source)
     local = Path(os.path.expanduser(path))
     try:
         saved = ("dataset_info.json", "state.json", "dataset_dict.json")
@@ -33,7 +37,9 @@ def load_source(source: dict[str, Any]) -> Dataset:
             return load_dataset(_FILE_BUILDERS[local.suffix], data_files=str(local), split=split)
         return load_dataset(path, name=source.get("name"), data_files=source.get("data_files"), split=split)
     except Exception as err:
-        raise ValueError(f"data source {path!r} (name={source.get('name')!r}, split={split!r}): {err}") from err
+        raise ValueError(
+            f"data source {path!r} (name={source.get('name')!r}, split={split!r}): {err}"
+        ) from err
 
 
 def sample_ratio(ds: Dataset, ratio: float, seed: int) -> Dataset:

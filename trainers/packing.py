@@ -43,7 +43,11 @@ def check_packing_attention(attn_implementation: str | None, batch: dict[str, An
             f"{attn_implementation!r} is not one of {sorted(PACKING_SAFE_ATTENTION)}. Load the model with "
             "attn_implementation='gmaivl_packed' (Triton varlen kernel) or 'sdpa', or turn vlm_packing off."
         )
-    if batch is not None and attn_implementation in MASK_FROM_POSITION_IDS and batch.get("attention_mask") is not None:
+    if (
+        batch is not None
+        and attn_implementation in MASK_FROM_POSITION_IDS
+        and batch.get("attention_mask") is not None
+    ):
         raise PackingAttentionError(
             f"a packed batch must not carry an attention_mask under {attn_implementation!r}: with one, transformers "
             "uses it instead of the block-diagonal mask from position ids, and samples attend to each other."
@@ -153,7 +157,9 @@ class GMAIVLDataCollator:
             images = [example["image"]]
         images = [img.convert("RGB") if hasattr(img, "convert") else img for img in (images or [])]
         try:
-            messages = prepare_multimodal_messages(example["messages"], images=images)
+            messages = prepare_multimodal_messages(
+                self._split_image_tokens(example["messages"]), images=images
+            )
         except ValueError as err:
             raise ValueError(f"{name}: {err}") from err
         n_placeholders = sum(
@@ -163,7 +169,9 @@ class GMAIVLDataCollator:
             if isinstance(part, dict) and part.get("type") == "image"
         )
         if n_placeholders != len(images):
-            raise ValueError(f"{name}: {n_placeholders} image placeholders in `messages` but {len(images)} images")
+            raise ValueError(
+                f"{name}: {n_placeholders} image placeholders in `messages` but {len(images)} images"
+            )
         if not any(m.get("role") == "assistant" for m in messages):
             raise ValueError(f"{name}: no assistant turn, so nothing to train on")
         out = self.processor.apply_chat_template(
@@ -188,8 +196,28 @@ class GMAIVLDataCollator:
                 )
             input_ids, labels = input_ids[: self.max_length], labels[: self.max_length]
         if not (labels != -100).any():
-            raise ValueError(f"{name}: no assistant tokens left to train on (empty answer or cut by max_length)")
+            raise ValueError(
+                f"{name}: no assistant tokens left to train on (empty answer or cut by max_length)"
+            )
         return EncodedSample(input_ids, labels, pixel_values)
+
+    def _split_image_tokens(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """LLaVA-style string content with literal "<image>" markers -> structured parts."""
+        token = getattr(self.processor, "image_token", "<image>")
+        out = []
+        for m in messages:
+            content = m.get("content")
+            if isinstance(content, str) and token in content:
+                parts: list[dict[str, Any]] = []
+                for k, piece in enumerate(content.split(token)):
+                    if k:
+                        parts.append({"type": "image"})
+                    piece = piece.strip("\n") if k else piece.rstrip("\n")
+                    if piece:
+                        parts.append({"type": "text", "text": piece})
+                m = {**m, "content": parts}
+            out.append(m)
+        return out
 
     # -- a batch ------------------------------------------------------------------------------------
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -198,7 +226,10 @@ class GMAIVLDataCollator:
 
     def collate_encoded(self, samples: list[EncodedSample]) -> dict[str, torch.Tensor]:
         if self.packing:
-            rows = [[samples[i] for i in b] for b in best_fit_decreasing([len(s) for s in samples], self.max_length)]
+            rows = [
+                [samples[i] for i in b]
+                for b in best_fit_decreasing([len(s) for s in samples], self.max_length)
+            ]
         else:
             rows = [[s] for s in samples]
         return self._build(rows)

@@ -213,7 +213,9 @@ def _cpu_adjustments(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_recipe(
-    config: str | os.PathLike | dict[str, Any] | None = None, overrides: list[str] | None = None
+    config: str | os.PathLike | dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+    source: str | None = None,
 ) -> Recipe:
     """Parse a stage recipe (YAML path or mapping) plus command-line style overrides with `TrlParser`.
 
@@ -223,7 +225,7 @@ def parse_recipe(
     from trl import TrlParser
 
     overrides = list(overrides or [])
-    source = "<dict>"
+    source = source or "<dict>"
     if config is None:
         values: dict[str, Any] = {}
     elif isinstance(config, dict):
