@@ -1,0 +1,151 @@
+"""The dataset card: YAML with one config per sub-dataset (and its splits), statistics, a plot, provenance."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+from .spec import BuildSpec
+from .writer import atomic_write_text
+
+CONFIG_TITLES = {
+    "caption": "GMAI-MM-Caption: detailed captions of whole images and boxed regions",
+    "instruct": "GMAI-MM-Instruct: free-form instruction question-answer dialogues",
+    "percept": "GMAI-MM-Percept: single-choice and region perception questions from the labels",
+    "text_single": "GMAI-Text-Single: single-turn medical dialogues",
+    "text_multi": "GMAI-Text-Multi: multi-turn medical conversations",
+    "records": "Standardised records <image, modality, label, department, bbox?> after image QC",
+}
+CONFIG_ORDER = ("caption", "instruct", "percept", "text_single", "text_multi", "records")
+
+
+def _size_category(rows: int) -> str:
+    for limit, name in (
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+        (10_000_000, "1M<n<10M"),
+    ):
+        if rows < limit:
+            return name
+    return "10M<n<100M"
+
+
+def _table(counter: dict[str, int], title: str) -> str:
+    total = sum(counter.values()) or 1
+    lines = [f"| {title} | rows | share |", "| --- | ---: | ---: |"]
+    lines += [f"| {key} | {value} | {100 * value / total:.1f}% |" for key, value in counter.items()]
+    return "\n".join(lines)
+
+
+def plot_statistics(stats: dict[str, dict[str, int]], path: Path) -> None:
+    """Bar charts of the modality / department / task / clinical-task distributions (Table 3 style)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [d for d in ("modality", "department", "task_type", "clinical_task") if stats.get(d)]
+    figure, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.5 * max(1, len(panels)), 4), squeeze=False)
+    for axis, dimension in zip(axes[0], panels):
+        items = list(stats[dimension].items())[:15]
+        axis.barh([k for k, _ in items][::-1], [v for _, v in items][::-1], color="#4C72B0")
+        axis.set_title(dimension.replace("_", " "))
+        axis.tick_params(axis="y", labelsize=7)
+    figure.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(tmp, dpi=110)
+    plt.close(figure)
+    tmp.replace(path)
+
+
+def write_card(spec: BuildSpec, out: Path, report: dict[str, Any]) -> Path:
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    from gmaivl.dataset_builders import __name__ as package_name
+
+    published = report["rows"]["published"]
+    configs = [c for c in CONFIG_ORDER if report["splits"].get(c)]
+    card_configs = [
+        {
+            "config_name": config,
+            "data_files": [
+                {"split": split, "path": f"{config}/{split}-*.parquet"} for split in report["splits"][config]
+            ],
+            **({"default": True} if config == configs[0] else {}),
+        }
+        for config in configs
+    ]
+    languages = sorted(report["stats"].get("language", {}) or {"en": 1})
+    data = DatasetCardData(
+        configs=card_configs,
+        license=spec.license,
+        language=languages,
+        task_categories=["image-text-to-text", "visual-question-answering"],
+        tags=["medical", "gmai-vl", "image-text"],
+        pretty_name=spec.name,
+        size_categories=[_size_category(sum(published.values()))],
+    )
+    stats = report["stats"]
+    if any(stats.get(d) for d in ("modality", "department", "task_type", "clinical_task")):
+        plot_statistics(stats, out / "statistics.png")
+    sections = [
+        f"# {spec.name}",
+        spec.description or "Medical image-text corpus built with `gmaivl data build` (GMAI-VL-5.5M recipe).",
+        "## Configs",
+        "| config | contents | rows |",
+        "| --- | --- | ---: |",
+        *(
+            f"| `{c}` | {CONFIG_TITLES[c]} | {published.get(c, report['records']['kept'] if c == 'records' else 0)} |"
+            for c in configs
+        ),
+        "",
+        '```python\nfrom datasets import load_dataset\n\nds = load_dataset("<this repo or folder>", "'
+        + (configs[0] if configs else "caption")
+        + '", split="train")\n```',
+        "Rows follow the training format of TRL: `images` (list of images) and `messages` (chat turns), plus "
+        "metadata columns (`modality`, `department`, `label`, `task_type`, `clinical_task`, `granularity`, `bbox`, "
+        "`source_dataset`, `language`, ...).",
+        "## Statistics",
+        "![distributions](statistics.png)" if (out / "statistics.png").exists() else "",
+    ]
+    for dimension in ("modality", "department", "task_type", "clinical_task", "language"):
+        if stats.get(dimension):
+            sections += [
+                f"### {dimension.replace('_', ' ').capitalize()}",
+                _table(stats[dimension], dimension),
+            ]
+    qc = report["dropped"]
+    sections += [
+        "## Build provenance",
+        f"- built: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')} by `{package_name}`",
+        f"- spec fingerprint: `{report['spec_fingerprint']}`; work units: {report['units']}",
+        f"- records ingested: {report['records']['ingested']}, kept after image QC: {report['records']['kept']}",
+        f"- input errors: {report['errors']['total']} ({', '.join(f'{k}: {v}' for k, v in report['errors']['by_kind'].items()) or 'none'})",
+        f"- dropped at ingest: {', '.join(f'{k}: {v}' for k, v in qc['ingest'].items()) or 'none'}",
+        f"- dropped by quality control: {', '.join(f'{k}: {v}' for k, v in qc['qc'].items()) or 'none'}",
+        "- text generation: " + spec.generation.get("backend", "templates"),
+    ]
+    if report.get("judge"):
+        sections.append("- quality judge (mean score of sampled rows, 1 = best; accepted when <= threshold):")
+        sections += [
+            f"  - {source}: {r['mean_score']} ({'accepted' if r['accepted'] else 'rejected'}, {r['scored']} scored)"
+            for source, r in report["judge"].items()
+        ]
+    sections += [
+        "",
+        "### Sources",
+        "| source | type | modality | department | clinical task |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    sections += [
+        f"| {s.name} | {s.type} | {s.modality} | {s.department} | {s.clinical_task} |" for s in spec.sources
+    ]
+    card = DatasetCard(
+        f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(x for x in sections if x is not None) + "\n"
+    )
+    path = out / "README.md"
+    atomic_write_text(path, str(card))
+    return path

@@ -1,0 +1,336 @@
+"""Reading medical images and turning them into 8-bit RGB slices (SA-Med2D-20M style).
+
+DICOM through pydicom, NIfTI through nibabel, 2D files through Pillow. CT gets a window
+(level/width presets), MR and other scalar data a percentile normalisation, everything becomes
+8-bit RGB. Masks become one bounding box per label and connected component (scikit-image).
+
+Only acquisition facts a record needs leave this module (`SAFE_DICOM_FIELDS`): no DICOM patient,
+study or institution value is ever returned.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+try:  # the model's image processor owns the presets; keep one source of truth when available
+    from gmaivl.modeling_gmaivl.image_processing_gmaivl import (  # type: ignore[attr-defined]
+        WINDOW_PRESETS,
+        apply_window,
+        percentile_normalize,
+    )
+except ImportError:  # pragma: no cover - exercised only before the model code exists
+    # Level/width in Hounsfield units, the usual radiology presets.
+    WINDOW_PRESETS: dict[str, tuple[float, float]] = {
+        "abdomen": (40.0, 400.0),
+        "soft_tissue": (50.0, 350.0),
+        "lung": (-600.0, 1500.0),
+        "bone": (400.0, 1800.0),
+        "brain": (40.0, 80.0),
+        "liver": (60.0, 160.0),
+        "mediastinum": (50.0, 350.0),
+    }
+
+    def apply_window(array: Any, level: float, width: float) -> np.ndarray:
+        """Clip to [level - width/2, level + width/2] and scale to [0, 1]."""
+        array = np.asarray(array, dtype=np.float32)
+        low = level - width / 2.0
+        return np.clip((array - low) / max(float(width), 1e-6), 0.0, 1.0)
+
+    def percentile_normalize(array: Any, lower: float = 0.5, upper: float = 99.5) -> np.ndarray:
+        """Scale the [lower, upper] percentile range to [0, 1], clipping outside it."""
+        array = np.asarray(array, dtype=np.float32)
+        lo, hi = np.percentile(array, [lower, upper])
+        if hi <= lo:
+            return np.zeros_like(array, dtype=np.float32)
+        return np.clip((array - lo) / (hi - lo), 0.0, 1.0)
+
+
+# DICOM attributes that may reach a record (as `meta`), all acquisition geometry or modality.
+SAFE_DICOM_FIELDS = ("Modality", "PixelSpacing", "SliceThickness", "PhotometricInterpretation")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+DICOM_SUFFIXES = (".dcm", ".dicom", "")
+
+
+class SourceError(ValueError):
+    """A bad input file: the message names the file and what is wrong."""
+
+
+@dataclass
+class Volume:
+    """A scalar or RGB image stack: `data` is (Z, H, W) or (Z, H, W, 3); spacing in mm (z, y, x)."""
+
+    data: np.ndarray
+    spacing: tuple[float, ...] = (1.0, 1.0, 1.0)
+    modality: str | None = None
+
+
+def _float_list(value: Any) -> list[float]:
+    try:
+        return [float(v) for v in value]
+    except TypeError:
+        return [float(value)]
+
+
+def read_dicom(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """Pixel data of a DICOM file (modality LUT applied) and its safe metadata.
+
+    Returns (frames, meta) with frames (N, H, W) float32 for grayscale or (N, H, W, 3) uint8 for
+    colour, N = number of frames.
+    """
+    import pydicom
+    from pydicom.pixels import apply_color_lut, apply_modality_lut
+
+    path = Path(path)
+    try:
+        ds = pydicom.dcmread(path)
+        pixels = ds.pixel_array
+    except Exception as error:  # pydicom raises many types for truncated/corrupt files
+        raise SourceError(f"{path}: unreadable DICOM ({type(error).__name__}: {error})") from error
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if photometric == "PALETTE COLOR":
+        pixels = apply_color_lut(pixels, ds)
+        photometric = "RGB"
+    color = photometric not in ("MONOCHROME1", "MONOCHROME2")
+    if color:
+        if pixels.ndim == 3:
+            pixels = pixels[None]
+        if pixels.dtype != np.uint8:
+            pixels = _to_uint8(pixels.astype(np.float32))
+        data = pixels
+    else:
+        data = apply_modality_lut(pixels, ds).astype(np.float32)
+        if photometric == "MONOCHROME1":
+            data = data.max() - data
+        if frames == 1 or data.ndim == 2:
+            data = data.reshape((1, *data.shape[-2:]))
+    meta: dict[str, Any] = {}
+    for name in SAFE_DICOM_FIELDS:
+        if name in ds and ds[name].value not in (None, ""):
+            value = ds[name].value
+            meta[name] = _float_list(value) if name in ("PixelSpacing", "SliceThickness") else str(value)
+    return data, meta
+
+
+def read_dicom_series(files: list[Path]) -> tuple[Volume, dict[str, Any]]:
+    """Stack single-frame DICOM files of one series, ordered along the slice normal."""
+    import pydicom
+
+    slices = []
+    for file in files:
+        try:
+            header = pydicom.dcmread(file, stop_before_pixels=True)
+        except Exception as error:
+            raise SourceError(f"{file}: unreadable DICOM header ({error})") from error
+        position = header.get("ImagePositionPatient")
+        orientation = header.get("ImageOrientationPatient")
+        if position is not None and orientation is not None:
+            normal = np.cross(np.asarray(orientation[:3], float), np.asarray(orientation[3:], float))
+            key = float(np.dot(normal, np.asarray(position, float)))
+        else:
+            key = float(header.get("InstanceNumber", len(slices)) or 0)
+        slices.append((key, file))
+    slices.sort(key=lambda item: (item[0], str(item[1])))
+    arrays, meta = [], {}
+    for _, file in slices:
+        data, meta = read_dicom(file)
+        arrays.append(data[0])
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise SourceError(f"{files[0].parent}: series slices differ in shape {sorted(shapes)}")
+    spacing = meta.get("PixelSpacing", [1.0, 1.0])
+    thickness = meta.get("SliceThickness", [1.0])[0]
+    volume = Volume(np.stack(arrays), (float(thickness), *map(float, spacing)), meta.get("Modality"))
+    return volume, meta
+
+
+def read_nifti(path: str | Path, channel: int = 0) -> Volume:
+    """A NIfTI volume in closest-canonical (RAS) orientation as (Z, H, W) with spacing.
+
+    4D images (e.g. multi-sequence MR of the Decathlon) keep `channel` along the last axis.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    try:
+        image = nib.as_closest_canonical(nib.load(str(path)))
+        data = np.asarray(image.dataobj, dtype=np.float32)
+    except Exception as error:
+        raise SourceError(f"{path}: unreadable NIfTI ({type(error).__name__}: {error})") from error
+    zooms = [float(z) for z in image.header.get_zooms()[:3]]
+    if data.ndim == 4:
+        if not 0 <= channel < data.shape[3]:
+            raise SourceError(f"{path}: channel {channel} out of range for shape {data.shape}")
+        data = data[..., channel]
+    if data.ndim == 2:
+        data = data[..., None]
+    if data.ndim != 3:
+        raise SourceError(f"{path}: expected a 3D volume, got shape {data.shape}")
+    # (X, Y, Z) in RAS -> (Z, H, W) with the anterior side up in each axial slice
+    data = np.transpose(data, (2, 1, 0))[:, ::-1, :]
+    return Volume(np.ascontiguousarray(data), (zooms[2], zooms[1], zooms[0]))
+
+
+def read_label_nifti(path: str | Path) -> np.ndarray:
+    """Integer label volume in the same (Z, H, W) layout as `read_nifti`."""
+    volume = read_nifti(path)
+    return np.rint(volume.data).astype(np.int32)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """A 2D image file as a uint8 (H, W) or (H, W, 3) array; truncated files raise `SourceError`."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                if image.mode in ("I;16", "I;16B", "I", "F"):
+                    return _to_uint8(np.asarray(image, dtype=np.float32))
+                if image.mode not in ("L", "RGB"):
+                    image = image.convert("RGB")
+                return np.asarray(image)
+    except Exception as error:
+        raise SourceError(f"{path}: unreadable image ({type(error).__name__}: {error})") from error
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A 2D label mask (PNG/TIFF/NIfTI/DICOM) as an integer array."""
+    path = Path(path)
+    name = path.name.lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        volume = read_label_nifti(path)
+        if volume.shape[0] != 1:
+            raise SourceError(f"{path}: expected a 2D mask, got a volume of shape {volume.shape}")
+        return volume[0]
+    if name.endswith(".dcm"):
+        data, _ = read_dicom(path)
+        return np.rint(data[0]).astype(np.int32)
+    array = read_image(path)
+    if array.ndim == 3:  # colour-coded masks: any non-black pixel is foreground of label 1
+        array = (array.max(axis=-1) > 0).astype(np.int32)
+    return array.astype(np.int32)
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    return (percentile_normalize(array, 0.0, 100.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def to_rgb8(
+    array: np.ndarray,
+    modality: str,
+    window: str | tuple[float, float] | list[float] | None = None,
+    percentiles: tuple[float, float] = (0.5, 99.5),
+) -> np.ndarray:
+    """Scalar or colour pixels -> (H, W, 3) uint8.
+
+    CT (and anything given a window) is windowed in its native units; other scalar data (MR, PET,
+    ...) gets a percentile normalisation; uint8 data is kept as it is.
+    """
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        rgb = array[..., :3]
+        return rgb if rgb.dtype == np.uint8 else _to_uint8(rgb.astype(np.float32))
+    if array.ndim != 2:
+        raise ValueError(f"expected a 2D image, got shape {array.shape}")
+    if window is None and modality.upper() == "CT" and array.dtype != np.uint8:
+        window = "abdomen"
+    if window is not None:
+        if isinstance(window, str):
+            if window not in WINDOW_PRESETS:
+                raise ValueError(f"unknown window preset {window!r}; known: {sorted(WINDOW_PRESETS)}")
+            level, width = WINDOW_PRESETS[window]
+        else:
+            level, width = (float(v) for v in window)
+        scaled = np.asarray(apply_window(array.astype(np.float32), level, width), dtype=np.float32)
+    elif array.dtype == np.uint8:
+        gray = array
+        return np.repeat(gray[..., None], 3, axis=-1)
+    else:
+        scaled = np.asarray(percentile_normalize(array.astype(np.float32), *percentiles), dtype=np.float32)
+    gray = (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=-1)
+
+
+def resize_rgb(
+    rgb: np.ndarray, min_side: int | None = None, max_side: int | None = None
+) -> tuple[np.ndarray, float, float]:
+    """Resize so the short side >= min_side and the long side <= max_side; returns scale (sx, sy)."""
+    height, width = rgb.shape[:2]
+    scale = 1.0
+    if min_side and min(height, width) < min_side:
+        scale = min_side / min(height, width)
+    if max_side and max(height, width) * scale > max_side:
+        scale = max_side / max(height, width)
+    if scale == 1.0:
+        return rgb, 1.0, 1.0
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    resized = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.Resampling.BICUBIC))
+    return resized, new_w / width, new_h / height
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an integer mask to (width, height)."""
+    if mask.shape[1] == size[0] and mask.shape[0] == size[1]:
+        return mask
+    image = Image.fromarray(mask.astype(np.int32), mode="I")
+    return np.asarray(image.resize(size, Image.Resampling.NEAREST)).astype(np.int32)
+
+
+@dataclass
+class BoxResult:
+    """A bounding box of one connected component of one label value."""
+
+    value: int
+    bbox: list[float]  # x_min, y_min, x_max, y_max (pixel edges, exclusive max)
+    area: int
+
+
+def mask_to_boxes(
+    mask: np.ndarray,
+    values: list[int] | None = None,
+    min_area: int = 16,
+    min_area_fraction: float = 0.0,
+    connectivity: int = 2,
+    max_per_label: int = 0,
+) -> tuple[list[BoxResult], dict[str, int]]:
+    """One box per label value and connected component; tiny components are dropped.
+
+    `max_per_label` > 0 keeps only the largest components of each label (the rest are counted as
+    "extra_component"). Returns (boxes, dropped) with dropped counted by reason ("tiny_component",
+    "empty_label", "extra_component").
+    """
+    from skimage.measure import label as connected_components
+    from skimage.measure import regionprops
+
+    threshold = max(min_area, int(np.ceil(min_area_fraction * mask.size)))
+    present = [int(v) for v in np.unique(mask) if v != 0]
+    wanted = present if values is None else [int(v) for v in values]
+    boxes: list[BoxResult] = []
+    dropped: dict[str, int] = {}
+    for value in wanted:
+        binary = mask == value
+        if not binary.any():
+            dropped["empty_label"] = dropped.get("empty_label", 0) + 1
+            continue
+        components = connected_components(binary, connectivity=connectivity)
+        regions = sorted(regionprops(components), key=lambda r: (-r.area, r.bbox))
+        kept = 0
+        for region in regions:
+            if region.area < threshold:
+                dropped["tiny_component"] = dropped.get("tiny_component", 0) + 1
+                continue
+            if max_per_label and kept >= max_per_label:
+                dropped["extra_component"] = dropped.get("extra_component", 0) + 1
+                continue
+            kept += 1
+            y0, x0, y1, x1 = region.bbox
+            boxes.append(BoxResult(value, [float(x0), float(y0), float(x1), float(y1)], int(region.area)))
+    return boxes, dropped

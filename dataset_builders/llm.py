@@ -1,0 +1,327 @@
+"""Pluggable LLM backends with JSON validation, a bounded retry budget and a content-hash cache.
+
+- `OpenAIBackend`: any OpenAI-compatible `/chat/completions` endpoint (OpenAI, or local vLLM / TGI
+  / llama.cpp servers), over httpx; images travel as base64 data URLs.
+- `TransformersBackend`: a local transformers model (causal LM with its tokenizer, or a
+  vision-language model with its processor), greedy decoding.
+- `LLMClient.request_json`: sends a prompt, parses and validates the JSON reply, retries up to
+  `max_attempts`; every raw reply is stored in a SQLite cache keyed by the content hash of
+  (backend, prompt version, task, prompt, image hashes, attempt), so a crashed run replays what it
+  already paid for and several worker processes share one cache.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from PIL import Image
+
+from .prompts import PROMPT_VERSION, SYSTEM
+
+
+class LLMError(RuntimeError):
+    """No valid reply within the retry budget (the message shows the last reply)."""
+
+
+class Backend(Protocol):
+    identity: str
+
+    def complete(self, system: str, prompt: str, images: list[Image.Image]) -> str: ...
+
+
+def _data_url(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+class OpenAIBackend:
+    """OpenAI-compatible chat completions over HTTP (works for vLLM/TGI `--api` servers too)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        temperature: float = 0.2,
+        max_tokens: int = 1024,
+        timeout: float = 120.0,
+        json_mode: bool = False,
+        send_images: bool = True,
+    ) -> None:
+        import httpx
+
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.json_mode = json_mode
+        self.send_images = send_images
+        key = api_key or os.environ.get(api_key_env) or "EMPTY"
+        self._client = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {key}"})
+        self.identity = f"openai:{self.base_url}:{model}:{temperature}:{max_tokens}"
+
+    def complete(self, system: str, prompt: str, images: list[Image.Image]) -> str:
+        content: Any = prompt
+        if images and self.send_images:
+            content = [
+                *({"type": "image_url", "image_url": {"url": _data_url(i)}} for i in images),
+                {"type": "text", "text": prompt},
+            ]
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": content}],
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
+        if self.json_mode:
+            body["response_format"] = {"type": "json_object"}
+        response = self._client.post(f"{self.base_url}/chat/completions", json=body)
+        response.raise_for_status()
+        return str(response.json()["choices"][0]["message"]["content"] or "")
+
+
+class TransformersBackend:
+    """A local transformers model; `processor` may be a tokenizer or a multimodal processor."""
+
+    def __init__(
+        self, model: Any, processor: Any, max_new_tokens: int = 256, name: str | None = None
+    ) -> None:
+        self.model = model.eval()
+        self.processor = processor
+        self.max_new_tokens = max_new_tokens
+        self.identity = f"transformers:{name or getattr(model.config, '_name_or_path', type(model).__name__)}:{max_new_tokens}"
+
+    @classmethod
+    def from_pretrained(cls, path: str, max_new_tokens: int = 256, **kwargs: Any) -> TransformersBackend:
+        from transformers import (
+            AutoModelForCausalLM,
+            AutoModelForImageTextToText,
+            AutoProcessor,
+            AutoTokenizer,
+        )
+
+        try:
+            model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+            processor = AutoProcessor.from_pretrained(path, **kwargs)
+        except (ValueError, OSError, KeyError):
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+            processor = AutoTokenizer.from_pretrained(path, **kwargs)
+        return cls(model, processor, max_new_tokens, name=path)
+
+    def complete(self, system: str, prompt: str, images: list[Image.Image]) -> str:
+        import torch
+
+        multimodal = hasattr(self.processor, "image_processor") and images
+        if multimodal:
+            user: Any = [*({"type": "image"} for _ in images), {"type": "text", "text": prompt}]
+        else:
+            user = prompt
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if multimodal:
+            inputs = self.processor(text=text, images=images, return_tensors="pt")
+        else:
+            tokenizer = getattr(self.processor, "tokenizer", self.processor)
+            inputs = tokenizer(text, return_tensors="pt")
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        with torch.no_grad():
+            output = self.model.generate(
+                **inputs,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id
+                if tokenizer.pad_token_id is not None
+                else tokenizer.eos_token_id,
+            )
+        return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+class ReplyCache:
+    """SQLite key -> raw reply store, safe for several processes (WAL, busy timeout)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._connection = sqlite3.connect(self.path, timeout=120, isolation_level=None)
+        self._connection.execute("PRAGMA journal_mode=WAL")
+        self._connection.execute(
+            "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, reply TEXT NOT NULL)"
+        )
+
+    def get(self, key: str) -> str | None:
+        row = self._connection.execute("SELECT reply FROM replies WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def put(self, key: str, reply: str) -> None:
+        self._connection.execute("INSERT OR REPLACE INTO replies (key, reply) VALUES (?, ?)", (key, reply))
+
+    def __len__(self) -> int:
+        return int(self._connection.execute("SELECT COUNT(*) FROM replies").fetchone()[0])
+
+
+def extract_json(text: str) -> Any:
+    """Parse the JSON object/array of a reply, tolerating ```json fences and surrounding prose."""
+    text = text.strip()
+    fenced = re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL)
+    if fenced:
+        text = fenced.group(1).strip()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
+    if not starts:
+        raise ValueError("reply contains no JSON object")
+    start = min(starts)
+    end = max(text.rfind("}"), text.rfind("]"))
+    if end <= start:
+        raise ValueError("reply contains no complete JSON object")
+    return json.loads(text[start : end + 1])
+
+
+class LLMClient:
+    """Backend + cache + validation: `request_json(task, prompt, images, validate)`."""
+
+    def __init__(
+        self, backend: Backend, cache: ReplyCache | None = None, max_attempts: int = 3, backoff: float = 0.5
+    ) -> None:
+        self.backend = backend
+        self.cache = cache
+        self.max_attempts = max(1, int(max_attempts))
+        self.backoff = backoff
+        self.calls = 0  # replies paid for (not served from the cache)
+        self.cache_hits = 0
+        self.invalid_replies = 0
+
+    def _key(self, task: str, prompt: str, image_keys: list[str], attempt: int) -> str:
+        payload = json.dumps(
+            [self.backend.identity, PROMPT_VERSION, task, SYSTEM, prompt, image_keys, attempt]
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def request_json(
+        self,
+        task: str,
+        prompt: str,
+        images: list[Image.Image] | None = None,
+        image_keys: list[str] | None = None,
+        validate: Callable[[Any], Any] = lambda x: x,
+    ) -> Any:
+        images = images or []
+        keys = (
+            image_keys if image_keys is not None else [hashlib.md5(i.tobytes()).hexdigest() for i in images]
+        )
+        last = ""
+        for attempt in range(self.max_attempts):
+            key = self._key(task, prompt, keys, attempt)
+            reply = self.cache.get(key) if self.cache is not None else None
+            if reply is None:
+                reply = self._call(prompt, images)
+                self.calls += 1
+                if self.cache is not None:
+                    self.cache.put(key, reply)
+            else:
+                self.cache_hits += 1
+            last = reply
+            try:
+                return validate(extract_json(reply))
+            except (ValueError, TypeError, KeyError) as error:
+                self.invalid_replies += 1
+                last = f"{reply[:200]!r} ({error})"
+        raise LLMError(f"{task}: no valid JSON reply after {self.max_attempts} attempts; last: {last}")
+
+    def _call(self, prompt: str, images: list[Image.Image]) -> str:
+        error: Exception | None = None
+        for attempt in range(self.max_attempts):
+            try:
+                return self.backend.complete(SYSTEM, prompt, images)
+            except Exception as exc:  # transport errors: bounded retries, never cached
+                error = exc
+                time.sleep(self.backoff * (2**attempt))
+        raise LLMError(f"backend failed {self.max_attempts} times: {type(error).__name__}: {error}")
+
+
+# -- reply validators ----------------------------------------------------------------------------
+def validate_caption(data: Any, region: bool) -> str:
+    caption = data.get("caption") if isinstance(data, dict) else None
+    if not isinstance(caption, str) or len(caption.split()) < 3:
+        raise ValueError("missing or too short 'caption'")
+    caption = caption.strip()
+    if region and not caption.lower().startswith("this region"):
+        raise ValueError("region caption must start with 'This region'")
+    return caption
+
+
+def validate_pairs(data: Any) -> list[dict[str, str]]:
+    pairs = data.get("pairs") if isinstance(data, dict) else data
+    if isinstance(pairs, dict):
+        pairs = [pairs]
+    if not isinstance(pairs, list) or not pairs:
+        raise ValueError("expected a non-empty list of question/answer pairs")
+    out = []
+    for pair in pairs:
+        if (
+            not isinstance(pair, dict)
+            or not str(pair.get("question", "")).strip()
+            or not str(pair.get("answer", "")).strip()
+        ):
+            raise ValueError(f"bad pair {str(pair)[:80]}")
+        out.append({"question": str(pair["question"]).strip(), "answer": str(pair["answer"]).strip()})
+    return out
+
+
+def validate_translation(data: Any, original: list[dict[str, str]]) -> list[dict[str, str]]:
+    messages = data.get("messages") if isinstance(data, dict) else data
+    if not isinstance(messages, list) or len(messages) != len(original):
+        raise ValueError("translation must keep the number of turns")
+    out = []
+    for source, turn in zip(original, messages):
+        content = turn.get("content") if isinstance(turn, dict) else None
+        if not isinstance(content, str) or not content.strip():
+            raise ValueError("empty translated turn")
+        if not re.search(r"[\u4e00-\u9fff]", content) and re.search(r"[A-Za-z]{4,}", source["content"]):
+            raise ValueError("translated turn contains no Chinese characters")
+        out.append({"role": source["role"], "content": content.strip()})
+    return out
+
+
+def validate_score(data: Any) -> tuple[float, str]:
+    if not isinstance(data, dict) or "score" not in data:
+        raise ValueError("missing 'score'")
+    match = re.search(r"[1-5](?:\.\d+)?", str(data["score"]))
+    if not match:
+        raise ValueError(f"score {data['score']!r} is not within 1-5")
+    score = float(match.group(0))
+    if not 1.0 <= score <= 5.0:
+        raise ValueError(f"score {score} is not within 1-5")
+    return score, str(data.get("comments", ""))
+
+
+def backend_from_config(config: dict[str, Any]) -> Backend | None:
+    """Build the backend named in a spec's `generation` block (None for `templates`)."""
+    kind = config.get("backend", "templates")
+    if kind == "templates":
+        return None
+    if kind == "openai":
+        options = dict(config.get("openai") or {})
+        if "base_url" not in options or "model" not in options:
+            raise ValueError("generation.openai needs 'base_url' and 'model'")
+        return OpenAIBackend(**options)
+    if kind == "transformers":
+        options = dict(config.get("transformers") or {})
+        if "model" not in options:
+            raise ValueError("generation.transformers needs 'model' (a local path)")
+        return TransformersBackend.from_pretrained(options.pop("model"), **options)
+    raise ValueError(f"unknown generation backend {kind!r} (templates, openai, transformers)")

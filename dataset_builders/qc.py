@@ -1,0 +1,217 @@
+"""Quality control (seed 003 Sec. 2.1.4; seed 000 Part 4): every drop is counted by reason.
+
+- image size filter (short side below `min_image_side`, default 64 px);
+- exact image duplicates by pixel md5 and near duplicates by perceptual hash (Hamming distance
+  <= `phash_distance`, default 0 as in Lingshu), across sources; several records of one image
+  (one per box) are not duplicates of each other;
+- decontamination against benchmark images given as a folder or a VLMEvalKit-style TSV (base64
+  `image` column): md5 or pHash within `decontamination_distance`;
+- text length filters (tokens: words, numbers, punctuation, CJK characters): caption answers under
+  `min_caption_tokens` (10) and any row over `max_tokens` (1024) are dropped;
+- near-duplicate texts by MinHash LSH (Jaccard >= `minhash_threshold`, default 0.9) in the configs
+  listed in `minhash_configs` (the text-only ones by default: template questions repeat on purpose).
+
+State is kept as compact hashes only, so memory grows by a few dozen bytes per image, never by images.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .imaging import IMAGE_SUFFIXES, read_image, to_rgb8
+from .records import image_phash, pixel_md5
+
+_TOKEN = re.compile(r"[\u4e00-\u9fff]|\w+|[^\w\s]")
+
+
+def count_tokens(text: str) -> int:
+    """Word-level token count (each CJK character is a token), tokenizer-independent."""
+    return len(_TOKEN.findall(text))
+
+
+class HammingIndex:
+    """Find 64-bit hashes within Hamming distance d (pigeonhole: d+1 bit bands, exact band lookup)."""
+
+    def __init__(self, distance: int = 0) -> None:
+        self.distance = int(distance)
+        self.bands = self.distance + 1
+        self.width = 64 // self.bands
+        self.tables: list[dict[int, list[int]]] = [{} for _ in range(self.bands)]
+        self.values: dict[int, int] = {}
+
+    def _band_keys(self, value: int) -> list[int]:
+        keys = []
+        for band in range(self.bands):
+            shift = band * self.width
+            bits = 64 - shift if band == self.bands - 1 else self.width
+            keys.append((value >> shift) & ((1 << bits) - 1))
+        return keys
+
+    def find(self, value: int) -> int | None:
+        """Owner of a stored hash within the distance, or None."""
+        if value in self.values:
+            return self.values[value]
+        if self.distance == 0:
+            return None
+        for band, key in enumerate(self._band_keys(value)):
+            for candidate in self.tables[band].get(key, ()):
+                if (candidate ^ value).bit_count() <= self.distance:
+                    return self.values[candidate]
+        return None
+
+    def add(self, value: int, owner: int) -> None:
+        if value in self.values:
+            return
+        self.values[value] = owner
+        if self.distance:
+            for band, key in enumerate(self._band_keys(value)):
+                self.tables[band].setdefault(key, []).append(value)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def _owner_key(record_id: str) -> int:
+    """The image a record belongs to: several boxes of one image share it."""
+    image_id = record_id.split("#b", 1)[0].split("#a", 1)[0]
+    return hash_int(image_id)
+
+
+def hash_int(text: str) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+class BenchmarkIndex:
+    """md5 and pHash of benchmark images, for decontamination."""
+
+    def __init__(self, distance: int = 2) -> None:
+        self.md5: set[str] = set()
+        self.phash = HammingIndex(distance)
+        self.count = 0
+
+    def add_image(self, rgb: np.ndarray) -> None:
+        self.md5.add(pixel_md5(rgb))
+        self.phash.add(int(image_phash(rgb), 16), self.count)
+        self.count += 1
+
+    def add_folder(self, folder: str | Path) -> None:
+        for path in sorted(Path(folder).rglob("*")):
+            if path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES):
+                self.add_image(to_rgb8(read_image(path), "other"))
+
+    def add_tsv(self, path: str | Path, column: str = "image") -> None:
+        """VLMEvalKit TSV: base64 images in `image` (rows that reference another index are skipped)."""
+        csv.field_size_limit(sys.maxsize)
+        with open(path, newline="", encoding="utf-8") as handle:
+            for line, row in enumerate(csv.DictReader(handle, delimiter="\t"), 2):
+                value = (row.get(column) or "").strip()
+                if not value or len(value) < 64:  # VLMEvalKit stores an index reference for repeated images
+                    continue
+                try:
+                    image = Image.open(io.BytesIO(base64.b64decode(value))).convert("RGB")
+                except Exception as error:
+                    raise ValueError(
+                        f"{path}:{line}: column {column!r} is not a base64 image ({error})"
+                    ) from error
+                self.add_image(np.asarray(image))
+
+    def matches(self, md5: str, phash: str) -> bool:
+        return md5 in self.md5 or self.phash.find(int(phash, 16)) is not None
+
+
+class QualityControl:
+    """Streaming QC state; `check_record` / `check_row` return a drop reason or None."""
+
+    def __init__(self, options: dict[str, Any], base_dir: Path | None = None) -> None:
+        self.min_side = int(options.get("min_image_side", 64))
+        self.md5_owner: dict[str, int] = {}
+        self.phash = HammingIndex(int(options.get("phash_distance", 0)))
+        self.min_caption_tokens = int(options.get("min_caption_tokens", 10))
+        self.max_tokens = int(options.get("max_tokens", 1024))
+        self.minhash_configs = set(options.get("minhash_configs", ["text_single", "text_multi"]))
+        self.minhash_threshold = float(options.get("minhash_threshold", 0.9))
+        self.num_perm = int(options.get("minhash_num_perm", 128))
+        self._lsh: dict[str, Any] = {}
+        self.dropped: Counter[str] = Counter()
+        self.benchmarks = BenchmarkIndex(int(options.get("decontamination_distance", 2)))
+        for entry in options.get("decontaminate", []) or []:
+            path = Path(entry)
+            if not path.is_absolute() and base_dir is not None:
+                path = base_dir / path
+            if path.is_dir():
+                self.benchmarks.add_folder(path)
+            elif path.suffix.lower() == ".tsv":
+                self.benchmarks.add_tsv(path)
+            else:
+                raise ValueError(f"qc.decontaminate: {path} is neither a folder of images nor a .tsv file")
+
+    def check_record(self, record: dict[str, Any]) -> str | None:
+        reason = self._record_reason(record)
+        if reason:
+            self.dropped[reason] += 1
+        return reason
+
+    def _record_reason(self, record: dict[str, Any]) -> str | None:
+        if min(int(record["width"]), int(record["height"])) < self.min_side:
+            return "image_too_small"
+        if self.benchmarks.count and self.benchmarks.matches(record["image_md5"], record["phash"]):
+            return "benchmark_contamination"
+        owner = _owner_key(record["record_id"])
+        md5_owner = self.md5_owner.get(record["image_md5"])
+        if md5_owner is not None and md5_owner != owner:
+            return "duplicate_image_md5"
+        phash = int(record["phash"], 16)
+        phash_owner = self.phash.find(phash)
+        if phash_owner is not None and phash_owner != owner:
+            return "near_duplicate_image_phash"
+        self.md5_owner.setdefault(record["image_md5"], owner)
+        self.phash.add(phash, owner)
+        return None
+
+    def check_row(self, row: dict[str, Any]) -> str | None:
+        reason = self._row_reason(row)
+        if reason:
+            self.dropped[reason] += 1
+        return reason
+
+    def _row_reason(self, row: dict[str, Any]) -> str | None:
+        messages = row["messages"]
+        text = "\n".join(m["content"] for m in messages)
+        if count_tokens(text) > self.max_tokens:
+            return "text_too_long"
+        if row["config"] == "caption":
+            answer = " ".join(m["content"] for m in messages if m["role"] == "assistant")
+            if count_tokens(answer) < self.min_caption_tokens:
+                return "caption_too_short"
+        if row["config"] in self.minhash_configs and self._near_duplicate_text(
+            row["config"], row["row_id"], text
+        ):
+            return "near_duplicate_text"
+        return None
+
+    def _near_duplicate_text(self, config: str, key: str, text: str) -> bool:
+        from datasketch import MinHash, MinHashLSH
+
+        lsh = self._lsh.get(config)
+        if lsh is None:
+            lsh = self._lsh[config] = MinHashLSH(threshold=self.minhash_threshold, num_perm=self.num_perm)
+        tokens = [t.lower() for t in _TOKEN.findall(text)]
+        shingles = {" ".join(tokens[i : i + 3]) for i in range(max(1, len(tokens) - 2))}
+        signature = MinHash(num_perm=self.num_perm, seed=1)
+        signature.update_batch([s.encode() for s in shingles])
+        if lsh.query(signature):
+            return True
+        lsh.insert(key, signature)
+        return False
