@@ -11,7 +11,12 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES: tuple[str, ...] = ("gmaivl.demo", "gmaivl.evaluation.commands", "gmaivl.model_cards.commands")
+COMMAND_MODULES: tuple[str, ...] = (
+    "gmaivl.demo",
+    "gmaivl.evaluation.commands",
+    "gmaivl.model_cards.commands",
+    "gmaivl.trainers.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

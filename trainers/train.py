@@ -309,7 +309,13 @@ def chain_recipes(path: str | os.PathLike, overrides: list[str] | None = None) -
     """Parse every stage of a chain; each starts from the previous stage's output folder."""
     chain = load_chain(path)
     base = Path(path).parent
+    overrides = list(overrides or [])
     out_root = Path(chain["output_dir"])
+    for flag in ("--output_dir", "--output-dir"):  # names the chain's folder, not each stage's
+        if flag in overrides:
+            i = overrides.index(flag)
+            out_root = Path(overrides[i + 1])
+            del overrides[i : i + 2]
     common = chain.get("overrides", {}) or {}
     recipes: list[Recipe] = []
     previous: str | None = None
