@@ -13,6 +13,7 @@ import sys
 
 COMMAND_MODULES: tuple[str, ...] = (
     "gmaivl.demo",
+    "gmaivl.dataset_builders.commands",
     "gmaivl.evaluation.commands",
     "gmaivl.model_cards.commands",
     "gmaivl.trainers.cli",
