@@ -40,6 +40,15 @@ class GMAIVLCausalLMOutputWithPast(ModelOutput):
     image_hidden_states: torch.FloatTensor | None = None
 
 
+def _is_packed(
+    position_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, past_key_values: Cache | None
+) -> bool:
+    """Several samples share a row: no mask, no cache, and position ids that restart within a row."""
+    if position_ids is None or attention_mask is not None or past_key_values is not None:
+        return False
+    return bool((position_ids[..., 1:] < position_ids[..., :-1]).any())
+
+
 class GMAIVLMultiModalProjector(nn.Module):
     """Linear -> activation -> Linear, from vision width to the language model's width."""
 
@@ -149,6 +158,11 @@ class GMAIVLModel(GMAIVLPreTrainedModel):
                     f"Image features and image tokens do not match: tokens: {n_tokens}, features: 0 "
                     "(the input holds image tokens but no pixel_values were given)."
                 )
+
+        if use_cache is not False and _is_packed(position_ids, attention_mask, past_key_values):
+            # transformers builds the block-diagonal mask from restarting position ids only when no
+            # cache exists; a fresh cache would silently let packed samples attend to each other.
+            use_cache = False
 
         outputs = self.language_model(
             attention_mask=attention_mask,
