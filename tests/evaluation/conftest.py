@@ -142,9 +142,11 @@ def tiny(tmp_path_factory):
     return model, processor, folder
 
 
-def answer_b_bias(processor) -> dict:
-    """`sequence_bias` making greedy decoding reply exactly "B": a known, scoreable model."""
-    tok = processor.tokenizer
+@pytest.fixture(scope="session")
+def answer_b(tiny) -> dict:
+    """Generation kwargs (`sequence_bias`) making the tiny model reply exactly "B": a model whose
+    scores are known in advance."""
+    tok = tiny[1].tokenizer
     b = tok.encode("B", add_special_tokens=False)
     assert len(b) == 1
     return {"sequence_bias": {(b[0],): 100.0, (b[0], tok.eos_token_id): 200.0}}
