@@ -78,7 +78,7 @@ def compose_gmaivl(
 ) -> tuple[GMAIVLForConditionalGeneration, GMAIVLProcessor]:
     """Build a GMAI-VL from a pretrained ViT and a pretrained causal LM (see the module docstring)."""
     vision_config = _vision_config(vision_name_or_path, **hub_kwargs)
-    vision_cls = MODEL_MAPPING.get(type(vision_config))
+    vision_cls = MODEL_MAPPING.get(type(vision_config), None)
     if vision_cls is None:
         raise ValueError(
             f"{vision_name_or_path}: model type '{vision_config.model_type}' has no vision model class in transformers."
