@@ -1,0 +1,180 @@
+"""End to end: real medical files -> records -> rows -> QC -> Parquet -> load_dataset."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from datasets import load_dataset
+from huggingface_hub import DatasetCard
+from PIL import Image
+
+from gmaivl.dataset_builders import MedicalRecord, iter_records
+from gmaivl.dataset_builders.demo import PLANTED_IDENTIFIERS, demo_spec
+from gmaivl.dataset_builders.writer import default_limits, size_to_bytes
+
+IMAGE_SOURCES = {s["name"] for s in demo_spec()["sources"] if s["type"] != "text"}
+
+
+@pytest.mark.parametrize("config", ["caption", "instruct", "percept"])
+def test_load_dataset_decodes_images_and_messages(built, config):
+    out, _ = built
+    ds = load_dataset(str(out), config, split="train")
+    assert len(ds) > 0
+    row = ds[0]
+    assert isinstance(row["images"][0], Image.Image) and row["images"][0].mode == "RGB"
+    assert [m["role"] for m in row["messages"]][:2] == ["user", "assistant"]
+    assert all(m["content"].strip() for m in row["messages"])
+    for column in (
+        "modality",
+        "department",
+        "label",
+        "task_type",
+        "clinical_task",
+        "source_dataset",
+        "language",
+    ):
+        assert row[column], column
+
+
+def test_every_source_and_format_reaches_the_corpus(built):
+    out, report = built
+    sources = set(load_dataset(str(out), "caption", split="train")["source_dataset"])
+    sources |= set(load_dataset(str(out), "caption", split="test")["source_dataset"])
+    # demo-msd repeats the NIfTI volume of demo-mr-nifti: its slices are all exact duplicates
+    assert IMAGE_SOURCES - {"demo-msd"} <= sources
+    assert report["dropped"]["qc"]["duplicate_image_md5"] >= 1
+    text = load_dataset(str(out), "text_single", split="train")
+    multi = load_dataset(str(out), "text_multi", split="train")
+    assert text[0]["images"] == [] and len(multi[0]["messages"]) == 4
+    assert "zh" in set(text["language"])
+
+
+def test_percept_rows_follow_the_option_rule(built):
+    out, _ = built
+    ds = load_dataset(str(out), "percept", split="train")
+    choice_rows = [r for r in ds if r["question_type"] in ("classification", "anatomy", "lesion", "modality")]
+    assert choice_rows
+    for row in choice_rows:
+        question, answer = row["messages"][0]["content"], row["messages"][1]["content"]
+        options = [
+            line[3:]
+            for line in question.splitlines()
+            if len(line) > 2 and line[1:3] == ". " and line[0].isupper()
+        ]
+        assert 2 <= len(options) <= 5  # answer + 1..4 distractors
+        assert answer[0] == row["answer"] and options["ABCDE".index(row["answer"])] == answer[3:]
+        if row["question_type"] != "modality":
+            assert answer[3:] == row["label"]
+    boxed = [r for r in ds if r["question_type"] == "grounding"]
+    assert boxed and all(r["bbox"] is not None for r in boxed)
+
+
+def test_bad_inputs_are_counted_and_named(built):
+    _, report = built
+    kinds = report["errors"]["by_kind"]
+    assert kinds["unreadable"] == 3  # truncated PNG, NIfTI and DICOM
+    assert kinds["unknown_label"] == 1 and kinds["shape_mismatch"] == 1
+    assert kinds["invalid_bbox"] == 1 and kinds["invalid_json"] == 1
+    messages = " ".join(item["message"] for item in report["errors"]["items"])
+    for name in (
+        "truncated.png",
+        "broken.nii",
+        "truncated.dcm",
+        "unlisted stain",
+        "wrong_shape.png",
+        "single.jsonl:6",
+    ):
+        assert name in messages
+
+
+def test_qc_decontaminates_and_dedups(built):
+    _, report = built
+    qc = report["dropped"]["qc"]
+    assert qc["benchmark_contamination"] == 2  # one image from the folder, one from the TSV
+    assert qc["near_duplicate_text"] == 1
+    assert report["dropped"]["ingest"]["tiny_component"] > 0
+    published, generated = report["rows"]["published"], report["rows"]["generated"]
+    assert all(published[c] <= generated[c] for c in published)
+
+
+def test_parquet_within_viewer_limits(built):
+    out, report = built
+    spec = demo_spec()["publish"]
+    limits = default_limits()
+    files = sorted(p for p in out.rglob("*.parquet") if "_work" not in p.parts)
+    assert files and report["parquet"]["files"] == len(files)
+    for path in files:
+        assert path.stat().st_size <= size_to_bytes(spec["max_shard_size"]) <= limits["max_shard_bytes"]
+        metadata = pq.ParquetFile(path).metadata
+        assert b"huggingface" in metadata.metadata  # features travel with the file
+        for index in range(metadata.num_row_groups):
+            group = metadata.row_group(index)
+            assert group.num_rows <= spec["row_group_rows"]
+            assert group.total_byte_size <= limits["max_row_group_bytes"]
+            assert all(group.column(c).has_offset_index for c in range(group.num_columns))
+    assert len({p.parent for p in files}) >= 5 and max(len(list(p.parent.iterdir())) for p in files) < 10_000
+
+
+def test_no_patient_identifier_anywhere(built, demo_spec):
+    out, _ = built
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    secrets = set(PLANTED_IDENTIFIERS.values())
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        ds = pydicom.dcmread(get_testdata_file(name))
+        secrets |= {str(ds.PatientName), str(ds.PatientID)}
+    secrets = {s for s in secrets if len(s) >= 4}
+    checked = 0
+    for path in out.rglob("*"):
+        if not path.is_file():
+            continue
+        if path.suffix == ".parquet":
+            table = pq.read_table(path)
+            columns = [c for c in table.column_names if c not in ("image", "images")]
+            text = json.dumps(table.select(columns).to_pylist(), default=str, ensure_ascii=False)
+        elif path.suffix == ".png":
+            text = str(Image.open(path).info)
+        else:
+            text = path.read_bytes().decode("utf-8", "replace")
+        leaked = [s for s in secrets if s in text]
+        assert not leaked, f"{path}: {leaked}"
+        checked += 1
+    assert checked > 20
+    ct_records = [r for r in iter_records(out) if r.source_dataset in ("demo-ct", "demo-ct-series")]
+    assert ct_records
+    for record in ct_records:
+        assert set(record.meta) <= {
+            "Modality",
+            "PixelSpacing",
+            "SliceThickness",
+            "PhotometricInterpretation",
+            "frame",
+            "slice",
+            "axis",
+            "spacing",
+        }
+        assert "planted" not in record.source_file.lower() and "planted" not in record.record_id.lower()
+
+
+def test_records_iterator_and_card(built):
+    out, report = built
+    records = list(iter_records(out))
+    assert len(records) == report["records"]["kept"]
+    assert all(isinstance(r, MedicalRecord) and len(r.image_md5) == 32 for r in records)
+    boxed = [r for r in records if r.bbox is not None]
+    assert boxed and all(
+        0 <= r.bbox[0] < r.bbox[2] <= r.width and 0 <= r.bbox[1] < r.bbox[3] <= r.height for r in boxed
+    )
+    assert {r.granularity for r in records} >= {"image", "box", "mask"}
+    assert records[0].image().size == (records[0].width, records[0].height)
+    volume = [r for r in records if r.source_dataset == "demo-mr-nifti"]
+    assert volume and all("slice" in r.meta and r.meta["spacing"] == [2.0, 2.0, 2.0] for r in volume)
+    card = DatasetCard.load(out / "README.md")
+    configs = {c["config_name"]: c for c in card.data.configs}
+    assert {"caption", "instruct", "percept", "text_single", "text_multi", "records"} <= set(configs)
+    assert {f["split"] for f in configs["caption"]["data_files"]} == {"train", "test"}
+    assert (out / "statistics.png").is_file() and "statistics.png" in card.text
+    assert "Build provenance" in card.text and report["spec_fingerprint"] in card.text
