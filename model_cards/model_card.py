@@ -203,7 +203,6 @@ def eval_results_for(result: dict[str, Any]) -> list[EvalResult]:
                 metric_type=metric_type(key),
                 metric_name=key,
                 metric_value=value,
-                source_name="gmaivl eval",
             )
         )
     return out

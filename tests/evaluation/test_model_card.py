@@ -1,0 +1,78 @@
+"""`gmaivl eval` then `gmaivl card` on a saved tiny checkpoint: the card's model-index must hold
+exactly the evaluator's numbers."""
+
+import json
+import shutil
+
+import pytest
+import yaml
+from huggingface_hub import ModelCard
+
+from gmaivl.cli import main
+from gmaivl.model_cards.model_card import build_model_card, metric_type
+
+
+@pytest.fixture(scope="module")
+def evaluated_checkpoint(tiny, bench_tsv, tmp_path_factory):
+    """A copy of the tiny checkpoint with a saved recipe and `gmaivl eval` results inside it."""
+    _, _, folder = tiny
+    ckpt = tmp_path_factory.mktemp("card") / "tiny-gmaivl"
+    shutil.copytree(folder, ckpt)
+    from gmaivl.trainers.recipes import packaged_recipe_dir
+
+    recipe = yaml.safe_load((packaged_recipe_dir() / "gmaivl" / "stage3_instruction_tuning.yaml").read_text())
+    recipe["learning_rate"] = 2.0e-5  # an override, as the trainers save "the recipe actually used"
+    (ckpt / "gmaivl_recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    code = main(["eval", "--model", str(ckpt), "--benchmark", str(bench_tsv), "--benchmark-name", "tiny-mmbench",
+                 "--out", str(ckpt / "evaluation"), "--batch-size", "8", "--max-new-tokens", "mcq=3",
+                 "--device", "cpu", "--quiet"])  # fmt: skip
+    assert code == 0
+    return ckpt
+
+
+def test_eval_command_writes_reports(evaluated_checkpoint):
+    out = evaluated_checkpoint / "evaluation" / "tiny-mmbench"
+    result = json.loads((out / "results.json").read_text())
+    assert result["n"] == len((out / "predictions.jsonl").read_text().splitlines()) - 1
+    assert result["source"].endswith("tiny_mmbench.tsv") and result["model"] == str(evaluated_checkpoint)
+    assert (out / "results.md").exists() and (out / "accuracy_by_modality.png").exists()
+    # a random tiny model mostly babbles: whatever it said was scored, and unanswerable replies counted
+    assert result["unanswerable"]["count"] == result["extraction_methods"].get("none", 0)
+
+
+def test_card_model_index_equals_evaluator_numbers(evaluated_checkpoint):
+    assert main(["card", str(evaluated_checkpoint), "--repo-id", "org/tiny-gmaivl"]) == 0
+    card = ModelCard.load(evaluated_checkpoint / "README.md")
+    data = card.data.to_dict()
+    assert data["pipeline_tag"] == "image-text-to-text" and data["license"] == "apache-2.0"
+    assert data["library_name"] == "transformers"
+    # Hub datasets named in the saved recipe's mixture become the card's datasets
+    assert data["datasets"] == ["GMAI/GMAI-VL-5.5M"]
+    result = json.loads((evaluated_checkpoint / "evaluation" / "tiny-mmbench" / "results.json").read_text())
+    index = card.data.eval_results
+    got = {(r.dataset_name, r.metric_name): r.metric_value for r in index}
+    want = {("tiny-mmbench", k): v for k, v in result["metrics"].items()}
+    assert got == want
+    assert all(r.metric_type == metric_type(r.metric_name) for r in index)
+    assert data["model-index"][0]["name"] == "tiny-gmaivl"
+    body = card.text
+    assert "not a medical device" in body.lower()
+    assert "| learning_rate | `2e-05` |" in body  # the recipe actually used, override included
+    assert "GMAI-MM-Caption-1.7M" in body  # the data mixture
+    assert "clip_vision_model" in body and "qwen2" in body  # architecture from config.json
+    assert "### tiny-mmbench" in body and "Accuracy by perceptual granularity" in body
+
+
+def test_card_without_recipe_or_results(tiny, tmp_path):
+    _, _, folder = tiny
+    card = build_model_card(folder, model_name="bare")
+    assert card.data.eval_results is None
+    assert "No `gmaivl_recipe.yaml` was found" in card.text and "No evaluation results" in card.text
+
+
+def test_card_rejects_foreign_results(tiny, tmp_path):
+    _, _, folder = tiny
+    bad = tmp_path / "results.json"
+    bad.write_text(json.dumps({"accuracy": 1}))
+    with pytest.raises(ValueError, match=r"results\.json: not a gmaivl evaluation results file"):
+        build_model_card(folder, results=[bad])
