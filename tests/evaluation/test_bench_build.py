@@ -94,3 +94,27 @@ def test_deterministic_for_a_seed(records, tmp_path):
     b = build_benchmark(records, tmp_path / "b.tsv", cases_per_answer=2, seed=3, progress=False)
     assert a.n_questions == b.n_questions
     assert (tmp_path / "a.tsv").read_bytes() == (tmp_path / "b.tsv").read_bytes()
+
+
+def test_bench_build_command_on_a_records_folder(records, tmp_path, capsys):
+    import datasets
+
+    from gmaivl.cli import main
+    from gmaivl.dataset_builders.records import record_features
+    from gmaivl.evaluation.loaders import load_vlmevalkit_tsv
+
+    folder = tmp_path / "built" / "records"
+    folder.mkdir(parents=True)
+    rows = [r.to_row() for r in records]
+    rows[0]["split"] = "train"  # not part of a test-split benchmark
+    datasets.Dataset.from_list(rows, features=record_features()).to_parquet(folder / "part-0.parquet")
+    out = tmp_path / "bench.tsv"
+    code = main(["bench-build", "--records", str(tmp_path / "built"), "--out", str(out), "--split", "test",
+                 "--cases-per-answer", "1", "--quiet"])  # fmt: skip
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    samples = load_vlmevalkit_tsv(out)
+    assert summary["questions"] == len(samples) > 0
+    df = pd.read_csv(out, sep="\t", dtype=str, keep_default_na=False)
+    assert records[0].record_id not in set(df["record_id"])
+    assert df.groupby(["source_dataset", "label"]).size().max() == 1
