@@ -1,0 +1,168 @@
+"""Recipes as in the papers, per-module learning rates, mixtures, and a real resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from gmaivl.trainers.mixture import build_mixture
+from gmaivl.trainers.recipes import DataArguments, packaged_recipe_dir, parse_recipe
+from gmaivl.trainers.train import build_trainer, run_stage
+
+
+def _recipe(name, *overrides):
+    return parse_recipe(packaged_recipe_dir() / name, list(overrides))
+
+
+def _ratios(recipe):
+    return {d["source"]: d["ratio"] for d in recipe.data.datasets}
+
+
+def test_gmaivl_recipes_follow_the_paper():
+    s1, s2, s3 = (
+        _recipe(f"gmaivl/{n}.yaml")
+        for n in ("stage1_shallow_alignment", "stage2_deep_alignment", "stage3_instruction_tuning")
+    )
+    assert s1.recipe.trainable_modules == ["projector"] and s1.training.learning_rate == 1e-3
+    assert (s1.training.per_device_train_batch_size, s1.training.gradient_accumulation_steps) == (8, 2)
+    assert s1.training.lr_scheduler_type.value == "cosine" and s1.training.optim.value.startswith("adamw")
+    assert s1.model.image_size == 336 and s1.recipe.vlm_packing
+    assert s2.recipe.trainable_modules == ["vision", "projector"] and s2.training.learning_rate == 1e-4
+    assert (s2.training.per_device_train_batch_size, s2.training.gradient_accumulation_steps) == (4, 4)
+    assert (
+        set(s3.recipe.trainable_modules) == {"vision", "projector", "llm"}
+        and s3.training.learning_rate == 1e-5
+    )
+    assert s3.data.max_quality_score == 3 and s3.data.min_response_chars > 0
+    # Table 10: "ratio in stage 1&2" / "ratio in stage 3"
+    r1, r3 = _ratios(s1), _ratios(s3)
+    assert r1["ALLaVA"] == 1.0 and r3["ALLaVA"] == 0.5
+    assert r3["PMC-OA"] == 0.05 and r3["MIMIC-CXR"] == 0.3 and r3["ChartQA"] == 0.75 and r3["SLAKE"] == 0.1
+    assert "GMAI-Text-Single-1M" not in r1 and r3["GMAI-Text-Single-1M"] == 1.0  # text only in stage III
+
+
+def test_lingshu_recipes_follow_the_paper():
+    stages = [
+        _recipe(f"lingshu/{n}.yaml")
+        for n in (
+            "stage1_medical_shallow_alignment",
+            "stage2_medical_deep_alignment",
+            "stage3_medical_instruction_tuning",
+            "stage4_medical_rl_grpo",
+        )
+    ]
+    lrs = {"vision": 2e-6, "projector": 1e-5, "llm": 1e-5}
+    assert stages[0].recipe.trainable_modules == ["vision", "projector"]
+    for s in stages[:3]:
+        assert s.recipe.module_learning_rates == lrs and s.training.warmup_steps == 100
+    assert [s.recipe.vlm_packing for s in stages[:3]] == [False, False, True]
+    grpo = stages[3]
+    assert grpo.recipe.trainer == "grpo"
+    t = grpo.training
+    assert (t.learning_rate, t.temperature, t.beta, t.num_generations) == (1e-6, 1.0, 1e-3, 16)
+    assert t.max_completion_length == 4096 and t.reward_weights == [0.5, 1.0]
+    assert grpo.data.grpo_yes_no_ratio == 0.05
+
+
+def test_unknown_keys_and_bad_values_are_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"trainer": "sft", "learning_rat": 1e-3}))
+    with pytest.raises(ValueError, match=r"bad\.yaml.*learning_rat"):
+        parse_recipe(bad)
+    with pytest.raises(ValueError, match="trainable_modules"):
+        parse_recipe({"trainable_modules": ["decoder"]})
+
+
+def test_per_module_learning_rates_reach_the_optimizer(tmp_path):
+    recipe = parse_recipe(
+        {
+            "model_name_or_path": "tiny",
+            "trainable_modules": ["vision", "projector"],
+            "module_learning_rates": {"vision": 2e-6, "projector": 1e-5, "llm": 1e-5},
+            "learning_rate": 1e-5,
+            "output_dir": str(tmp_path),
+            "report_to": "none",
+            "datasets": [{"path": "toy:colours", "size": 4}],
+        }
+    )
+    trainer = build_trainer(recipe)
+    optimizer = trainer.create_optimizer()
+    lr_by_group = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    assert lr_by_group["vision"] == 2e-6 and lr_by_group["projector"] == 1e-5
+    assert not any(name.startswith("llm") for name in lr_by_group)  # frozen: not in the optimizer
+    n_opt = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
+    assert n_opt == sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+
+
+def test_mixture_ratios_and_quality_filter():
+    args = DataArguments(
+        datasets=[
+            {"path": "toy:colours", "size": 40, "ratio": 0.25},
+            {"path": "toy:text", "size": 10, "ratio": 2.0},
+        ]
+    )
+    mixed = build_mixture(args)
+    assert len(mixed) == 10 + 20
+    assert sorted(set(mixed["mixture_source"])) == ["toy:colours", "toy:text"]
+    # answers of the toy text set: "No." (3 chars), "The liver." (10), "red" (3)
+    filtered = build_mixture(DataArguments(datasets=[{"path": "toy:text", "size": 30}], min_response_chars=5))
+    assert 0 < len(filtered) < 30 and all(m[-1]["content"] == "The liver." for m in filtered["messages"])
+    with pytest.raises(ValueError, match="no-such-folder"):
+        build_mixture(DataArguments(datasets=[{"path": "no-such-folder/x.parquet"}]))
+
+
+def _tiny_stage(out, *extra):
+    return _recipe(
+        "tiny/stage3_instruction_tuning.yaml",
+        "--model_name_or_path",
+        "tiny",
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "4",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+        "--logging_steps",
+        "1",
+        *extra,
+    )
+
+
+def test_resume_from_checkpoint_really_resumes(tmp_path):
+    full = tmp_path / "full"
+    run_stage(_tiny_stage(full))
+    assert (full / "checkpoint-2" / "gmaivl_recipe.yaml").is_file()  # the recipe travels with checkpoints
+
+    # an interrupted run: only checkpoint-2 exists; resuming must finish steps 3-4 only
+    part = tmp_path / "part"
+    run_stage(_tiny_stage(part, "--max_steps", "4", "--save_steps", "2"))
+    for f in part.iterdir():
+        if f.name != "checkpoint-2":
+            if f.is_dir():
+                shutil.rmtree(f)
+            else:
+                f.unlink()
+    ckpt = part / "checkpoint-2" / "model.safetensors"
+    stamp = ckpt.stat().st_mtime_ns
+    run_stage(_tiny_stage(part, "--resume_from_checkpoint", "last"))
+    # a fresh start would have trained steps 1-2 again and rewritten checkpoint-2
+    assert ckpt.stat().st_mtime_ns == stamp and (part / "checkpoint-4").is_dir()
+    history = json.loads((part / "log_history.json").read_text())
+    steps = [e["step"] for e in history if "loss" in e]
+    assert steps == [1, 2, 3, 4]  # steps 1-2 restored from checkpoint-2's state, not trained again
+    full_history = json.loads((full / "log_history.json").read_text())
+    full_loss = {e["step"]: e["loss"] for e in full_history if "loss" in e}
+    for e in history:
+        if "loss" in e:
+            assert e["loss"] == pytest.approx(full_loss[e["step"]], rel=1e-5)
+    a, b = load_file(str(full / "model.safetensors")), load_file(str(part / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
