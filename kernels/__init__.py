@@ -24,9 +24,9 @@ re-padded. On a machine without a GPU set ``TRITON_INTERPRET=1`` before import (
 # When the repository root is on sys.path (python run from a checkout), transformers' probe for
 # Hugging Face's `kernels` library can import this folder as a top-level `kernels`. Stay inert then.
 if __name__ == "gmaivl.kernels":
-    from .packed_attention import interpreter_active, packed_attention
     from .reference import packed_attention_reference, seqlens_to_cu
     from .transformers_integration import ATTENTION_NAME, cu_seqlens_from_position_ids, register
+    from .varlen import interpreter_active, packed_attention
 
     __all__ = [
         "ATTENTION_NAME",

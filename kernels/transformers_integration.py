@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from .packed_attention import packed_attention
+from .varlen import packed_attention
 
 ATTENTION_NAME = "gmaivl_packed"
 

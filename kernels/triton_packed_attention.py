@@ -7,8 +7,9 @@ and programs past the end of a short sequence exit at once.
 
 Numerics (FlashAttention-2): scores are scaled by ``softmax_scale * log2(e)`` once so the online
 softmax uses ``exp2``; statistics and accumulators are fp32 whatever the input dtype. The
-log-sum-exp is stored in natural-log units, ``+inf`` for a row that sees no key (its output is 0
-and its gradients are 0, as in flash-attn).
+log-sum-exp is kept in those scaled log2 units (one rounding fewer when the backward rebuilds the
+probabilities; the Python wrapper converts it to natural log for callers), ``+inf`` for a row that
+sees no key: its output is 0 and its gradients are 0, as in flash-attn.
 
 Causal masking is bottom-right aligned (flash-attn >= 2.1): query ``i`` of a sequence with
 ``seqlen_q`` queries and ``seqlen_k`` keys sees key ``j`` iff ``j <= i + seqlen_k - seqlen_q``.
@@ -180,7 +181,7 @@ def packed_attn_fwd_kernel(
     empty = l_i == 0.0
     l_safe = tl.where(empty, 1.0, l_i)
     acc = acc / l_safe[:, None]
-    lse = tl.where(empty, float("inf"), (m_i + tl.math.log2(l_safe)) * LN2)
+    lse = tl.where(empty, float("inf"), m_i + tl.math.log2(l_safe))
 
     o_ptrs = (
         Out
@@ -256,7 +257,7 @@ def _bwd_dkdv_inner(
             do_base + offs_m[:, None] * stride_dot + offs_d[None, :], m_mask, d_mask, True, EVEN_D
         )
         # rows past the end get lse = +inf, hence p = 0
-        lse = tl.load(lse_base + offs_m, mask=m_mask, other=float("inf")) * 1.4426950408889634
+        lse = tl.load(lse_base + offs_m, mask=m_mask, other=float("inf"))
         delta = tl.load(delta_base + offs_m, mask=m_mask, other=0.0)
         qk_t = tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * qk_scale
         p_t = tl.math.exp2(qk_t + col_bias[:, None] - lse[None, :])
@@ -473,7 +474,7 @@ def packed_attn_bwd_dq_kernel(
         DO + row0 * stride_dot + head * stride_doh + offs_m[:, None] * stride_dot + offs_d[None, :],
         m_mask, d_mask, True, EVEN_D,
     )  # fmt: skip
-    lse = tl.load(Lse + head * stride_lh + q_start + offs_m, mask=m_mask, other=float("inf")) * LOG2E
+    lse = tl.load(Lse + head * stride_lh + q_start + offs_m, mask=m_mask, other=float("inf"))
     delta = tl.load(Delta + head * stride_lh + q_start + offs_m, mask=m_mask, other=0.0)
     k_base = K + k_start.to(tl.int64) * stride_kt + kv_head * stride_kh
     v_base = V + k_start.to(tl.int64) * stride_vt + kv_head * stride_vh

@@ -169,7 +169,8 @@ def _forward(q, k, v, cu_q, cu_k, max_q, causal, scale):
     total_q, heads, head_dim = q.shape
     num_seqs = cu_q.numel() - 1
     out = torch.zeros_like(q)
-    # tokens after cu_seqlens_q[-1] (if any) belong to no sequence: their lse stays +inf
+    # log-sum-exp of the log2e-scaled scores (natural log * log2 e); tokens after cu_seqlens_q[-1]
+    # (if any) belong to no sequence: their lse stays +inf
     lse = torch.full((heads, total_q), math.inf, device=q.device, dtype=torch.float32)
     if total_q == 0 or num_seqs == 0 or max_q == 0:
         return out, lse
@@ -280,7 +281,7 @@ def packed_attention(
     max_k = _to_int(max_seqlen_k, "max_seqlen_k")
     scale = float(softmax_scale) if softmax_scale is not None else q.shape[-1] ** -0.5
     q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
-    out, lse = _PackedAttentionFn.apply(
+    out, lse_log2 = _PackedAttentionFn.apply(
         q, k, v, cu_seqlens_q, cu_seqlens_k, max_q, max_k, bool(causal), scale
     )
-    return (out, lse) if return_lse else out
+    return (out, lse_log2 * _k.LN2) if return_lse else out
