@@ -208,3 +208,22 @@ def test_default_config_is_clip_vit_l_336():
     assert config.vision_config.hidden_size == 1024 and config.vision_config.num_hidden_layers == 24
     assert config.num_image_tokens == 576 and config.vision_feature_layer == -2
     assert np.isclose(config.vision_config.num_attention_heads, 16)
+
+
+def test_packed_rows_through_the_triton_kernel_match_sdpa():
+    import gmaivl.kernels  # registers "gmaivl_packed"
+
+    model, processor = build_tiny_gmaivl(seed=1)
+    samples = [
+        encode(processor, conversation("Short?", "Yes."), [random_image(0)]),
+        encode(processor, conversation("Two images?", "No.", 2), [random_image(1), random_image(2)]),
+    ]
+    input_ids, position_ids, pixel_values = _pack(samples)
+    with torch.no_grad():
+        reference = model(input_ids=input_ids, position_ids=position_ids, pixel_values=pixel_values).logits
+    model.model.language_model.set_attn_implementation(gmaivl.kernels.ATTENTION_NAME)
+    assert model.config.text_config._attn_implementation == "gmaivl_packed"
+    assert model.config.vision_config._attn_implementation == "sdpa"
+    with torch.no_grad():
+        packed = model(input_ids=input_ids, position_ids=position_ids, pixel_values=pixel_values).logits
+    torch.testing.assert_close(packed, reference, atol=2e-5, rtol=1e-4)
