@@ -1,0 +1,29 @@
+"""A tiny stage under a 2-process `accelerate launch` (gloo, CPU)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from importlib import resources
+
+import torch
+
+
+def test_two_process_accelerate_launch(tmp_path):
+    config = resources.files("gmaivl.trainers") / "accelerate" / "cpu_2proc.yaml"
+    accelerate = shutil.which("accelerate")
+    assert accelerate is not None
+    out = tmp_path / "stage"
+    cmd = [
+        accelerate, "launch", "--config_file", str(config), "--main_process_port", "29531",
+        "-m", "gmaivl.cli", "train", "--config", "tiny/stage3_instruction_tuning.yaml",
+        "--model_name_or_path", "tiny", "--max_steps", "2", "--output_dir", str(out), "--use_cpu", "true",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # run outside the repository: its `kernels/` folder would shadow Hugging Face's `kernels` package
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    args = torch.load(out / "training_args.bin", weights_only=False)
+    assert args.world_size == 2 and args.parallel_mode.value == "distributed"
+    assert (out / "model.safetensors").is_file() and (out / "gmaivl_recipe.yaml").is_file()
