@@ -151,3 +151,25 @@ def test_leaky_attention_implementations_are_refused(tiny, impl):
     with pytest.raises(PackingAttentionError):
         GMAIVLDataCollator(processor, max_length=64, packing=True, attn_implementation=impl)
     GMAIVLDataCollator(processor, max_length=64, packing=False, attn_implementation=impl)  # padding is fine
+
+
+@pytest.mark.parametrize("max_length", [128, 48])  # one packed row, then several rows
+def test_triton_packed_kernel_matches_padded_sdpa(rows, max_length):
+    import gmaivl.kernels  # registers "gmaivl_packed"
+    from gmaivl.tiny import build_tiny_gmaivl
+
+    assert gmaivl.kernels is not None
+    model, processor = build_tiny_gmaivl(seed=1, attn_implementation="sdpa")
+    model.train()
+    subset = [rows[0], rows[1], rows[3]]
+    padded = GMAIVLDataCollator(processor, max_length=max_length)(subset)
+    loss_ref, grads_ref = _loss_and_grads(model, padded)
+    model.set_attn_implementation("gmaivl_packed")
+    collator = GMAIVLDataCollator(
+        processor, max_length=max_length, packing=True, attn_implementation="gmaivl_packed"
+    )
+    packed = collator(subset)
+    loss, grads = _loss_and_grads(model, packed)
+    torch.testing.assert_close(loss, loss_ref, rtol=1e-5, atol=1e-5)
+    for name in grads_ref:
+        torch.testing.assert_close(grads[name], grads_ref[name], rtol=1e-3, atol=1e-5, msg=name)
