@@ -15,6 +15,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gmaivl.demo",
     "gmaivl.dataset_builders.commands",
     "gmaivl.evaluation.commands",
+    "gmaivl.kernels.cli",
     "gmaivl.model_cards.commands",
     "gmaivl.trainers.cli",
 )
