@@ -9,7 +9,8 @@ the rest of the unit goes on. Supported `type`s:
 - `coco`: COCO detection JSON (`annotations`, `images_dir`): one record per box.
 - `mask_pairs`: `images_dir` + `masks_dir` matched by file stem (`mask_suffix`); boxes per label and
   connected component.
-- `nifti`: `images_dir` (+ optional `labels_dir`) of 3D volumes -> 2D slices (+ boxes).
+- `nifti`: `images_dir` (+ optional `labels_dir`) of 3D volumes (NIfTI via nibabel; MetaImage/NRRD
+  via SimpleITK) -> 2D slices (+ boxes).
 - `msd`: Medical Segmentation Decathlon `dataset.json` (`training` pairs, `labels`, `modality`).
 - `dicom`: DICOM files (each frame one image) or `series: true` (volumes stacked by position).
 - `text`: text-only corpora (JSONL/JSON/CSV/Parquet), single-turn QA or multi-turn dialogue.
@@ -31,6 +32,7 @@ from .imaging import (
     DICOM_SUFFIXES,
     IMAGE_SUFFIXES,
     NIFTI_SUFFIXES,
+    VOLUME_SUFFIXES,
     SourceError,
     Volume,
     mask_to_boxes,
@@ -40,6 +42,7 @@ from .imaging import (
     read_label_nifti,
     read_mask,
     read_nifti,
+    read_volume,
     resize_mask,
     resize_rgb,
     to_rgb8,
@@ -296,7 +299,7 @@ def plan_units(source: SourceSpec) -> list[WorkUnit]:
             for p in _files(
                 source.path(opts.get("images_dir", "images")),
                 where,
-                lambda p: p.name.lower().endswith(NIFTI_SUFFIXES),
+                lambda p: p.name.lower().endswith(VOLUME_SUFFIXES),
             )
         ]
         size = 1
@@ -638,15 +641,19 @@ def _nifti(reader: UnitReader, unit: WorkUnit) -> Iterator[Item]:
     suffix = opts.get("label_suffix", "")
 
     def produce(rel: str) -> Iterator[Item]:
-        volume = read_nifti(source.path(rel), int(opts.get("channel", 0)))
+        volume = read_volume(source.path(rel), int(opts.get("channel", 0)))
         labels = None
         if labels_dir:
             name = Path(rel).name
-            stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name[: -len(".nii")]
-            matches = sorted(source.path(labels_dir).glob(f"{stem}{suffix}.nii*"))
+            stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name.rsplit(".", 1)[0]
+            matches = sorted(
+                p
+                for p in source.path(labels_dir).glob(f"{stem}{suffix}.*")
+                if p.name.lower().endswith(VOLUME_SUFFIXES)
+            )
             if not matches:
                 raise _ItemError(
-                    "missing_mask", f"no label volume {stem}{suffix}.nii[.gz] in {source.path(labels_dir)}"
+                    "missing_mask", f"no label volume {stem}{suffix}.* in {source.path(labels_dir)}"
                 )
             labels = read_label_nifti(matches[0])
         yield from _volume_records(reader, volume, labels, rel, f"{source.name}/{rel}", source.label)

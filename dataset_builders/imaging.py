@@ -55,6 +55,9 @@ except ImportError:  # pragma: no cover - exercised only before the model code e
 SAFE_DICOM_FIELDS = ("Modality", "PixelSpacing", "SliceThickness", "PhotometricInterpretation")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+# other 3D formats common in challenge datasets (LUNA16 .mhd, ...), read through SimpleITK
+ITK_SUFFIXES = (".mha", ".mhd", ".nrrd")
+VOLUME_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
 DICOM_SUFFIXES = (".dcm", ".dicom", "")
 
 
@@ -178,9 +181,33 @@ def read_nifti(path: str | Path, channel: int = 0) -> Volume:
     return Volume(np.ascontiguousarray(data), (zooms[2], zooms[1], zooms[0]))
 
 
+def read_itk(path: str | Path) -> Volume:
+    """A MetaImage / NRRD volume through SimpleITK as (Z, H, W) with spacing (z, y, x)."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    try:
+        image = sitk.ReadImage(str(path))
+        data = sitk.GetArrayFromImage(image).astype(np.float32)
+    except Exception as error:
+        raise SourceError(f"{path}: unreadable volume ({type(error).__name__}: {error})") from error
+    if data.ndim == 2:
+        data = data[None]
+    if data.ndim != 3:
+        raise SourceError(f"{path}: expected a 3D volume, got shape {data.shape}")
+    spacing = tuple(float(s) for s in reversed(image.GetSpacing()))
+    return Volume(np.ascontiguousarray(data), spacing)
+
+
+def read_volume(path: str | Path, channel: int = 0) -> Volume:
+    """NIfTI through nibabel, MetaImage/NRRD through SimpleITK."""
+    name = Path(path).name.lower()
+    return read_itk(path) if name.endswith(ITK_SUFFIXES) else read_nifti(path, channel)
+
+
 def read_label_nifti(path: str | Path) -> np.ndarray:
-    """Integer label volume in the same (Z, H, W) layout as `read_nifti`."""
-    volume = read_nifti(path)
+    """Integer label volume in the same (Z, H, W) layout as `read_volume` gives the image."""
+    volume = read_volume(path)
     return np.rint(volume.data).astype(np.int32)
 
 

@@ -143,6 +143,8 @@ def iter_records(folder: str | Path, split: str | None = None) -> Iterator[Medic
 
     folder = Path(folder)
     base = folder / "records" if (folder / "records").is_dir() else folder
+    if base == folder and (folder / "build_report.json").is_file():
+        raise FileNotFoundError(f"{folder}: built folder without a records/ config (no record passed QC?)")
     files = sorted(base.rglob("*.parquet"))
     if not files:
         raise FileNotFoundError(f"no records Parquet files under {base}")

@@ -237,3 +237,49 @@ def test_cli_build_small_spec(demo_spec, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("sources: [{name: x, type: nope}]")
     assert main(["data", "build", "--spec", str(bad), "--out", str(out), "--quiet"]) == 2
+
+
+def test_metaimage_volumes_through_simpleitk(tmp_path):
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    from gmaivl.dataset_builders.adapters import plan_units, read_unit
+    from gmaivl.dataset_builders.demo import package_files
+    from gmaivl.dataset_builders.records import MedicalRecord
+
+    data = np.asarray(
+        nib.load(str(package_files()["anatomical.nii"])).dataobj, dtype=np.float32
+    ).T  # (z, y, x)
+    labels = np.zeros(data.shape, np.uint8)
+    labels[10:14, 15:30, 8:20] = 1
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    image = sitk.GetImageFromArray(data)
+    image.SetSpacing((2.0, 2.0, 3.0))
+    sitk.WriteImage(image, str(tmp_path / "images" / "case1.mha"))
+    sitk.WriteImage(sitk.GetImageFromArray(labels), str(tmp_path / "labels" / "case1.nrrd"))
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(
+        yaml.safe_dump(
+            {
+                "sources": [
+                    {
+                        "name": "itk",
+                        "type": "nifti",
+                        "root": ".",
+                        "images_dir": "images",
+                        "labels_dir": "labels",
+                        "modality": "MR",
+                        "department": "Neurology",
+                        "mask": {"values": {1: "lesion"}},
+                    }
+                ]
+            }
+        )
+    )
+    source = load_build_spec(spec_path).sources[0]
+    (unit,) = plan_units(source)
+    items = list(read_unit(source, unit, LabelStandardizer(), ["lesion"]))
+    records = [i for i in items if isinstance(i, MedicalRecord)]
+    assert [r.meta["slice"] for r in records] == [10, 11, 12, 13]
+    assert all(r.bbox == [8.0, 15.0, 20.0, 30.0] and r.meta["spacing"] == [3.0, 2.0, 2.0] for r in records)
