@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -179,6 +180,11 @@ class UnitReader:
         meta: dict[str, Any] | None = None,
         granularity: str | None = None,
     ) -> MedicalRecord:
+        split = (split or self.source.split).strip()
+        if not re.fullmatch(r"\w+", split):  # Hub split names: letters, digits, underscores
+            raise _ItemError(
+                "bad_split", f"split name {split!r} must match \\w+ (e.g. train, validation, test)"
+            )
         rgb, sx, sy = resize_rgb(rgb, self.source.min_side, self.source.max_side)
         if bbox is not None:
             bbox = [
@@ -730,7 +736,11 @@ def _text(reader: UnitReader, unit: WorkUnit) -> Iterator[Item]:
             yield Failure(source.name, where, "bad_text_row", f"{where}: {error}")
             continue
         split = row.get(opts["split_column"]) if opts.get("split_column") else source.split
-        yield TextSample(f"{source.name}/{index}", source.name, messages, split or source.split)
+        split = str(split or source.split).strip()
+        if not re.fullmatch(r"\w+", split):
+            yield Failure(source.name, where, "bad_split", f"{where}: split name {split!r} must match \\w+")
+            continue
+        yield TextSample(f"{source.name}/{index}", source.name, messages, split)
 
 
 _ROLE_NAMES = {
