@@ -62,20 +62,22 @@ def run_and_compare(
     pt = packed_attention_reference(q, k, v, cu_q, cu_k, causal=causal, upcast=False)
     pt_grads = torch.autograd.grad(pt, (q, k, v), grad_out)
 
+    # fp32 only: exp2 of the log2e-scaled logits (and, in the backward, P rebuilt from the stored
+    # log-sum-exp) carries the fp32 rounding of the logits, |s| * eps, where PyTorch's softmax
+    # renormalises much of it away. With large logits (inputs x3, big head dims) that, not the
+    # kernel, sets the error: allow a few such ulps on top of flash-attn's rule.
+    logit_floor = 0.0
+    if dtype == torch.float32:
+        logit_floor = 4 * torch.finfo(torch.float32).eps * max_abs_logit(q, k, cu_q, cu_k)
     assert out.dtype == dtype and out.shape == q.shape
     assert torch.isfinite(out).all()
     err, pt_err = max_err(out, ref), max_err(pt, ref)
-    assert err <= 2 * pt_err + rounding_floor(ref, dtype) + atol, f"output error {err} vs pytorch {pt_err}"
-    # fp32 only: the backward rebuilds P from the stored log-sum-exp, so the fp32 rounding of the
-    # logits (|s| * eps, in both passes) enters P directly, where PyTorch's softmax renormalises it
-    # away. With large logits (inputs x3) that, not the kernel, sets the error: allow a few such ulps.
-    grad_floor = 0.0
-    if dtype == torch.float32:
-        grad_floor = 4 * torch.finfo(torch.float32).eps * max_abs_logit(q, k, cu_q, cu_k)
+    floor = rounding_floor(ref, dtype) + atol + logit_floor * ref.abs().max().item()
+    assert err <= 2 * pt_err + floor, f"output error {err} vs pytorch {pt_err}"
     for name, g, rg, pg in zip("qkv", grads, ref_grads, pt_grads):
         assert torch.isfinite(g).all(), f"d{name} not finite"
         gerr, gpt = max_err(g, rg), max_err(pg, rg)
-        floor = rounding_floor(rg, dtype) + atol + grad_floor * rg.abs().max().item()
+        floor = rounding_floor(rg, dtype) + atol + logit_floor * rg.abs().max().item()
         assert gerr <= 3 * gpt + floor, f"d{name} error {gerr} vs pytorch {gpt}"
     # log-sum-exp: +inf exactly where a row sees no key, close to the fp32 value elsewhere
     ref_lse = ref_lse.float()
@@ -83,5 +85,5 @@ def run_and_compare(
     assert torch.equal(torch.isinf(lse), empty)
     assert (lse[empty] > 0).all()
     if (~empty).any():
-        assert max_err(lse[~empty], ref_lse[~empty]) < 1e-4
+        assert max_err(lse[~empty], ref_lse[~empty]) < 1e-5 * max(10.0, ref_lse[~empty].abs().max().item())
     return {"q": q, "k": k, "v": v, "out": out, "lse": lse, "grads": grads, "cu_q": cu_q, "cu_k": cu_k}
