@@ -18,38 +18,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-try:  # the model's image processor owns the presets; keep one source of truth when available
-    from gmaivl.modeling_gmaivl.image_processing_gmaivl import (  # type: ignore[attr-defined]
-        WINDOW_PRESETS,
-        apply_window,
-        percentile_normalize,
-    )
-except ImportError:  # pragma: no cover - exercised only before the model code exists
-    # Level/width in Hounsfield units, the usual radiology presets.
-    WINDOW_PRESETS: dict[str, tuple[float, float]] = {
-        "abdomen": (40.0, 400.0),
-        "soft_tissue": (50.0, 350.0),
-        "lung": (-600.0, 1500.0),
-        "bone": (400.0, 1800.0),
-        "brain": (40.0, 80.0),
-        "liver": (60.0, 160.0),
-        "mediastinum": (50.0, 350.0),
-    }
-
-    def apply_window(array: Any, level: float, width: float) -> np.ndarray:
-        """Clip to [level - width/2, level + width/2] and scale to [0, 1]."""
-        array = np.asarray(array, dtype=np.float32)
-        low = level - width / 2.0
-        return np.clip((array - low) / max(float(width), 1e-6), 0.0, 1.0)
-
-    def percentile_normalize(array: Any, lower: float = 0.5, upper: float = 99.5) -> np.ndarray:
-        """Scale the [lower, upper] percentile range to [0, 1], clipping outside it."""
-        array = np.asarray(array, dtype=np.float32)
-        lo, hi = np.percentile(array, [lower, upper])
-        if hi <= lo:
-            return np.zeros_like(array, dtype=np.float32)
-        return np.clip((array - lo) / (hi - lo), 0.0, 1.0)
-
+# One source of truth for CT windows and MR normalisation: the model's image processor.
+from gmaivl.modeling_gmaivl.image_processing_gmaivl import apply_window, percentile_normalize, resolve_window
 
 # DICOM attributes that may reach a record (as `meta`), all acquisition geometry or modality.
 SAFE_DICOM_FIELDS = ("Modality", "PixelSpacing", "SliceThickness", "PhotometricInterpretation")
@@ -270,12 +240,7 @@ def to_rgb8(
     if window is None and modality.upper() == "CT" and array.dtype != np.uint8:
         window = "abdomen"
     if window is not None:
-        if isinstance(window, str):
-            if window not in WINDOW_PRESETS:
-                raise ValueError(f"unknown window preset {window!r}; known: {sorted(WINDOW_PRESETS)}")
-            level, width = WINDOW_PRESETS[window]
-        else:
-            level, width = (float(v) for v in window)
+        level, width = resolve_window(window)
         scaled = np.asarray(apply_window(array.astype(np.float32), level, width), dtype=np.float32)
     elif array.dtype == np.uint8:
         gray = array
