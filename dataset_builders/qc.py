@@ -22,6 +22,7 @@ import io
 import re
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +41,20 @@ def count_tokens(text: str) -> int:
 
 
 class HammingIndex:
-    """Find 64-bit hashes within Hamming distance d (pigeonhole: d+1 bit bands, exact band lookup)."""
+    """64-bit hashes within Hamming distance d of a query (pigeonhole: d+1 bit bands, exact lookups).
+
+    Two hashes within distance d agree exactly on at least one of d+1 disjoint bands, so a query
+    only compares against the hashes that share one of its band values.
+    """
 
     def __init__(self, distance: int = 0) -> None:
+        if not 0 <= int(distance) < 64:
+            raise ValueError(f"Hamming distance must be in [0, 63], got {distance}")
         self.distance = int(distance)
         self.bands = self.distance + 1
         self.width = 64 // self.bands
         self.tables: list[dict[int, list[int]]] = [{} for _ in range(self.bands)]
-        self.values: dict[int, int] = {}
+        self.owners: dict[int, list[Any]] = {}
 
     def _band_keys(self, value: int) -> list[int]:
         keys = []
@@ -57,28 +64,40 @@ class HammingIndex:
             keys.append((value >> shift) & ((1 << bits) - 1))
         return keys
 
-    def find(self, value: int) -> int | None:
-        """Owner of a stored hash within the distance, or None."""
-        if value in self.values:
-            return self.values[value]
+    def _near(self, value: int) -> Iterator[tuple[int, int]]:
+        """(stored hash, distance) for every stored hash within the distance, exact match first."""
+        if value in self.owners:
+            yield value, 0
         if self.distance == 0:
-            return None
+            return
+        seen = {value}
         for band, key in enumerate(self._band_keys(value)):
             for candidate in self.tables[band].get(key, ()):
-                if (candidate ^ value).bit_count() <= self.distance:
-                    return self.values[candidate]
-        return None
+                if candidate not in seen:
+                    seen.add(candidate)
+                    distance = (candidate ^ value).bit_count()
+                    if distance <= self.distance:
+                        yield candidate, distance
 
-    def add(self, value: int, owner: int) -> None:
-        if value in self.values:
+    def find(self, value: int) -> Any | None:
+        """The first owner of a stored hash within the distance, or None."""
+        return next((self.owners[stored][0] for stored, _ in self._near(value)), None)
+
+    def find_all(self, value: int) -> list[tuple[Any, int]]:
+        """Every (owner, distance) within the distance."""
+        return [(owner, d) for stored, d in self._near(value) for owner in self.owners[stored]]
+
+    def add(self, value: int, owner: Any) -> None:
+        if value in self.owners:
+            self.owners[value].append(owner)
             return
-        self.values[value] = owner
+        self.owners[value] = [owner]
         if self.distance:
             for band, key in enumerate(self._band_keys(value)):
                 self.tables[band].setdefault(key, []).append(value)
 
     def __len__(self) -> int:
-        return len(self.values)
+        return len(self.owners)
 
 
 def _owner_key(record_id: str) -> int:

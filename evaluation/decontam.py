@@ -28,6 +28,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from gmaivl.dataset_builders.qc import HammingIndex
+
 from .report import atomic_write_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
@@ -188,42 +190,23 @@ def hash_source(
     return out
 
 
-def _bands(max_distance: int) -> list[tuple[int, int]]:
-    k = max_distance + 1
-    if k > 64:
-        raise ValueError("max_distance must be below 64")
-    edges = [round(i * 64 / k) for i in range(k + 1)]
-    return [(edges[i], edges[i + 1]) for i in range(k)]
-
-
 def find_overlaps(
     benchmark: list[ImageHash], train: list[ImageHash], max_distance: int = 0
 ) -> list[dict[str, Any]]:
     """Pairs (benchmark image, training image) that are exact (md5) or near (pHash) duplicates."""
     by_md5: dict[str, list[str]] = defaultdict(list)
+    index = HammingIndex(max_distance)
     for h in benchmark:
         by_md5[h.md5].append(h.id)
-    bands = _bands(max_distance)
-    index: list[dict[int, list[ImageHash]]] = [defaultdict(list) for _ in bands]
-    for h in benchmark:
-        for b, (lo, hi) in enumerate(bands):
-            index[b][(h.phash >> lo) & ((1 << (hi - lo)) - 1)].append(h)
+        index.add(h.phash, h.id)
     found: dict[tuple[str, str], dict[str, Any]] = {}
     for t in train:
         for bid in by_md5.get(t.md5, ()):
             found[(bid, t.id)] = {"benchmark_id": bid, "train_id": t.id, "match": "md5", "distance": 0}
-        for b, (lo, hi) in enumerate(bands):
-            for h in index[b].get((t.phash >> lo) & ((1 << (hi - lo)) - 1), ()):
-                if (h.id, t.id) in found:
-                    continue
-                d = (h.phash ^ t.phash).bit_count()
-                if d <= max_distance:
-                    found[(h.id, t.id)] = {
-                        "benchmark_id": h.id,
-                        "train_id": t.id,
-                        "match": "phash",
-                        "distance": d,
-                    }
+        for bid, distance in index.find_all(t.phash):
+            found.setdefault(
+                (bid, t.id), {"benchmark_id": bid, "train_id": t.id, "match": "phash", "distance": distance}
+            )
     return sorted(found.values(), key=lambda r: (r["benchmark_id"], r["train_id"]))
 
 

@@ -88,6 +88,11 @@ def test_hamming_index_and_text_qc():
     index.add(0b1011 << 40, owner=7)
     assert index.find((0b1011 << 40) ^ 0b111) == 7  # 3 bits away
     assert index.find((0b1011 << 40) ^ 0b1111) is None  # 4 bits away
+    index.add(0b1011 << 40, owner=8)  # a second image with the same hash
+    index.add((0b1011 << 40) ^ (1 << 63), owner=9)  # 1 bit away, in another band
+    assert index.find_all((0b1011 << 40) ^ 0b11) == [(7, 2), (8, 2), (9, 3)]
+    with pytest.raises(ValueError, match="Hamming distance"):
+        HammingIndex(distance=64)
     qc = QualityControl({"min_caption_tokens": 5, "max_tokens": 60})
     base = {
         "config": "text_single",
