@@ -101,7 +101,7 @@ def compose_gmaivl(
 
     config = GMAIVLConfig(
         vision_config=vision.config.to_dict(),
-        text_config=language.config.to_dict(),
+        text_config=language.config,
         image_token_id=tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS["image"]),
         vision_feature_layer=vision_feature_layer,
         vision_feature_select_strategy=vision_feature_select_strategy,

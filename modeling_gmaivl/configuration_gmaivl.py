@@ -10,6 +10,7 @@ from typing import Literal
 
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 # CLIP ViT-L/14 at 336 px, the vision encoder of the GMAI-VL paper.
@@ -30,6 +31,19 @@ HUB_AUTO_MAP = {
     "AutoModel": "modeling_gmaivl.GMAIVLModel",
     "AutoModelForImageTextToText": "modeling_gmaivl.GMAIVLForConditionalGeneration",
 }
+
+
+def is_native(config: PreTrainedConfig | dict) -> bool:
+    """Whether transformers itself knows this model type (else its code ships with the checkpoint)."""
+    model_type = config.get("model_type") if isinstance(config, dict) else config.model_type
+    return model_type in CONFIG_MAPPING_NAMES
+
+
+def remote_text_config(values: dict) -> PreTrainedConfig:
+    """Hold the config of a language model that ships its own code (e.g. InternLM2) until the model
+    is built: its real config class is loaded from the checkpoint folder then (see modeling)."""
+    holder = type("RemoteTextConfig", (PreTrainedConfig,), {"model_type": values["model_type"]})
+    return holder(**{k: v for k, v in values.items() if k != "model_type"})
 
 
 class GMAIVLConfig(PreTrainedConfig):
@@ -71,6 +85,14 @@ class GMAIVLConfig(PreTrainedConfig):
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
+        text = self.text_config
+        if isinstance(text, dict) and not is_native(text):
+            if "AutoConfig" not in (text.get("auto_map") or {}):
+                raise ValueError(
+                    f"text_config has model_type '{text.get('model_type')}', which transformers does not know, "
+                    "and no auto_map to the code that defines it."
+                )
+            self.text_config = remote_text_config(text)
         super().__post_init__(**kwargs)
         self._validate_parts()
         self.auto_map = {**HUB_AUTO_MAP, **(getattr(self, "auto_map", None) or {})}

@@ -8,6 +8,7 @@ import only torch, transformers and sibling files through single-dot relative im
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -15,10 +16,11 @@ from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
+from transformers.dynamic_module_utils import custom_object_save, get_class_from_dynamic_module
 from transformers.modeling_outputs import BaseModelOutputWithPast, ModelOutput
 from transformers.utils.generic import can_return_tuple
 
-from .configuration_gmaivl import GMAIVLConfig
+from .configuration_gmaivl import GMAIVLConfig, is_native
 
 
 @dataclass
@@ -49,6 +51,44 @@ def _is_packed(
     return bool((position_ids[..., 1:] < position_ids[..., :-1]).any())
 
 
+# `trust_remote_code` given to `from_pretrained`, for the language model's own code (set below).
+_TRUST_TEXT_CODE: ContextVar[bool] = ContextVar("gmaivl_trust_text_code", default=False)
+
+
+def _runs_as_trusted_code(obj: object) -> bool:
+    """Code loaded through `trust_remote_code=True` lives in transformers' dynamic-modules package."""
+    return type(obj).__module__.startswith("transformers_modules")
+
+
+def _local_class_ref(ref: str) -> str:
+    """'org/repo--modeling_x.Cls' -> 'modeling_x.Cls': once saved, the code sits beside the weights."""
+    return ref.split("--", 1)[-1]
+
+
+def build_language_model(config: GMAIVLConfig) -> nn.Module:
+    """The language backbone: a native transformers model, or one that ships its own code
+    (InternLM2 and the like), loaded from the checkpoint folder only with `trust_remote_code=True`."""
+    text_config = config.text_config
+    if is_native(text_config):
+        return AutoModel.from_config(text_config)
+    if not (_TRUST_TEXT_CODE.get() or _runs_as_trusted_code(text_config)):
+        raise ValueError(
+            f"The language model (model_type '{text_config.model_type}') runs its own code; load this "
+            "checkpoint with trust_remote_code=True."
+        )
+    auto_map = text_config.auto_map or {}
+    if "AutoModel" not in auto_map:
+        raise ValueError(f"text_config.auto_map has no 'AutoModel' entry to build '{text_config.model_type}'.")
+    source = config.name_or_path or text_config.name_or_path
+    if not _runs_as_trusted_code(text_config):  # a placeholder from config.json: load the real class
+        config_class = get_class_from_dynamic_module(_local_class_ref(auto_map["AutoConfig"]), source)
+        text_config = config_class(**text_config.to_dict())
+        text_config._attn_implementation = config.text_config._attn_implementation
+        config.text_config = text_config
+    model_class = get_class_from_dynamic_module(_local_class_ref(auto_map["AutoModel"]), source)
+    return model_class(text_config)
+
+
 class GMAIVLMultiModalProjector(nn.Module):
     """Linear -> activation -> Linear, from vision width to the language model's width."""
 
@@ -77,6 +117,16 @@ class GMAIVLPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     _can_compile_fullgraph = True
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        # transformers does not pass `trust_remote_code` on to the model; a language model that ships
+        # its own code (InternLM2...) is loaded only when the caller opted in.
+        token = _TRUST_TEXT_CODE.set(bool(kwargs.get("trust_remote_code")))
+        try:
+            return super().from_pretrained(*args, **kwargs)
+        finally:
+            _TRUST_TEXT_CODE.reset(token)
+
 
 class GMAIVLModel(GMAIVLPreTrainedModel):
     """The GMAI-VL backbone without the language-modelling head."""
@@ -85,7 +135,7 @@ class GMAIVLModel(GMAIVLPreTrainedModel):
         super().__init__(config)
         self.vision_tower = AutoModel.from_config(config.vision_config)
         self.multi_modal_projector = GMAIVLMultiModalProjector(config)
-        self.language_model = AutoModel.from_config(config.text_config)
+        self.language_model = build_language_model(config)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -198,6 +248,17 @@ class GMAIVLForConditionalGeneration(GMAIVLPreTrainedModel, GenerationMixin):
 
     def get_output_embeddings(self) -> nn.Module:
         return self.lm_head
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        text_config = self.config.text_config
+        if not is_native(text_config):
+            # The language model's own code travels with the checkpoint, referenced locally.
+            text_config.auto_map = {k: _local_class_ref(v) for k, v in (text_config.auto_map or {}).items()}
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if not is_native(text_config):
+            source = text_config.name_or_path or self.config.name_or_path
+            for ref in text_config.auto_map.values():
+                custom_object_save(get_class_from_dynamic_module(ref, source), save_directory)
 
     def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
         self.lm_head = new_embeddings

@@ -47,6 +47,27 @@ CHILD = textwrap.dedent(
 )
 
 
+def load_without_the_package(folder, texts, images, tmp_path) -> tuple[dict, dict]:
+    """Run CHILD on `folder`: what it loaded (class names) and its outputs for the given inputs."""
+    paths = []
+    for i, row in enumerate(images):
+        paths.append([])
+        for j, image in enumerate(row):
+            image.save(tmp_path / f"image_{i}_{j}.png")
+            paths[-1].append(str(tmp_path / f"image_{i}_{j}.png"))
+    (tmp_path / "inputs.json").write_text(json.dumps({"text": texts, "images": paths}))
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, str(folder), str(tmp_path / "inputs.json"), str(tmp_path / "out.pt")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert child.returncode == 0, child.stderr[-3000:]
+    return json.loads(child.stdout.strip().splitlines()[-1]), torch.load(tmp_path / "out.pt")
+
+
 def test_saved_folder_loads_without_the_package(tiny, tmp_path):
     model, processor = tiny
     folder = tmp_path / "checkpoint"
@@ -77,24 +98,8 @@ def test_saved_folder_loads_without_the_package(tiny, tmp_path):
         logits = model(**inputs).logits
         hidden = model.model(**inputs).last_hidden_state
         generated = model.generate(**inputs, max_new_tokens=8, do_sample=False)
-    paths = []
-    for i, row in enumerate(images):
-        paths.append([])
-        for j, image in enumerate(row):
-            image.save(tmp_path / f"image_{i}_{j}.png")
-            paths[-1].append(str(tmp_path / f"image_{i}_{j}.png"))
-    (tmp_path / "inputs.json").write_text(json.dumps({"text": texts, "images": paths}))
 
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
-    child = subprocess.run(
-        [sys.executable, "-c", CHILD, str(folder), str(tmp_path / "inputs.json"), str(tmp_path / "out.pt")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert child.returncode == 0, child.stderr[-3000:]
-    report = json.loads(child.stdout.strip().splitlines()[-1])
+    report, out = load_without_the_package(folder, texts, images, tmp_path)
     assert report == {
         "config": "GMAIVLConfig",
         "model": "GMAIVLForConditionalGeneration",
