@@ -78,7 +78,9 @@ def build_language_model(config: GMAIVLConfig) -> nn.Module:
         )
     auto_map = text_config.auto_map or {}
     if "AutoModel" not in auto_map:
-        raise ValueError(f"text_config.auto_map has no 'AutoModel' entry to build '{text_config.model_type}'.")
+        raise ValueError(
+            f"text_config.auto_map has no 'AutoModel' entry to build '{text_config.model_type}'."
+        )
     source = config.name_or_path or text_config.name_or_path
     if not _runs_as_trusted_code(text_config):  # a placeholder from config.json: load the real class
         config_class = get_class_from_dynamic_module(_local_class_ref(auto_map["AutoConfig"]), source)
