@@ -31,9 +31,13 @@ _ONLY_LETTERS = re.compile(
     rf"^\W*(?:options?\s*|answers?\s*[:=]?\s*)?\(?({_LETTER_LIST})\)?(?:[.):]\s*.*)?\W*$",
     re.IGNORECASE | re.DOTALL,
 )
+_VERB = r"\s+(?i:is|are|would\s+be|should\s+be|will\s+be|must\s+be)"
+# "answer"/"choose" may be followed directly by a letter ("I choose D"); "option"/"choice" only
+# states an answer with a verb or a colon ("the correct option is C", "Option: C"): a bare mention
+# ("Option A is a distractor") is not a statement.
 _ANSWER_IS = re.compile(
-    r"(?i:answers?|options?|choices?|choose|select|pick)"
-    r"(?:\s+(?i:is|are|would\s+be|should\s+be|will\s+be|must\s+be))?"
+    r"(?:(?i:answers?|choose|select|pick)(?:" + _VERB + r")?"
+    r"|(?i:options?|choices?)(?:" + _VERB + r"|(?=\s*[:=])))"
     r"(?:\s+(?i:most\s+likely|likely|probably))?"
     r"\s*[:=]?\s*(?:(?i:options?|choices?)\s*)?"
     r"\**\(?\**(" + _LETTER_LIST + r")\**\)?(?![\w-])",
@@ -140,6 +144,8 @@ def extract_choice(
         got = _decide(_letters_in(st.group(1)), valid, multi)
         if got:
             return Extraction(got, "answer-is")
+        if got == ():  # the last statement names two letters: ambiguous, not an earlier statement
+            return Extraction((), "none")
 
     letters = _standalone_letters(text, valid)
     if letters:

@@ -49,6 +49,19 @@ def test_last_answer_statement_wins():
     assert extract_choice(reply, OPTIONS).letters == ("D",)
 
 
+def test_an_option_mentioned_after_the_answer_is_not_the_answer():
+    # "Option A" without a verb is a mention, not a statement of the answer
+    for reply in ("The answer is C. Option A is a distractor.", "I pick C. Option A would be wrong."):
+        assert extract_choice(reply, OPTIONS).letters == ("C",)
+    assert extract_choice("The correct option is C", OPTIONS).letters == ("C",)
+    assert extract_choice("Option: C", OPTIONS).letters == ("C",)
+
+
+def test_ambiguous_last_statement_does_not_fall_back_to_an_earlier_one():
+    got = extract_choice("The answer is B. No wait, the answer is A or C.", OPTIONS)
+    assert got.letters == () and got.method == "none"
+
+
 def test_letters_outside_the_options_are_ignored():
     assert extract_choice("E", OPTIONS).letters == ()
 
