@@ -232,6 +232,12 @@ class GMAIVLImageProcessor(BaseImageProcessor):
         **kwargs,
     ) -> BatchFeature:
         """Process one image or a list of images into `pixel_values` `(N, 3, size, size)`."""
+        unknown = sorted(k for k, v in kwargs.items() if v is not None)
+        if unknown:
+            raise TypeError(
+                f"Unknown option(s) {unknown} for GMAIVLImageProcessor; per call it takes window and "
+                "intensity (size, mean/std and padding are set when the processor is created)."
+            )
         if isinstance(images, (Image.Image, np.ndarray, torch.Tensor)):
             images = [images]
         images = [img for item in images for img in (item if isinstance(item, (list, tuple)) else [item])]

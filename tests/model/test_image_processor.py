@@ -134,6 +134,11 @@ def test_bad_images_get_clear_errors(image, message):
         GMAIVLImageProcessor(size=32)(image)
 
 
+def test_unknown_per_call_options_are_refused():
+    with pytest.raises(TypeError, match=r"Unknown option\(s\) \['size'\]"):
+        GMAIVLImageProcessor(size=32)(np.zeros((8, 8), dtype=np.uint8), size=64)
+
+
 def test_settings_survive_save_and_load(tmp_path):
     processor = GMAIVLImageProcessor(size=64, window="bone", intensity="percentile", percentiles=(2, 98))
     processor.save_pretrained(tmp_path)
