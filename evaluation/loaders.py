@@ -85,11 +85,15 @@ def load_vlmevalkit_tsv(path: str | os.PathLike, limit: int | None = None) -> li
     by_index = dict(zip(df["index"].astype(str), df["image"])) if "image" in df.columns else {}
     option_cols = [c for c in OPTION_LETTERS if c in df.columns]
     samples: list[EvalSample] = []
+    first_row: dict[str, int] = {}
     for row_number, row in enumerate(df.to_dict(orient="records")):
         if limit is not None and len(samples) >= limit:
             break
         idx = str(row["index"])
         where = f"{path} row {row_number + 2} (index {idx})"
+        if idx in first_row:  # predictions are keyed by index: a repeat would share one answer
+            raise BenchmarkFormatError(f"{where}: index {idx} already used by row {first_row[idx]}")
+        first_row[idx] = row_number + 2
         images = _tsv_images(row, by_index, path.parent, where)
         options = {c: str(row[c]).strip() for c in option_cols if not _is_missing(row[c])}
         answer = str(row["answer"]).strip()

@@ -9,6 +9,7 @@ extraction with an optional LLM judge as the last resort.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -95,8 +96,14 @@ def run_benchmark(
         "model": model_id,
         **protocol,
     }
-    store = PredictionsFile(predictions_path, run)
     known = {s.index for s in samples}
+    if len(known) != len(samples):
+        repeated = sorted(i for i, n in Counter(s.index for s in samples).items() if n > 1)
+        raise ValueError(
+            f"{benchmark}: question indices must be unique (predictions are keyed by them); "
+            f"repeated: {repeated[:5]}"
+        )
+    store = PredictionsFile(predictions_path, run)
     stray = [i for i in store.records if i not in known]
     if stray:
         raise ValueError(f"{predictions_path}: holds predictions for indices not in {benchmark}: {stray[:5]}")

@@ -136,6 +136,16 @@ def test_predictions_from_another_run_are_refused(tiny, answer_b, samples, full_
                       max_new_tokens=BUDGET, generation_kwargs=answer_b, progress=False)  # fmt: skip
 
 
+def test_repeated_question_indices_are_refused(tiny, samples, tmp_path):
+    import dataclasses
+
+    model, processor, _ = tiny
+    twins = [samples[0], dataclasses.replace(samples[1], index=samples[0].index)]
+    with pytest.raises(ValueError, match=r"indices must be unique.*repeated: \['0'\]"):
+        run_benchmark(model, processor, twins, tmp_path / "p.jsonl", benchmark="x", progress=False)
+    assert not (tmp_path / "p.jsonl").exists()
+
+
 def test_not_a_predictions_file(tiny, samples, tmp_path):
     model, processor, _ = tiny
     bad = tmp_path / "preds.jsonl"

@@ -84,6 +84,13 @@ def test_tsv_answer_outside_options_named(tmp_path):
         load_vlmevalkit_tsv(_write(df, tmp_path / "b.tsv"))
 
 
+def test_tsv_repeated_index_named(tmp_path):
+    df = _rows()
+    df.loc[2, "index"] = 10  # predictions are keyed by index: two questions would share one answer
+    with pytest.raises(BenchmarkFormatError, match=r"row 4 \(index 10\): index 10 already used by row 2"):
+        load_vlmevalkit_tsv(_write(df, tmp_path / "b.tsv"))
+
+
 def test_built_benchmark_loads(bench_tsv):
     samples = load_benchmark(str(bench_tsv))
     assert all(s.question_type == "mcq" and len(s.images) == 1 for s in samples)
