@@ -300,7 +300,8 @@ def validate_translation(data: Any, original: list[dict[str, str]]) -> list[dict
 def validate_score(data: Any) -> tuple[float, str]:
     if not isinstance(data, dict) or "score" not in data:
         raise ValueError("missing 'score'")
-    match = re.search(r"[1-5](?:\.\d+)?", str(data["score"]))
+    # the first whole number in the reply ("3", "3/5", "4 out of 5"); "10" or "-1" is not a 1
+    match = re.search(r"(?<![\d.-])\d+(?:\.\d+)?(?![\d.])", str(data["score"]))
     if not match:
         raise ValueError(f"score {data['score']!r} is not within 1-5")
     score = float(match.group(0))

@@ -288,3 +288,17 @@ def test_metaimage_volumes_through_simpleitk(tmp_path):
     records = [i for i in items if isinstance(i, MedicalRecord)]
     assert [r.meta["slice"] for r in records] == [10, 11, 12, 13]
     assert all(r.bbox == [8.0, 15.0, 20.0, 30.0] and r.meta["spacing"] == [3.0, 2.0, 2.0] for r in records)
+
+
+@pytest.mark.parametrize(
+    ("score", "expected"),
+    [(3, 3.0), ("2.5", 2.5), ("4/5", 4.0), ("4 out of 5", 4.0), ("10", None), ("-1", None), (0, None)],
+)
+def test_judge_score_validation_reads_whole_numbers(score, expected):
+    from gmaivl.dataset_builders.llm import validate_score
+
+    if expected is None:  # out of the 1-5 scale: an invalid reply (retried), never a digit of it
+        with pytest.raises(ValueError, match="not within 1-5"):
+            validate_score({"score": score})
+    else:
+        assert validate_score({"score": score})[0] == expected
