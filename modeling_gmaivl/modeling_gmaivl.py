@@ -240,6 +240,11 @@ class GMAIVLForConditionalGeneration(GMAIVLPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = GMAIVLModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        # LMs name their embedding differently (embed_tokens, tok_embeddings...): declare the tie the
+        # LM uses when its config ties input and output embeddings.
+        embeddings = self.model.get_input_embeddings()
+        name = next(n for n, m in self.model.language_model.named_modules() if m is embeddings)
+        self._tied_weights_keys = {"lm_head.weight": f"model.language_model.{name}.weight"}
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:

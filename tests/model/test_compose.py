@@ -29,7 +29,7 @@ def plain_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
 
 
-def save_parts(tmp_path, full_clip: bool = False):
+def save_parts(tmp_path, full_clip: bool = False, tie_word_embeddings: bool = False):
     vision_config = CLIPVisionConfig(
         hidden_size=32,
         intermediate_size=64,
@@ -69,7 +69,7 @@ def save_parts(tmp_path, full_clip: bool = False):
             num_hidden_layers=2,
             num_attention_heads=4,
             num_key_value_heads=2,
-            tie_word_embeddings=False,
+            tie_word_embeddings=tie_word_embeddings,
         )
     )
     llm.save_pretrained(tmp_path / "llm")
@@ -128,3 +128,14 @@ def test_compose_takes_the_vision_half_of_a_full_clip_checkpoint(tmp_path):
     assert model.config.vision_config.model_type == "clip_vision_model"
     vision_now = model.model.vision_tower.state_dict()
     assert vision_state.keys() and all(torch.equal(vision_now[k], v) for k, v in vision_state.items())
+
+
+def test_compose_keeps_tied_embeddings_tied_through_save_and_load(tmp_path):
+    save_parts(tmp_path, tie_word_embeddings=True)
+    model, _ = compose_gmaivl(str(tmp_path / "vision"), str(tmp_path / "llm"), dtype=torch.float32)
+    assert model.config.tie_word_embeddings
+    assert model.lm_head.weight is model.get_input_embeddings().weight
+    model.save_pretrained(tmp_path / "composed")
+    reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "composed")
+    assert reloaded.lm_head.weight is reloaded.get_input_embeddings().weight
+    assert torch.equal(reloaded.lm_head.weight, model.lm_head.weight)

@@ -25,6 +25,7 @@ def test_llava_layout_and_image_features(tiny):
     projector = model.model.multi_modal_projector
     assert [type(m).__name__ for m in projector.children()] == ["Linear", "GELUActivation", "Linear"]
     assert model.get_output_embeddings() is model.lm_head
+    assert model.lm_head.weight is not model.get_input_embeddings().weight  # untied, like the paper's LLMs
     assert model.config.num_image_tokens == processor.num_image_tokens == 16
     pixel_values = processor.image_processor([random_image(0), random_image(1)])["pixel_values"]
     features = model.get_image_features(pixel_values)
