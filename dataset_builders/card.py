@@ -95,13 +95,17 @@ def write_card(spec: BuildSpec, out: Path, report: dict[str, Any]) -> Path:
         f"# {spec.name}",
         spec.description or "Medical image-text corpus built with `gmaivl data build` (GMAI-VL-5.5M recipe).",
         "## Configs",
-        "| config | contents | rows |",
-        "| --- | --- | ---: |",
-        *(
-            f"| `{c}` | {CONFIG_TITLES[c]} | {published.get(c, report['records']['kept'] if c == 'records' else 0)} |"
-            for c in configs
+        "\n".join(
+            [
+                "| config | contents | rows |",
+                "| --- | --- | ---: |",
+                *(
+                    f"| `{c}` | {CONFIG_TITLES[c]} | "
+                    f"{published.get(c, report['records']['kept'] if c == 'records' else 0)} |"
+                    for c in configs
+                ),
+            ]
         ),
-        "",
         '```python\nfrom datasets import load_dataset\n\nds = load_dataset("<this repo or folder>", "'
         + (configs[0] if configs else "caption")
         + '", split="train")\n```',
@@ -118,8 +122,7 @@ def write_card(spec: BuildSpec, out: Path, report: dict[str, Any]) -> Path:
                 _table(stats[dimension], dimension),
             ]
     qc = report["dropped"]
-    sections += [
-        "## Build provenance",
+    provenance = [
         f"- built: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')} by `{package_name}`",
         f"- spec fingerprint: `{report['spec_fingerprint']}`; work units: {report['units']}",
         f"- records ingested: {report['records']['ingested']}, kept after image QC: {report['records']['kept']}",
@@ -129,19 +132,26 @@ def write_card(spec: BuildSpec, out: Path, report: dict[str, Any]) -> Path:
         "- text generation: " + spec.generation.get("backend", "templates"),
     ]
     if report.get("judge"):
-        sections.append("- quality judge (mean score of sampled rows, 1 = best; accepted when <= threshold):")
-        sections += [
+        provenance.append(
+            "- quality judge (mean score of sampled rows, 1 = best; accepted when <= threshold):"
+        )
+        provenance += [
             f"  - {source}: {r['mean_score']} ({'accepted' if r['accepted'] else 'rejected'}, {r['scored']} scored)"
             for source, r in report["judge"].items()
         ]
+    sections += ["## Build provenance", "\n".join(provenance)]
     sections += [
-        "",
         "### Sources",
-        "| source | type | modality | department | clinical task |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    sections += [
-        f"| {s.name} | {s.type} | {s.modality} | {s.department} | {s.clinical_task} |" for s in spec.sources
+        "\n".join(
+            [
+                "| source | type | modality | department | clinical task |",
+                "| --- | --- | --- | --- | --- |",
+                *(
+                    f"| {s.name} | {s.type} | {s.modality} | {s.department} | {s.clinical_task} |"
+                    for s in spec.sources
+                ),
+            ]
+        ),
     ]
     card = DatasetCard(
         f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(x for x in sections if x is not None) + "\n"

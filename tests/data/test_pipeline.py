@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pyarrow.parquet as pq
 import pytest
@@ -178,3 +179,13 @@ def test_records_iterator_and_card(built):
     assert {f["split"] for f in configs["caption"]["data_files"]} == {"train", "test"}
     assert (out / "statistics.png").is_file() and "statistics.png" in card.text
     assert "Build provenance" in card.text and report["spec_fingerprint"] in card.text
+    # Markdown tables render only when their rows are contiguous: no blank line inside a table.
+    lines = card.text.splitlines()
+    for i in range(len(lines) - 2):
+        assert not (lines[i].startswith("|") and not lines[i + 1] and lines[i + 2].startswith("| ---")), i
+    tables = re.findall(r"((?:^\|.*\|\n)+)", card.text, flags=re.M)
+    configs_table = next(t for t in tables if t.startswith("| config |"))
+    assert len(configs_table.strip().splitlines()) == 2 + len(configs)
+    sources = {r.source_dataset for r in records}
+    sources_table = next(t for t in tables if t.startswith("| source |"))
+    assert {row.split("|")[1].strip() for row in sources_table.strip().splitlines()[2:]} >= sources
