@@ -281,6 +281,8 @@ def packed_attention(
     max_k = _to_int(max_seqlen_k, "max_seqlen_k")
     scale = float(softmax_scale) if softmax_scale is not None else q.shape[-1] ** -0.5
     q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
+    # the kernels index cu_seqlens as dense arrays; a strided view would be misread silently
+    cu_seqlens_q, cu_seqlens_k = cu_seqlens_q.contiguous(), cu_seqlens_k.contiguous()
     out, lse_log2 = _PackedAttentionFn.apply(
         q, k, v, cu_seqlens_q, cu_seqlens_k, max_q, max_k, bool(causal), scale
     )
