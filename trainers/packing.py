@@ -28,7 +28,6 @@ import torch
 #: kernel) reads `cu_seq_lens_*`; sdpa and eager rebuild a block-diagonal mask from position ids as
 #: long as no attention mask is passed.
 PACKING_SAFE_ATTENTION: frozenset[str] = frozenset({"gmaivl_packed", "sdpa", "eager"})
-MASK_FROM_POSITION_IDS: frozenset[str] = frozenset({"sdpa", "eager"})
 
 
 class PackingAttentionError(ValueError):
@@ -43,14 +42,11 @@ def check_packing_attention(attn_implementation: str | None, batch: dict[str, An
             f"{attn_implementation!r} is not one of {sorted(PACKING_SAFE_ATTENTION)}. Load the model with "
             "attn_implementation='gmaivl_packed' (Triton varlen kernel) or 'sdpa', or turn vlm_packing off."
         )
-    if (
-        batch is not None
-        and attn_implementation in MASK_FROM_POSITION_IDS
-        and batch.get("attention_mask") is not None
-    ):
+    if batch is not None and batch.get("attention_mask") is not None:
         raise PackingAttentionError(
-            f"a packed batch must not carry an attention_mask under {attn_implementation!r}: with one, transformers "
-            "uses it instead of the block-diagonal mask from position ids, and samples attend to each other."
+            f"a packed batch must not carry an attention_mask under {attn_implementation!r}: with one, the padding "
+            "mask is used instead of the sample boundaries (sdpa/eager: the block-diagonal mask from position ids; "
+            "gmaivl_packed: cu_seq_lens), and samples attend to each other."
         )
     if batch is not None and batch.get("use_cache", True):
         raise PackingAttentionError(
