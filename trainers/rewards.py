@@ -141,8 +141,8 @@ def accuracy_reward(
     """1.0 when the `<answer>` block matches the reference answer, else 0.0 (weight 1.0)."""
     out = []
     for i, completion in enumerate(completions):
-        qtype = question_type[i] if question_type is not None else infer_question_type(answer[i], None)
         opts = options[i] if options is not None else None
+        qtype = question_type[i] if question_type is not None else infer_question_type(answer[i], opts)
         out.append(score_answer(extract_answer(completion_text(completion)), answer[i], qtype, opts))
     return out
 

@@ -58,6 +58,15 @@ def test_accuracy_reward(completion, answer, qtype, options, expected):
     assert got == [expected]
 
 
+def test_accuracy_reward_infers_the_question_type_from_options():
+    completions = [
+        chat("<think>.</think><answer>effusion</answer>"),
+        chat("<think>.</think><answer>No</answer>"),
+    ]
+    options = [["A. normal", "B. effusion"], []]
+    assert accuracy_reward(completions, answer=["B", "no"], options=options) == [1.0, 1.0]
+
+
 def test_accuracy_reward_rejects_unknown_types():
     with pytest.raises(ValueError, match="question_type"):
         accuracy_reward([chat("<answer>x</answer>")], answer=["x"], question_type=["essay"])
