@@ -266,7 +266,8 @@ def parse_recipe(
 def _used_values(values: dict[str, Any], overrides: list[str], objects: tuple) -> dict[str, Any]:
     """File values with the command-line overrides applied, typed as the dataclasses hold them."""
     out = dict(values)
-    overridden = {a[2:].split("=", 1)[0] for a in overrides if a.startswith("--")}
+    # argparse takes `--max-steps` for `--max_steps` too
+    overridden = {a[2:].split("=", 1)[0].replace("-", "_") for a in overrides if a.startswith("--")}
     for obj in objects:
         for f in fields(obj):
             if f.name in overridden:

@@ -270,13 +270,27 @@ def build_trainer(recipe: Recipe, model: Any = None, processor: Any = None, trai
     return trainer
 
 
+def save_final_model(trainer: Any, output_dir: Path) -> None:
+    """Write the stage's weights into `output_dir` so that it loads with `from_pretrained`, or fail."""
+    if getattr(trainer, "is_fsdp_enabled", False):
+        # With a sharded state dict (FSDP2's default) `Trainer.save_model` writes no weights at all: gather a
+        # full one for the final save; intermediate checkpoints stay sharded.
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(output_dir))
+    if trainer.is_world_process_zero() and not any(Path(output_dir).glob("*.safetensors")):
+        raise RuntimeError(
+            f"{output_dir}: training finished but no *.safetensors weights were written, so the next stage could not "
+            "load this folder (DeepSpeed ZeRO-3 needs `zero3_save_16bit_model: true` in the accelerate config)"
+        )
+
+
 def run_stage(recipe: Recipe, train_dataset: Any = None) -> Path:
     """Train one stage and write its output folder; returns that folder."""
     output_dir = Path(recipe.training.output_dir)
     trainer = build_trainer(recipe, train_dataset=train_dataset)
     resume = _resolve_resume(recipe.training.resume_from_checkpoint, str(output_dir))
     trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(str(output_dir))
+    save_final_model(trainer, output_dir)
     if trainer.is_world_process_zero():
         trainer.processing_class.save_pretrained(str(output_dir))
         history = trainer.state.log_history
@@ -311,11 +325,18 @@ def chain_recipes(path: str | os.PathLike, overrides: list[str] | None = None) -
     base = Path(path).parent
     overrides = list(overrides or [])
     out_root = Path(chain["output_dir"])
-    for flag in ("--output_dir", "--output-dir"):  # names the chain's folder, not each stage's
-        if flag in overrides:
-            i = overrides.index(flag)
-            out_root = Path(overrides[i + 1])
-            del overrides[i : i + 2]
+    rest = []  # `--output_dir X` / `--output_dir=X` names the chain's folder, not each stage's
+    args = iter(overrides)
+    for arg in args:
+        flag, eq, value = arg.partition("=")
+        if flag in ("--output_dir", "--output-dir"):
+            folder = value if eq else next(args, "")
+            if not folder:
+                raise ValueError(f"{path}: {flag} needs a folder")
+            out_root = Path(folder)
+        else:
+            rest.append(arg)
+    overrides = rest
     common = chain.get("overrides", {}) or {}
     recipes: list[Recipe] = []
     previous: str | None = None
@@ -329,7 +350,9 @@ def chain_recipes(path: str | os.PathLike, overrides: list[str] | None = None) -
             values["model_name_or_path"] = previous
             values.pop("vision_model_name_or_path", None)
             values.pop("llm_model_name_or_path", None)
-        recipe = parse_recipe(values, overrides, source=str(recipe_path))
+        # a command-line --model_name_or_path starts the first stage only; the others start from the previous one
+        stage_overrides = overrides if previous is None else [*overrides, "--model_name_or_path", previous]
+        recipe = parse_recipe(values, stage_overrides, source=str(recipe_path))
         recipes.append(recipe)
         previous = recipe.training.output_dir
     return recipes

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,7 +14,7 @@ from safetensors.torch import load_file
 
 from gmaivl.trainers.mixture import build_mixture
 from gmaivl.trainers.recipes import DataArguments, packaged_recipe_dir, parse_recipe
-from gmaivl.trainers.train import build_trainer, run_stage
+from gmaivl.trainers.train import build_trainer, chain_recipes, run_stage, save_final_model
 
 
 def _recipe(name, *overrides):
@@ -76,6 +78,51 @@ def test_unknown_keys_and_bad_values_are_errors(tmp_path):
         parse_recipe(bad)
     with pytest.raises(ValueError, match="trainable_modules"):
         parse_recipe({"trainable_modules": ["decoder"]})
+
+
+def test_dashed_overrides_are_recorded_in_the_saved_recipe(tmp_path):
+    recipe = _recipe("tiny/stage1_shallow_alignment.yaml", "--max-steps", "3", "--output-dir", str(tmp_path))
+    assert recipe.training.max_steps == 3 and recipe.training.output_dir == str(tmp_path)
+    saved = yaml.safe_load(recipe.to_yaml())
+    assert saved["max_steps"] == 3 and saved["output_dir"] == str(tmp_path)
+
+
+@pytest.mark.parametrize("flags", [["--output_dir", "{out}"], ["--output_dir={out}"], ["--output-dir={out}"]])
+def test_chain_stages_start_from_the_previous_stage(tmp_path, flags):
+    chain = packaged_recipe_dir() / "tiny" / "chain.yaml"
+    overrides = [f.format(out=tmp_path) for f in flags] + ["--model_name_or_path", "tiny:3"]
+    recipes = chain_recipes(chain, overrides)
+    outs = [r.training.output_dir for r in recipes]
+    assert len(set(outs)) == 4 and all(o.startswith(str(tmp_path / "0")) for o in outs)
+    starts = [r.model.model_name_or_path for r in recipes]
+    assert starts == ["tiny:3", *outs[:-1]]  # the command line names the first stage's start only
+    assert [yaml.safe_load(r.to_yaml())["model_name_or_path"] for r in recipes] == starts
+
+
+class _FakeTrainer:
+    """What `save_final_model` uses of a Trainer. Like transformers' `Trainer.save_model` under FSDP, it
+    writes weights only with a full state dict; `writes=False` stands for ZeRO-3 without 16-bit gathering."""
+
+    def __init__(self, fsdp: bool, writes: bool = True):
+        self.is_fsdp_enabled, self.writes = fsdp, writes
+        self.state_dict_type = "SHARDED_STATE_DICT" if fsdp else "FULL_STATE_DICT"
+        plugin = SimpleNamespace(set_state_dict_type=lambda t: setattr(self, "state_dict_type", t))
+        self.accelerator = SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin))
+
+    def save_model(self, output_dir):
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        if self.writes and self.state_dict_type == "FULL_STATE_DICT":
+            (Path(output_dir) / "model.safetensors").write_bytes(b"")
+
+    def is_world_process_zero(self):
+        return True
+
+
+def test_final_save_gathers_fsdp_weights_and_fails_without_weights(tmp_path):
+    save_final_model(_FakeTrainer(fsdp=True), tmp_path / "fsdp")
+    assert (tmp_path / "fsdp" / "model.safetensors").is_file()
+    with pytest.raises(RuntimeError, match="no-weights.*safetensors"):
+        save_final_model(_FakeTrainer(fsdp=False, writes=False), tmp_path / "no-weights")
 
 
 def test_per_module_learning_rates_reach_the_optimizer(tmp_path):
