@@ -71,9 +71,12 @@ def extract_choice(answer: str, options: Sequence[str] | dict[str, str] | None =
     m = re.match(r"^\(([A-Za-z])\)", text) or re.match(r"^([A-Za-z])\s*(?:[.:)]|$)", text)
     if m:
         return m.group(1).upper()
-    m = re.search(r"\b(?:option|answer(?: is)?)\s*:?\s*\(?([A-Z])\)?\b", text, flags=re.IGNORECASE)
+    # "answer is C", "option (c)", "answer is b." -- but not the article in "the answer is a nodule"
+    m = re.search(
+        r"\b(?i:option|answer(?: is)?)\s*:?\s*(?:\(([A-Za-z])\)|([A-Z])\b|([a-z])(?=[.:]?\s*$))", text
+    )
     if m:
-        return m.group(1).upper()
+        return next(g for g in m.groups() if g).upper()
     if options:
         norm = normalize_text(text)
         hits = [letter for letter, option in option_items(options) if normalize_text(option) == norm]

@@ -45,6 +45,9 @@ def test_format_reward_is_strict():
         ("<think>.</think><answer>The answer is C</answer>", "B", "mcq", None, 0.0),
         ("<think>.</think><answer>effusion</answer>", "B", "mcq", ["A. normal", "B. effusion"], 1.0),
         ("<think>.</think><answer>A large mass</answer>", "A", "mcq", None, 0.0),
+        ("<think>.</think><answer>The answer is a small nodule</answer>", "A", "mcq", None, 0.0),  # article
+        ("<think>.</think><answer>The answer is b.</answer>", "B", "mcq", None, 1.0),
+        ("<think>.</think><answer>Option (c)</answer>", "C", "mcq", None, 1.0),
         ("<think>.</think><answer>Yes.</answer>", "yes", "closed", None, 1.0),
         ("<think>.</think><answer>no, it is not</answer>", "yes", "closed", None, 0.0),
         ("<think>.</think><answer>unclear</answer>", "no", "closed", None, 0.0),
