@@ -2,9 +2,10 @@
 
 Multiple choice is rule-based first, in this order (the first rule that decides wins):
 
-1. `letter-only`: the reply is just a letter or a letter list ("B", "(B)", "B. Pneumonia", "A, C").
-2. `answer-is`: an explicit statement ("The answer is (B)", "Answer: C", "correct options are A and D");
-   the last such statement counts.
+1. `letter-only`: the reply is just a letter or a letter list ("B", "(B)", "B. Pneumonia", "A, C",
+   "(b) pneumonia").
+2. `answer-is`: an explicit statement ("The answer is (B)", "Answer: C", "correct options are A and D",
+   "the answer is b."); the last such statement counts.
 3. `final-letter`: exactly one option letter stands among the reply's final tokens, or in the whole
    reply ("...so I would pick C."). Articles ("A mass is seen") and hyphenated letters ("B-mode")
    are not letters.
@@ -14,7 +15,12 @@ Multiple choice is rule-based first, in this order (the first rule that decides 
    question, options and reply and names the letter(s).
 
 If nothing decides, the reply is unanswerable (`method="none"`): it is scored as wrong and counted.
-Two different letters for a single-answer question are ambiguous, hence unanswerable.
+Two different letters for a single-answer question are ambiguous, hence unanswerable. A lower-case
+letter counts only where it cannot be a word: in parentheses, before ")", or before "." / ":" that
+end the reply or a token ("the answer is a nodule" is not option A; "e.g." is not option E).
+
+The same rules score GRPO's accuracy reward (`gmaivl.trainers.rewards`), so training and evaluation
+read answers alike.
 """
 
 from __future__ import annotations
@@ -40,8 +46,10 @@ _ANSWER_IS = re.compile(
     r"|(?i:options?|choices?)(?:" + _VERB + r"|(?=\s*[:=])))"
     r"(?:\s+(?i:most\s+likely|likely|probably))?"
     r"\s*[:=]?\s*(?:(?i:options?|choices?)\s*)?"
-    r"\**\(?\**(" + _LETTER_LIST + r")\**\)?(?![\w-])",
+    r"(?:\**\(?\**(" + _LETTER_LIST + r")\**\)?(?![\w-])|\(([a-j])\)|([a-j])(?=[.:]?\s*$))",
 )
+# a lone lower-case option letter leading a reply: "(b) ...", "b) ...", "b. ...", "Option (b)"
+_LOWER_LEAD = re.compile(r"^\W*(?:(?i:options?|answers?)\s*[:=]?\s*)?(?:\([a-j]\)|[a-j]\)|[a-j][.:](?=\s|$))")
 _NOT_NOUNS = {
     "or",
     "and",
@@ -56,6 +64,8 @@ _NOT_NOUNS = {
     "since",
     "as",
 }
+_PUNCTUATION = frozenset(string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
 _STANDALONE = re.compile(r"(?<![\w-])\(?([A-J])\)?(?![\w-])")
 
 
@@ -130,9 +140,10 @@ def extract_choice(
     m = _ONLY_LETTERS.match(text)
     if m:
         raw = m.group(1)
-        # a bare lower-case word such as "a" is not an answer; only accept a lone lower-case
-        # letter when the whole reply is that letter
-        if re.sub(r"(?i)\band\b|\bor\b", "", raw).isupper() or len(text.strip("().: ")) == 1:
+        # a lower-case "a" is usually the article: accept a lone lower-case letter only when it
+        # is the whole reply or leads it as "(b)", "b)", "b." or "b:"
+        lead_lower = raw.islower() and len(raw) == 1 and _LOWER_LEAD.match(text)
+        if re.sub(r"(?i)\band\b|\bor\b", "", raw).isupper() or len(text.strip("().: ")) == 1 or lead_lower:
             got = _decide(_letters_in(raw), valid, multi)
             if got:
                 return Extraction(got, "letter-only")
@@ -141,7 +152,7 @@ def extract_choice(
 
     statements = list(_ANSWER_IS.finditer(text))
     for st in reversed(statements):
-        got = _decide(_letters_in(st.group(1)), valid, multi)
+        got = _decide(_letters_in(next(g for g in st.groups() if g)), valid, multi)
         if got:
             return Extraction(got, "answer-is")
         if got == ():  # the last statement names two letters: ambiguous, not an earlier statement
@@ -174,6 +185,14 @@ def extract_choice(
         if got:
             return Extraction(got, "judge")
     return Extraction((), "none")
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD-style: lower case, punctuation and articles removed, single spaces."""
+    text = str(text).lower()
+    text = "".join(ch for ch in text if ch not in _PUNCTUATION)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
 
 
 def extract_yes_no(reply: str) -> str | None:

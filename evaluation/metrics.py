@@ -16,22 +16,12 @@ Accuracy-like numbers are percentages (0-100), as the papers report them; CIDEr 
 from __future__ import annotations
 
 import re
-import string
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .extraction import Extraction, Judge, extract_choice, extract_yes_no
+from .extraction import Extraction, Judge, extract_choice, extract_yes_no, normalize_answer
 from .samples import EvalSample
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-
-
-def normalize_answer(text: str) -> str:
-    text = str(text).lower()
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(text.split())
 
 
 def token_f1(prediction: str, reference: str) -> float:

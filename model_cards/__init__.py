@@ -1,1 +1,1 @@
-"""model_cards"""
+"""Model cards written from a checkpoint's saved recipe and the evaluator's results (`gmaivl card`)."""

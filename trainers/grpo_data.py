@@ -11,12 +11,12 @@ to about 5% of the result. Output rows are what TRL's `GRPOTrainer` reads: a con
 from __future__ import annotations
 
 import random
-import string
 from typing import Any
 
 from datasets import Dataset
 
-from .rewards import infer_question_type, normalize_text
+from ..evaluation.extraction import normalize_answer
+from .rewards import infer_question_type, options_as_dict
 
 #: The instruction appended to every question (our wording).
 REASONING_INSTRUCTION = (
@@ -26,17 +26,9 @@ REASONING_INSTRUCTION = (
 MAX_PHRASE_WORDS = 4
 
 
-def _options_as_dict(options: Any) -> dict[str, str] | None:
-    if not options:
-        return None
-    if isinstance(options, dict):
-        return {str(k).strip().upper(): str(v) for k, v in options.items() if v is not None}
-    return {letter: str(v) for letter, v in zip(string.ascii_uppercase, options) if v is not None}
-
-
 def _is_phrase(text: str) -> bool:
     """A word or short phrase (not a sentence, number or yes/no): what can be asked open-ended."""
-    norm = normalize_text(text)
+    norm = normalize_answer(text)
     words = norm.split()
     if not words or len(words) > MAX_PHRASE_WORDS or norm in {"yes", "no"}:
         return False
@@ -48,14 +40,14 @@ def _is_phrase(text: str) -> bool:
 def convert_row(row: dict[str, Any], open_from_mcq: bool = True) -> dict[str, Any]:
     """Normalise one QA row: resolve the answer letter, maybe turn the MCQ into an open question."""
     question, answer = str(row["question"]).strip(), str(row["answer"]).strip()
-    options = _options_as_dict(row.get("options"))
+    options = options_as_dict(row.get("options"))
     qtype = row.get("question_type") or infer_question_type(answer, options)
     if qtype == "mcq":
         if not options:
             raise ValueError(f"mcq row without options: {question[:60]!r}")
         letter = answer.upper().strip("() .:")
         if letter not in options:  # the reference may be the option text
-            matches = [k for k, v in options.items() if normalize_text(v) == normalize_text(answer)]
+            matches = [k for k, v in options.items() if normalize_answer(v) == normalize_answer(answer)]
             if len(matches) != 1:
                 raise ValueError(f"mcq answer {answer!r} is neither a letter nor one option of {options}")
             letter = matches[0]

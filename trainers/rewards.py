@@ -3,8 +3,8 @@
 A completion is well-formed when it is exactly `<think>...</think>` then `<answer>...</answer>`
 (whitespace between and around allowed, nothing else). Accuracy compares the content of
 `<answer>` with the reference by question type: `mcq` (option letter), `closed` (yes/no) or
-`open` (normalised short answer). The recipe weighs them 0.5 (format) and 1.0 (accuracy) through
-TRL's `reward_weights`. Each function follows TRL's reward signature: it receives the batch's
+`open` (normalised short answer), read with the evaluator's rules. The recipe weighs them 0.5
+(format) and 1.0 (accuracy) through TRL's `reward_weights`. Each function follows TRL's reward signature: it receives the batch's
 `completions` and the dataset columns as keyword lists, and returns one float per completion.
 """
 
@@ -15,12 +15,13 @@ import string
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..evaluation.extraction import extract_choice, extract_yes_no, normalize_answer
+
 FORMAT_RE = re.compile(r"^\s*<think>(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*$", re.DOTALL)
 ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _TAGS = ("<think>", "</think>", "<answer>", "</answer>")
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_YES = {"yes", "y", "true", "correct", "present", "positive"}
-_NO = {"no", "n", "false", "incorrect", "absent", "negative"}
+# an MCQ row without its options: any letter the evaluator knows may be the answer
+_ANY_LETTER = dict.fromkeys("ABCDEFGHIJ", "")
 
 
 def completion_text(completion: Any) -> str:
@@ -57,75 +58,51 @@ def extract_answer(text: str) -> str | None:
     return found[-1].strip() if found else None
 
 
-def normalize_text(text: str) -> str:
-    """Lower case, no punctuation, no articles, single spaces (SQuAD-style)."""
-    text = text.lower()
-    text = "".join(" " if ch in string.punctuation else ch for ch in text)
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(text.split())
+def options_as_dict(options: Any) -> dict[str, str] | None:
+    """Letter -> text from a mapping, a plain list, or "A. text" lines; None when there are none.
 
-
-def extract_choice(answer: str, options: Sequence[str] | dict[str, str] | None = None) -> str | None:
-    """The option letter a free-form answer picks: "B", "(B)", "B.", "Option B: ...", or the option's text."""
-    text = answer.strip()
-    m = re.match(r"^\(([A-Za-z])\)", text) or re.match(r"^([A-Za-z])\s*(?:[.:)]|$)", text)
-    if m:
-        return m.group(1).upper()
-    # "answer is C", "option (c)", "answer is b." -- but not the article in "the answer is a nodule"
-    m = re.search(
-        r"\b(?i:option|answer(?: is)?)\s*:?\s*(?:\(([A-Za-z])\)|([A-Z])\b|([a-z])(?=[.:]?\s*$))", text
-    )
-    if m:
-        return next(g for g in m.groups() if g).upper()
-    if options:
-        norm = normalize_text(text)
-        hits = [letter for letter, option in option_items(options) if normalize_text(option) == norm]
-        if len(hits) == 1:
-            return hits[0]
-    return None
-
-
-def option_items(options: Sequence[str] | dict[str, str]) -> list[tuple[str, str]]:
-    """(letter, text) pairs from a mapping, a plain list, or "A. text" lines."""
+    Arrow stores a mapping column as one struct for all rows, so keys absent from a row come back
+    as None and are dropped here.
+    """
+    if not options:
+        return None
     if isinstance(options, dict):
-        return [(str(k).upper(), str(v)) for k, v in options.items() if v is not None]
-    items = []
+        out = {str(k).strip().upper(): str(v) for k, v in options.items() if v is not None}
+        return out or None
+    out = {}
     for letter, option in zip(string.ascii_uppercase, options):
         m = re.match(r"^\(?([A-Z])[.):]\s*(.*)$", str(option))
-        items.append((m.group(1), m.group(2)) if m else (letter, str(option)))
-    return items
-
-
-def yes_no(answer: str) -> str | None:
-    words = normalize_text(answer).split()
-    if not words:
-        return None
-    if words[0] in _YES:
-        return "yes"
-    if words[0] in _NO:
-        return "no"
-    return None
+        key, text = (m.group(1), m.group(2)) if m else (letter, str(option))
+        out[key] = text
+    return out or None
 
 
 def score_answer(
     predicted: str | None,
     reference: str,
     question_type: str,
-    options: Sequence[str] | dict[str, str] | None = None,
+    options: Any = None,
 ) -> float:
-    """1.0 if the predicted answer matches the reference for this question type, else 0.0."""
+    """1.0 if the predicted answer matches the reference for this question type, else 0.0.
+
+    The answer is read with the evaluator's rules (`gmaivl.evaluation.extraction`), so a policy
+    is rewarded for exactly what the benchmarks will count as right.
+    """
     if predicted is None or not predicted.strip():
         return 0.0
     if question_type == "mcq":
-        ref = extract_choice(str(reference), options) or str(reference).strip().upper()
-        return float(extract_choice(predicted, options) == ref)
+        opts = options_as_dict(options) or _ANY_LETTER
+        ref = extract_choice(str(reference), opts).letters
+        if not ref:
+            raise ValueError(f"mcq question with a reference that names no option: {reference!r}")
+        return float(extract_choice(predicted, opts, multi=len(ref) > 1).letters == ref)
     if question_type == "closed":
-        ref = yes_no(str(reference))
+        ref = extract_yes_no(str(reference))
         if ref is None:
             raise ValueError(f"closed question with a reference that is not yes/no: {reference!r}")
-        return float(yes_no(predicted) == ref)
+        return float(extract_yes_no(predicted) == ref)
     if question_type == "open":
-        return float(normalize_text(predicted) == normalize_text(str(reference)))
+        return float(normalize_answer(predicted) == normalize_answer(str(reference)))
     raise ValueError(f"unknown question_type {question_type!r}; use mcq, closed or open")
 
 
@@ -152,9 +129,9 @@ def accuracy_reward(
 
 def infer_question_type(answer: str, options: Any) -> str:
     """mcq when there are options, closed for yes/no references, open otherwise."""
-    if options:
+    if options_as_dict(options):
         return "mcq"
-    if normalize_text(str(answer)) in {"yes", "no"}:
+    if normalize_answer(str(answer)) in {"yes", "no"}:
         return "closed"
     return "open"
 

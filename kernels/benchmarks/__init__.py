@@ -1,1 +1,1 @@
-"""kernels/benchmarks"""
+"""Benchmarks of the packed-attention kernels against named baselines (see kernels/README.md)."""

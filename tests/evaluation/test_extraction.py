@@ -38,6 +38,25 @@ def test_single_answer_rules(reply, letters, method):
     assert got.answered == bool(letters)
 
 
+@pytest.mark.parametrize(
+    ("reply", "letters"),
+    [
+        ("(b) viral pneumonia", ("B",)),
+        ("c. Pleural effusion", ("C",)),
+        ("Option (d)", ("D",)),
+        ("The answer is b.", ("B",)),
+        ("Answer: c", ("C",)),
+        ("a", ("A",)),
+        # lower-case letters that are words stay words
+        ("The answer is a small effusion, maybe.", ()),
+        ("a lesion is seen", ()),
+        ("e.g. nothing definite", ()),
+    ],
+)
+def test_lower_case_letters_count_only_where_they_cannot_be_words(reply, letters):
+    assert extract_choice(reply, OPTIONS | {"E": "Atelectasis"}).letters == letters
+
+
 def test_multi_answer_questions_keep_all_letters():
     assert extract_choice("A and C", OPTIONS, multi=True).letters == ("A", "C")
     assert extract_choice("The correct answers are B, D.", OPTIONS, multi=True).letters == ("B", "D")

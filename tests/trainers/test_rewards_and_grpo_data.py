@@ -70,6 +70,28 @@ def test_accuracy_reward_infers_the_question_type_from_options():
     assert accuracy_reward(completions, answer=["B", "no"], options=options) == [1.0, 1.0]
 
 
+def test_accuracy_reward_reads_answers_as_the_evaluator_does():
+    from gmaivl.evaluation.extraction import extract_choice
+
+    options = {"A": "normal", "B": "effusion", "C": "pneumothorax"}
+    replies = ["B", "(b)", "The answer is b.", "effusion", "A or B", "a normal study", "It is C."]
+    completions = [chat(f"<think>.</think><answer>{reply}</answer>") for reply in replies]
+    rewards = accuracy_reward(completions, answer=["B"] * len(replies), options=[options] * len(replies))
+    assert rewards == [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    assert rewards == [float(extract_choice(r, options).letters == ("B",)) for r in replies]
+
+
+def test_accuracy_reward_with_struct_options_from_arrow():
+    # a mapping column comes back from Arrow with every row's keys; absent ones are None
+    options = {"A": "normal", "B": "effusion", "C": None, "D": None}
+    completion = chat("<think>.</think><answer>effusion</answer>")
+    assert accuracy_reward([completion], answer=["B"], options=[options]) == [1.0]
+    no_options = {"A": None, "B": None}
+    assert accuracy_reward(
+        [chat("<think>.</think><answer>yes</answer>")], answer=["yes"], options=[no_options]
+    ) == [1.0]
+
+
 def test_accuracy_reward_rejects_unknown_types():
     with pytest.raises(ValueError, match="question_type"):
         accuracy_reward([chat("<answer>x</answer>")], answer=["x"], question_type=["essay"])
