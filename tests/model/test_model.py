@@ -165,7 +165,7 @@ def test_gradient_checkpointing_backward_matches_plain_backward():
         return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     plain = grads()
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     assert model.model.language_model.gradient_checkpointing
     assert model.model.vision_tower.encoder.gradient_checkpointing
     checkpointed = grads()
