@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 COMMAND_MODULES: tuple[str, ...] = (
@@ -34,5 +35,17 @@ def main(argv: list[str] | None = None) -> int:
     return int(args.func(args) or 0)
 
 
+def run() -> None:
+    """Console entry point: bad input (a `ValueError` or a missing file) is one line on stderr and
+    exit status 2, not a traceback; `GMAIVL_TRACEBACK=1` shows the traceback."""
+    try:
+        sys.exit(main())
+    except (ValueError, FileNotFoundError) as err:
+        if os.environ.get("GMAIVL_TRACEBACK"):
+            raise
+        print(f"gmaivl: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -358,16 +358,72 @@ def chain_recipes(path: str | os.PathLike, overrides: list[str] | None = None) -
     return recipes
 
 
-def run_chain(path: str | os.PathLike, overrides: list[str] | None = None) -> list[Path]:
-    """Run the stages in order; finished stages (folder with model + recipe) are skipped."""
-    outputs = []
-    for recipe in chain_recipes(path, overrides):
+# Keys that change how a run is logged or restarted, not the weights it produces.
+_RUN_ONLY_KEYS = frozenset(
+    {"resume_from_checkpoint", "report_to", "logging_steps", "logging_dir", "disable_tqdm"}
+)
+
+
+def _same_paths(values: dict[str, Any]) -> dict[str, Any]:
+    """`runs/x` and `/abs/runs/x` name the same folder: compare folders by their real path."""
+    return {
+        k: os.path.realpath(v)
+        if k in ("output_dir", "model_name_or_path") and isinstance(v, str) and os.path.exists(v)
+        else v
+        for k, v in values.items()
+    }
+
+
+def recipe_changes(folder: str | os.PathLike, recipe: Recipe) -> list[str]:
+    """How `recipe` differs from the one a finished stage in `folder` was trained with ("key: old -> new")."""
+    saved = _same_paths(yaml.safe_load((Path(folder) / RECIPE_FILENAME).read_text()) or {})
+    current = _same_paths(yaml.safe_load(recipe.to_yaml()) or {})
+    keys = (saved.keys() | current.keys()) - _RUN_ONLY_KEYS
+    return [
+        f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(keys) if saved.get(k) != current.get(k)
+    ]
+
+
+def plan_chain(recipes: list[Recipe]) -> list[bool]:
+    """Which stages to run. A finished stage is skipped only if nothing it was built from changed.
+
+    A finished stage whose recipe differs from the chain's, or that follows a stage about to be
+    trained (again), would silently keep weights made from another model or recipe; it is an
+    error, raised before anything trains, and nothing is deleted.
+    """
+    plan, first_to_run = [], None
+    for recipe in recipes:
         out = Path(recipe.training.output_dir)
-        if is_stage_done(out):
-            logger.info("stage %s already done in %s: skipped", recipe.recipe.stage, out)
-        else:
+        if not is_stage_done(out):
+            first_to_run = first_to_run or out
+            plan.append(True)
+            continue
+        if first_to_run is not None:
+            raise ValueError(
+                f"{out} holds a finished stage, but the stage before it ({first_to_run}) will be trained "
+                "again, so it would no longer follow from it. Delete it or choose another --output_dir."
+            )
+        changes = recipe_changes(out, recipe)
+        if changes:
+            raise ValueError(
+                f"{out} holds a finished stage trained with another recipe ({'; '.join(changes)}). "
+                "Delete it or choose another --output_dir."
+            )
+        plan.append(False)
+    return plan
+
+
+def run_chain(path: str | os.PathLike, overrides: list[str] | None = None) -> list[Path]:
+    """Run the stages in order; finished stages with an unchanged recipe and lineage are skipped."""
+    recipes = chain_recipes(path, overrides)
+    outputs = []
+    for recipe, to_run in zip(recipes, plan_chain(recipes)):
+        out = Path(recipe.training.output_dir)
+        if to_run:
             logger.info("stage %s -> %s", recipe.recipe.stage, out)
             run_stage(recipe)
+        else:
+            logger.info("stage %s already done in %s: skipped", recipe.recipe.stage, out)
         outputs.append(out)
     return outputs
 

@@ -105,3 +105,29 @@ def test_rerunning_the_chain_skips_finished_stages(chain_dir):
     stamp = {s: (chain_dir / s / "model.safetensors").stat().st_mtime_ns for s in STAGES}
     assert main(["train-chain", "--config", str(chain_dir / "chain.yaml")]) == 0
     assert stamp == {s: (chain_dir / s / "model.safetensors").stat().st_mtime_ns for s in STAGES}
+
+
+def _stamps(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*/model.safetensors")}
+
+
+def test_a_changed_recipe_does_not_silently_reuse_a_finished_stage(chain_dir):
+    before = _stamps(chain_dir)
+    config = str(chain_dir / "chain.yaml")
+    with pytest.raises(ValueError, match=r"01_shallow_alignment.*learning_rate: 0\.01 -> 0\.5"):
+        main(["train-chain", "--config", config, "--learning_rate", "0.5"])
+    assert _stamps(chain_dir) == before  # refused before anything trained
+    # the same folder named by another path is the same recipe
+    assert main(["train-chain", "--config", config, "--output_dir", str(chain_dir.resolve())]) == 0
+    assert _stamps(chain_dir) == before
+
+
+def test_stages_after_a_retrained_stage_are_not_reused(chain_dir, tmp_path):
+    import shutil
+
+    for name in STAGES[1:]:
+        shutil.copytree(chain_dir / name, tmp_path / name)
+    with pytest.raises(ValueError, match=r"02_deep_alignment holds a finished stage.*01_shallow_alignment"):
+        main(["train-chain", "--config", str(chain_dir / "chain.yaml"), "--output_dir", str(tmp_path)])
+    assert not (tmp_path / STAGES[0]).exists()  # nothing trained, nothing deleted
+    assert all((tmp_path / name / "model.safetensors").is_file() for name in STAGES[1:])
