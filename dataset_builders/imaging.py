@@ -152,21 +152,30 @@ def read_nifti(path: str | Path, channel: int = 0) -> Volume:
 
 
 def read_itk(path: str | Path) -> Volume:
-    """A MetaImage / NRRD volume through SimpleITK as (Z, H, W) with spacing (z, y, x)."""
+    """A MetaImage / NRRD volume through SimpleITK as (Z, H, W) with spacing (z, y, x).
+
+    3D volumes are reoriented to the layout `read_nifti` gives (RAS axes, anterior up), so the
+    same scan yields the same slices whichever format it ships in.
+    """
     import SimpleITK as sitk
 
     path = Path(path)
     try:
         image = sitk.ReadImage(str(path))
+        if image.GetDimension() == 3:
+            image = sitk.DICOMOrient(image, "RAS")  # index axes point to Right, Anterior, Superior
         data = sitk.GetArrayFromImage(image).astype(np.float32)
     except Exception as error:
         raise SourceError(f"{path}: unreadable volume ({type(error).__name__}: {error})") from error
     if data.ndim == 2:
-        data = data[None]
+        return Volume(
+            np.ascontiguousarray(data[None]), (1.0, *(float(s) for s in reversed(image.GetSpacing())))
+        )
     if data.ndim != 3:
         raise SourceError(f"{path}: expected a 3D volume, got shape {data.shape}")
     spacing = tuple(float(s) for s in reversed(image.GetSpacing()))
-    return Volume(np.ascontiguousarray(data), spacing)
+    # (Z, Y, X) with Y growing anterior -> anterior side up, as in `read_nifti`
+    return Volume(np.ascontiguousarray(data[:, ::-1, :]), spacing)
 
 
 def read_volume(path: str | Path, channel: int = 0) -> Volume:

@@ -287,7 +287,34 @@ def test_metaimage_volumes_through_simpleitk(tmp_path):
     items = list(read_unit(source, unit, LabelStandardizer(), ["lesion"]))
     records = [i for i in items if isinstance(i, MedicalRecord)]
     assert [r.meta["slice"] for r in records] == [10, 11, 12, 13]
-    assert all(r.bbox == [8.0, 15.0, 20.0, 30.0] and r.meta["spacing"] == [3.0, 2.0, 2.0] for r in records)
+    # identity direction is LPS: the x axis turns round to RAS, the anterior side stays up
+    width = data.shape[2]
+    assert all(
+        r.bbox == [width - 20.0, 15.0, width - 8.0, 30.0] and r.meta["spacing"] == [3.0, 2.0, 2.0]
+        for r in records
+    )
+
+
+def test_metaimage_and_nifti_of_one_scan_give_the_same_slices(tmp_path):
+    """An oblique-axis scan (axes permuted and flipped) reads the same from .nrrd/.mha as from .nii.gz."""
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    from gmaivl.dataset_builders.demo import package_files
+    from gmaivl.dataset_builders.imaging import read_volume
+
+    data = np.asarray(nib.load(str(package_files()["anatomical.nii"])).dataobj, dtype=np.float32).T
+    image = sitk.GetImageFromArray(np.ascontiguousarray(data))
+    image.SetSpacing((0.5, 0.8, 2.0))
+    image.SetDirection((0, -1, 0, 1, 0, 0, 0, 0, -1))  # i -> posterior, j -> right, k -> inferior
+    for name in ("scan.nii.gz", "scan.nrrd", "scan.mha"):
+        sitk.WriteImage(image, str(tmp_path / name))
+    nifti = read_volume(tmp_path / "scan.nii.gz")
+    for name in ("scan.nrrd", "scan.mha"):
+        itk = read_volume(tmp_path / name)
+        np.testing.assert_array_equal(itk.data, nifti.data)
+        np.testing.assert_allclose(itk.spacing, nifti.spacing, rtol=1e-6)
+    assert nifti.data.shape == (data.shape[0], data.shape[2], data.shape[1])  # the in-plane axes swapped
 
 
 @pytest.mark.parametrize(
