@@ -1,4 +1,4 @@
-"""`gmaivl kernels ...`: check and benchmark the packed-attention kernels on this machine."""
+"""`gmaivl kernels ...`: check, benchmark and compile-check the packed-attention kernels."""
 
 from __future__ import annotations
 
@@ -60,7 +60,14 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compile_report(args: argparse.Namespace) -> int:
+    from .aot import run
+
+    return run(args)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from .aot import add_arguments as add_aot_arguments
     from .benchmarks.bench_packed_attention import add_arguments
 
     parser = subparsers.add_parser("kernels", help="check or benchmark the Triton packed-attention kernels")
@@ -71,3 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="TFLOP/s against flex_attention, sdpa, FlashAttention")
     add_arguments(bench)
     bench.set_defaults(func=_bench)
+    aot = sub.add_parser(
+        "compile-report",
+        help="compile every autotune tile for an NVIDIA arch without a GPU: registers, spills, shared memory",
+    )
+    add_aot_arguments(aot)
+    aot.set_defaults(func=_compile_report)

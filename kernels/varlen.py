@@ -49,7 +49,15 @@ def _configs(pairs, warps, stages):
     ]
 
 
-def _prune_by_head_dim(configs, named_args, **kwargs):
+#: The tiles each kernel is autotuned over on a GPU (`gmaivl.kernels.aot` compiles them all).
+AUTOTUNE_CONFIGS: dict[str, list[triton.Config]] = {
+    "fwd": _configs([(128, 64), (128, 32), (64, 64), (64, 32), (128, 128)], [4, 8], [2, 3, 4]),
+    "dkdv": _configs([(32, 128), (64, 128), (32, 64), (64, 64), (16, 64)], [4, 8], [2, 3]),
+    "dq": _configs([(128, 64), (128, 32), (64, 64), (64, 32), (64, 128)], [4, 8], [2, 3]),
+}
+
+
+def prune_by_head_dim(configs, named_args, **kwargs):
     """Drop tiles that cannot fit shared memory / registers at large head dims."""
     block_d = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
     limit = 128 * 128 if block_d <= 64 else (128 * 64 if block_d <= 128 else 64 * 64)
@@ -57,26 +65,22 @@ def _prune_by_head_dim(configs, named_args, **kwargs):
     return kept or configs[-1:]
 
 
+def _autotuned(name: str, kernel):
+    return triton.autotune(
+        configs=AUTOTUNE_CONFIGS[name],
+        key=_TUNE_KEY,
+        prune_configs_by={"early_config_prune": prune_by_head_dim},
+    )(kernel)
+
+
 if interpreter_active():
     _fwd_kernel = _k.packed_attn_fwd_kernel
     _dkdv_kernel = _k.packed_attn_bwd_dkdv_kernel
     _dq_kernel = _k.packed_attn_bwd_dq_kernel
 else:  # pragma: no cover - needs a GPU
-    _fwd_kernel = triton.autotune(
-        configs=_configs([(128, 64), (128, 32), (64, 64), (64, 32), (128, 128)], [4, 8], [2, 3, 4]),
-        key=_TUNE_KEY,
-        prune_configs_by={"early_config_prune": _prune_by_head_dim},
-    )(_k.packed_attn_fwd_kernel)
-    _dkdv_kernel = triton.autotune(
-        configs=_configs([(32, 128), (64, 128), (32, 64), (64, 64), (16, 64)], [4, 8], [2, 3]),
-        key=_TUNE_KEY,
-        prune_configs_by={"early_config_prune": _prune_by_head_dim},
-    )(_k.packed_attn_bwd_dkdv_kernel)
-    _dq_kernel = triton.autotune(
-        configs=_configs([(128, 64), (128, 32), (64, 64), (64, 32), (64, 128)], [4, 8], [2, 3]),
-        key=_TUNE_KEY,
-        prune_configs_by={"early_config_prune": _prune_by_head_dim},
-    )(_k.packed_attn_bwd_dq_kernel)
+    _fwd_kernel = _autotuned("fwd", _k.packed_attn_fwd_kernel)
+    _dkdv_kernel = _autotuned("dkdv", _k.packed_attn_bwd_dkdv_kernel)
+    _dq_kernel = _autotuned("dq", _k.packed_attn_bwd_dq_kernel)
 
 
 def _launch(kernel, name: str, grid_rows: int, num_seqs: int, heads: int, *args, **meta) -> None:

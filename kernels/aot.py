@@ -1,0 +1,309 @@
+"""Compile the GPU kernels ahead of time for an NVIDIA architecture, on a machine without a GPU.
+
+Triton lowers a kernel to PTX and ptxas assembles it into a cubin without touching a device, so
+every tile the autotuner may pick can be checked for what only a real compile shows, and the
+interpreter never does: that it lowers at all (dot layouts, tile shapes), how many registers it
+takes, whether ptxas spills, and how much shared memory it needs against the target's limit (the
+autotuner skips a tile that does not fit; a shape with no fitting tile could not run).
+
+    python -m gmaivl.kernels.aot --arch 90 --dtypes bf16 --head-dims 64 128 --out report.json
+
+Each compile takes seconds on a CPU; `--max-configs` keeps a quick check quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from . import triton_packed_attention as _k
+from .varlen import _TUNE_KEY, AUTOTUNE_CONFIGS, MAX_HEAD_DIM, _block_d, prune_by_head_dim
+
+KERNELS = {
+    "fwd": _k.packed_attn_fwd_kernel,
+    "dkdv": _k.packed_attn_bwd_dkdv_kernel,
+    "dq": _k.packed_attn_bwd_dq_kernel,
+}
+#: Opt-in shared memory per block (bytes), from NVIDIA's CUDA C++ Programming Guide, Table 23.
+SHARED_MEMORY_LIMIT = {80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 120: 101376}
+_TRITON_DTYPE = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32"}
+# what each argument is, by name (see the kernels' signatures)
+_TENSORS = {"Q", "K", "V", "Out", "DO", "DQ", "DK", "DV"}
+_FP32_POINTERS = {"Lse", "Delta"}
+_INT_POINTERS = {"cu_seqlens_q", "cu_seqlens_k"}
+_FLOAT_SCALARS = {"qk_scale", "sm_scale"}
+# integers a real launch does not see as multiples of 16 (the others are strides of (T, H, D) tensors)
+_UNALIGNED_INTS = {"stride_lh", "SEQ_BUCKET"}
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    kernel: str
+    arch: int
+    dtype: str
+    head_dim: int
+    causal: bool
+    group: int
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+    registers: int | None = None
+    spill_bytes: int | None = None  # spill stores + loads reported by ptxas
+    shared_bytes: int | None = None
+    fits: bool | None = None  # shared memory within the architecture's limit
+    error: str | None = None
+
+
+def _signature(kernel, dtype: str, constants: dict) -> tuple[dict, dict]:
+    signature, attrs = {}, {}
+    for i, name in enumerate(kernel.arg_names):
+        if name in constants:
+            signature[name] = "constexpr"
+        elif name in _TENSORS:
+            signature[name] = "*" + _TRITON_DTYPE[dtype]
+        elif name in _FP32_POINTERS:
+            signature[name] = "*fp32"
+        elif name in _INT_POINTERS:
+            signature[name] = "*i32"
+        elif name in _FLOAT_SCALARS:
+            signature[name] = "fp32"
+        elif name.startswith("stride_") or name in _UNALIGNED_INTS:
+            signature[name] = "i32"
+        else:
+            raise ValueError(f"{kernel.__name__}: no type known for argument {name!r}")
+        # torch allocations are 256-byte aligned and (T, H, D) strides are multiples of 16 for
+        # the usual head dims: tell Triton what a launch would (it vectorises on it)
+        if signature[name].startswith("*") or (signature[name] == "i32" and name not in _UNALIGNED_INTS):
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    return signature, attrs
+
+
+def _ptxas_usage(ptx: str, arch: int) -> tuple[int, int]:
+    """(registers, spill bytes) as ptxas reports them for this PTX."""
+    from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "kernel.ptx"
+        src.write_text(ptx)
+        cmd = [
+            get_ptxas(arch).path,
+            "-v",
+            "--regAllocOptLevel=2",
+            f"--gpu-name={sm_arch_from_capability(arch)}",
+        ]
+        proc = subprocess.run(
+            [*cmd, str(src), "-o", str(src.with_suffix(".cubin"))], capture_output=True, text=True
+        )
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.strip())
+    registers = re.search(r"Used (\d+) registers", proc.stderr)
+    spills = [int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", proc.stderr)]
+    return (int(registers.group(1)) if registers else 0), sum(spills)
+
+
+def compile_one(
+    name: str, config: triton.Config, *, arch: int, dtype: str, head_dim: int, causal: bool, group: int
+) -> CompileResult:
+    """Compile one kernel for one tile on `sm_<arch>` and measure it; a failure is recorded, not raised."""
+    block_m, block_n = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
+    base = dict(
+        kernel=name,
+        arch=arch,
+        dtype=dtype,
+        head_dim=head_dim,
+        causal=causal,
+        group=group,
+        block_m=block_m,
+        block_n=block_n,
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )
+    kernel = KERNELS[name]
+    constants = dict(
+        HEAD_DIM=head_dim,
+        GROUP=group,
+        CAUSAL=causal,
+        DOT_PREC="ieee" if dtype == "fp32" else "tf32",
+        BLOCK_D=_block_d(head_dim),
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+    )
+    signature, attrs = _signature(kernel, dtype, constants)
+    try:
+        compiled = triton.compile(
+            ASTSource(kernel, signature, constants, attrs),
+            target=GPUTarget("cuda", arch, 32),
+            options={"num_warps": config.num_warps, "num_stages": config.num_stages},
+        )
+        registers, spills = _ptxas_usage(compiled.asm["ptx"], arch)
+    except Exception as error:  # a tile that does not lower is a finding, not a crash
+        return CompileResult(
+            **base, error=f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
+        )
+    shared = int(compiled.metadata.shared)
+    limit = SHARED_MEMORY_LIMIT.get(arch)
+    return CompileResult(
+        **base,
+        registers=registers,
+        spill_bytes=spills,
+        shared_bytes=shared,
+        fits=None if limit is None else shared <= limit,
+    )
+
+
+def tuned_configs(name: str, head_dim: int) -> list[triton.Config]:
+    """The tiles the autotuner tries for this kernel and head dim (after its pruning)."""
+    return prune_by_head_dim(AUTOTUNE_CONFIGS[name], {}, BLOCK_D=_block_d(head_dim))
+
+
+def compile_report(
+    *,
+    arch: int = 90,
+    kernels: Sequence[str] = tuple(KERNELS),
+    dtypes: Sequence[str] = ("bf16",),
+    head_dims: Sequence[int] = (64, 128),
+    causal: Sequence[bool] = (True, False),
+    groups: Sequence[int] = (1,),
+    max_configs: int | None = None,
+    jobs: int = 1,
+) -> Iterator[CompileResult]:
+    """Compile every (kernel, dtype, head dim, causality, GQA group, autotune tile), in order.
+
+    `jobs` > 1 compiles in that many processes (each compile is single-threaded).
+    """
+    for name in kernels:
+        if name not in KERNELS:
+            raise ValueError(f"unknown kernel {name!r}; choose from {sorted(KERNELS)}")
+    for dtype in dtypes:
+        if dtype not in _TRITON_DTYPE:
+            raise ValueError(f"unknown dtype {dtype!r}; choose from {sorted(_TRITON_DTYPE)}")
+    for head_dim in head_dims:
+        if not 0 < head_dim <= MAX_HEAD_DIM:
+            raise ValueError(f"head dim must be in 1..{MAX_HEAD_DIM}, got {head_dim}")
+    tasks = [
+        (name, config, dict(arch=arch, dtype=dtype, head_dim=head_dim, causal=is_causal, group=group))
+        for name in kernels
+        for dtype in dtypes
+        for head_dim in head_dims
+        for is_causal in causal
+        for group in groups
+        for config in tuned_configs(name, head_dim)[:max_configs]
+    ]
+    if jobs <= 1:
+        yield from (compile_one(name, config, **kw) for name, config, kw in tasks)
+        return
+    with ProcessPoolExecutor(jobs) as pool:
+        yield from pool.map(_compile_task, tasks)
+
+
+def _compile_task(task: tuple) -> CompileResult:
+    name, config, kwargs = task
+    return compile_one(name, config, **kwargs)
+
+
+def summarize(results: Sequence[CompileResult]) -> list[str]:
+    """Problems worth acting on: failed compiles, and shapes for which no tile compiles, fits the
+    shared memory and runs without spilling (single spilling tiles just lose the autotuning)."""
+    problems = [f"{r.kernel} {r.dtype} d={r.head_dim} {_tile(r)}: {r.error}" for r in results if r.error]
+    shapes: dict[tuple, list[CompileResult]] = {}
+    for r in results:
+        shapes.setdefault(
+            (r.kernel, r.dtype, r.head_dim, "causal" if r.causal else "bidir", f"g{r.group}"), []
+        ).append(r)
+    for key, rows in shapes.items():
+        good = [r for r in rows if r.error is None and r.fits is not False]
+        if not good:
+            problems.append(
+                f"{' '.join(map(str, key))}: no autotune tile compiles and fits sm_{rows[0].arch}"
+            )
+        elif not any(r.spill_bytes == 0 for r in good):
+            problems.append(f"{' '.join(map(str, key))}: every tile spills registers")
+    return problems
+
+
+def _tile(r: CompileResult) -> str:
+    return f"{r.block_m}x{r.block_n} w{r.num_warps} s{r.num_stages} {'causal' if r.causal else 'bidir'} g{r.group}"
+
+
+def markdown_table(results: Sequence[CompileResult]) -> str:
+    lines = [
+        "| kernel | dtype | hdim | mask | group | tile (M x N) | warps | stages | registers | spills (B) | shared (KiB) | fits |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        shared = "" if r.shared_bytes is None else f"{r.shared_bytes / 1024:.0f}"
+        status = r.error or ("yes" if r.fits else "no" if r.fits is not None else "?")
+        lines.append(
+            f"| {r.kernel} | {r.dtype} | {r.head_dim} | {'causal' if r.causal else 'bidir'} | {r.group} | "
+            f"{r.block_m} x {r.block_n} | {r.num_warps} | {r.num_stages} | {r.registers if r.registers is not None else ''} | "
+            f"{r.spill_bytes if r.spill_bytes is not None else ''} | {shared} | {status} |"
+        )
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--arch", type=int, default=90, help="compute capability x10: 80 A100, 90 H100/H200")
+    parser.add_argument("--kernels", nargs="+", default=list(KERNELS), choices=list(KERNELS))
+    parser.add_argument("--dtypes", nargs="+", default=["bf16"], choices=list(_TRITON_DTYPE))
+    parser.add_argument("--head-dims", nargs="+", type=int, default=[64, 128])
+    parser.add_argument("--mask", choices=["both", "causal", "bidir"], default="both")
+    parser.add_argument("--groups", nargs="+", type=int, default=[1], help="query heads per key/value head")
+    parser.add_argument("--max-configs", type=int, default=None, help="only the first N autotune tiles")
+    parser.add_argument("--jobs", type=int, default=1, help="compile in this many processes")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON (+ .md table)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print one line per compile, then the problems; exit 1 when a tile fails to compile."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        raise ValueError("unset TRITON_INTERPRET: the interpreter does not compile kernels")
+    causal = {"both": (True, False), "causal": (True,), "bidir": (False,)}[args.mask]
+    results = []
+    for r in compile_report(
+        arch=args.arch,
+        kernels=args.kernels,
+        dtypes=args.dtypes,
+        head_dims=args.head_dims,
+        causal=causal,
+        groups=args.groups,
+        max_configs=args.max_configs,
+        jobs=args.jobs,
+    ):
+        results.append(r)
+        usage = r.error or f"{r.registers} regs, {r.spill_bytes} B spilled, {r.shared_bytes} B shared"
+        print(f"sm_{r.arch} {r.kernel:4} {r.dtype} d={r.head_dim:<3} {_tile(r):28} {usage}", flush=True)
+    problems = summarize(results)
+    print(f"{len(results)} compiles for sm_{args.arch} ({', '.join(_TUNE_KEY)} as in the autotuner)")
+    print(
+        "\n".join(["problems:", *problems])
+        if problems
+        else "no failed compile, no spill, every shape has a tile"
+    )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps([asdict(r) for r in results], indent=1))
+        args.out.with_suffix(".md").write_text(markdown_table(results) + "\n")
+    return 1 if any(r.error for r in results) else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""Ahead-of-time compiles for a real GPU architecture, on this CPU machine (no GPU, no interpreter)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from gmaivl.kernels.aot import KERNELS, CompileResult, _signature, summarize, tuned_configs
+from gmaivl.kernels.varlen import AUTOTUNE_CONFIGS
+
+
+def test_every_kernel_argument_has_a_type():
+    for kernel in KERNELS.values():
+        constants = dict.fromkeys(
+            ["HEAD_DIM", "GROUP", "CAUSAL", "DOT_PREC", "BLOCK_D", "BLOCK_M", "BLOCK_N"], 1
+        )
+        signature, attrs = _signature(kernel, "bf16", constants)
+        assert list(signature) == kernel.arg_names
+        assert signature["Q"] == "*bf16" and signature["cu_seqlens_q"] == "*i32"
+        assert (kernel.arg_names.index("stride_lh"),) not in attrs  # Lse rows are not padded to 16
+
+
+def test_tuned_configs_follow_the_autotuner_pruning():
+    assert len(tuned_configs("fwd", 64)) == len(AUTOTUNE_CONFIGS["fwd"])
+    big = tuned_configs("fwd", 256)
+    assert big and all(c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 64 for c in big)
+
+
+def _result(**kw) -> CompileResult:
+    base = dict(
+        kernel="fwd", arch=90, dtype="bf16", head_dim=128, causal=True, group=1, block_m=128, block_n=64
+    )
+    base |= dict(num_warps=4, num_stages=2, registers=200, spill_bytes=0, shared_bytes=65536, fits=True)
+    return CompileResult(**(base | kw))
+
+
+def test_summary_flags_only_what_needs_acting_on():
+    assert summarize([_result(), _result(block_n=32, spill_bytes=128)]) == []  # one clean tile is enough
+    assert summarize([_result(spill_bytes=64), _result(block_n=32, spill_bytes=8)]) == [
+        "fwd bf16 128 causal g1: every tile spills registers"
+    ]
+    assert "no autotune tile compiles and fits sm_90" in summarize([_result(fits=False)])[0]
+    failed = summarize([_result(), _result(block_n=32, error="CompilationError: bad")])
+    assert failed == ["fwd bf16 d=128 128x32 w4 s2 causal g1: CompilationError: bad"]
+
+
+def test_kernels_compile_for_hopper_without_a_gpu(tmp_path):
+    """Real `triton.compile` to a sm_90 cubin and ptxas resource usage, in a process without the interpreter."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env |= {"TRITON_CACHE_DIR": str(tmp_path / "cache"), "TRITON_DEFAULT_FP_FUSION": "1"}
+    out = tmp_path / "report.json"
+    cmd = [sys.executable, "-m", "gmaivl.cli", "kernels", "compile-report", "--arch", "90", "--kernels", "fwd",
+           "dkdv", "--dtypes", "bf16", "--head-dims", "80", "--mask", "causal", "--groups", "2",
+           "--max-configs", "1", "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = json.loads(out.read_text())
+    assert [r["kernel"] for r in rows] == ["fwd", "dkdv"]
+    for r in rows:
+        assert r["error"] is None and r["arch"] == 90 and r["head_dim"] == 80 and r["group"] == 2
+        assert 0 < r["registers"] <= 255 and r["spill_bytes"] >= 0
+        assert 0 < r["shared_bytes"] <= 232448 and r["fits"] is True
+    assert "2 compiles for sm_90" in proc.stdout
+    assert out.with_suffix(".md").read_text().count("| bf16 | 80 | causal | 2 |") == 2
+    assert any((tmp_path / "cache").rglob("*.cubin"))  # really assembled for the GPU
