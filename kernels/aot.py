@@ -29,7 +29,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from . import triton_packed_attention as _k
-from .varlen import AUTOTUNE_CONFIGS, MAX_HEAD_DIM, _block_d, prune_by_head_dim
+from .varlen import MAX_HEAD_DIM, _block_d, tuned_configs
 
 KERNELS = {
     "fwd": _k.packed_attn_fwd_kernel,
@@ -164,11 +164,6 @@ def compile_one(
     )
 
 
-def tuned_configs(name: str, head_dim: int) -> list[triton.Config]:
-    """The tiles the autotuner tries for this kernel and head dim (after its pruning)."""
-    return prune_by_head_dim(AUTOTUNE_CONFIGS[name], {}, BLOCK_D=_block_d(head_dim))
-
-
 def compile_report(
     *,
     arch: int = 90,
@@ -200,7 +195,7 @@ def compile_report(
         for head_dim in head_dims
         for is_causal in causal
         for group in groups
-        for config in tuned_configs(name, head_dim)[:max_configs]
+        for config in tuned_configs(name, head_dim, fp32=dtype == "fp32")[:max_configs]
     ]
     if jobs <= 1:
         yield from (compile_one(name, config, **kw) for name, config, kw in tasks)

@@ -49,27 +49,59 @@ def _configs(pairs, warps, stages):
     ]
 
 
-#: The tiles each kernel is autotuned over on a GPU (`gmaivl.kernels.aot` compiles them all).
+def _tile(bm: int, bn: int, warps: int, stages: int = 2) -> triton.Config:
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages)
+
+
+#: The tiles each kernel is autotuned over on a GPU for fp16/bf16 (`gmaivl.kernels.aot` compiles them all).
 AUTOTUNE_CONFIGS: dict[str, list[triton.Config]] = {
     "fwd": _configs([(128, 64), (128, 32), (64, 64), (64, 32), (128, 128)], [4, 8], [2, 3, 4]),
     "dkdv": _configs([(32, 128), (64, 128), (32, 64), (64, 64), (16, 64)], [4, 8], [2, 3]),
     "dq": _configs([(128, 64), (128, 32), (64, 64), (64, 32), (64, 128)], [4, 8], [2, 3]),
 }
+#: fp32 inputs take IEEE fp32 dot products (FMA, not tensor cores): their operands and
+#: accumulators need about twice the registers, and the 16-bit tiles spill kilobytes on sm_90
+#: (ahead-of-time compile report, kernels/README.md). Small tiles, with 8 warps for larger head dims.
+FP32_AUTOTUNE_CONFIGS: dict[str, list[triton.Config]] = {
+    "fwd": [_tile(64, 32, 8), _tile(32, 32, 4), _tile(32, 32, 8), _tile(32, 16, 4), _tile(32, 16, 8)],
+    "dkdv": [
+        _tile(16, 32, 4),
+        _tile(32, 32, 8),
+        _tile(32, 16, 4),
+        _tile(16, 16, 4),
+        _tile(16, 32, 8),
+        _tile(16, 16, 8),
+    ],
+    "dq": [_tile(32, 32, 4), _tile(64, 32, 8), _tile(32, 32, 8), _tile(32, 16, 4), _tile(32, 16, 8)],
+}
 
 
-def prune_by_head_dim(configs, named_args, **kwargs):
-    """Drop tiles that cannot fit shared memory / registers at large head dims."""
-    block_d = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
-    limit = 128 * 128 if block_d <= 64 else (128 * 64 if block_d <= 128 else 64 * 64)
-    kept = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= limit]
-    return kept or configs[-1:]
+def tuned_configs(name: str, head_dim: int, fp32: bool = False) -> list[triton.Config]:
+    """The tiles the autotuner tries for a kernel: by dtype, minus tiles too large for the head dim."""
+    block_d = _block_d(head_dim)
+    if fp32:
+        pool, limit = (
+            FP32_AUTOTUNE_CONFIGS[name],
+            64 * 32 if block_d <= 64 else (32 * 32 if block_d <= 128 else 16 * 32),
+        )
+    else:
+        pool, limit = (
+            AUTOTUNE_CONFIGS[name],
+            128 * 128 if block_d <= 64 else (128 * 64 if block_d <= 128 else 64 * 64),
+        )
+    kept = [c for c in pool if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= limit]
+    return kept or [min(pool, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
 
 
 def _autotuned(name: str, kernel):
+    def prune(configs, named_args, **kwargs):
+        meta = {**named_args, **kwargs}
+        return tuned_configs(name, meta["HEAD_DIM"], fp32=meta["DOT_PREC"] == "ieee")
+
     return triton.autotune(
-        configs=AUTOTUNE_CONFIGS[name],
+        configs=AUTOTUNE_CONFIGS[name] + FP32_AUTOTUNE_CONFIGS[name],
         key=_TUNE_KEY,
-        prune_configs_by={"early_config_prune": prune_by_head_dim},
+        prune_configs_by={"early_config_prune": prune},
     )(kernel)
 
 

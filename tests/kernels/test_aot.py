@@ -7,8 +7,8 @@ import os
 import subprocess
 import sys
 
-from gmaivl.kernels.aot import KERNELS, CompileResult, _signature, summarize, tuned_configs
-from gmaivl.kernels.varlen import AUTOTUNE_CONFIGS
+from gmaivl.kernels.aot import KERNELS, CompileResult, _signature, summarize
+from gmaivl.kernels.varlen import AUTOTUNE_CONFIGS, FP32_AUTOTUNE_CONFIGS, tuned_configs
 
 
 def test_every_kernel_argument_has_a_type():
@@ -22,10 +22,14 @@ def test_every_kernel_argument_has_a_type():
         assert (kernel.arg_names.index("stride_lh"),) not in attrs  # Lse rows are not padded to 16
 
 
-def test_tuned_configs_follow_the_autotuner_pruning():
-    assert len(tuned_configs("fwd", 64)) == len(AUTOTUNE_CONFIGS["fwd"])
+def test_tuned_configs_depend_on_head_dim_and_dtype():
+    assert tuned_configs("fwd", 64) == AUTOTUNE_CONFIGS["fwd"]
     big = tuned_configs("fwd", 256)
     assert big and all(c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 64 for c in big)
+    for name in KERNELS:  # fp32 (IEEE dot products) never gets a 16-bit tile
+        fp32 = tuned_configs(name, 64, fp32=True)
+        assert fp32 and all(any(c is t for t in FP32_AUTOTUNE_CONFIGS[name]) for c in fp32)
+        assert tuned_configs(name, 256, fp32=True)  # always at least one tile
 
 
 def _result(**kw) -> CompileResult:
@@ -65,3 +69,14 @@ def test_kernels_compile_for_hopper_without_a_gpu(tmp_path):
     assert "2 compiles for sm_90" in proc.stdout
     assert out.with_suffix(".md").read_text().count("| bf16 | 80 | causal | 2 |") == 2
     assert any((tmp_path / "cache").rglob("*.cubin"))  # really assembled for the GPU
+
+
+def test_the_autotuner_itself_prunes_by_dtype():
+    from gmaivl.kernels import triton_packed_attention as k
+    from gmaivl.kernels.varlen import _autotuned
+
+    tuner = _autotuned("dkdv", k.packed_attn_bwd_dkdv_kernel)
+    tuner.nargs = {}  # what a launch would set; the constexprs come as keyword arguments
+    meta = dict(HEAD_DIM=64, GROUP=1, CAUSAL=True, BLOCK_D=64)
+    assert tuner.prune_configs(meta | {"DOT_PREC": "ieee"}) == FP32_AUTOTUNE_CONFIGS["dkdv"]
+    assert tuner.prune_configs(meta | {"DOT_PREC": "tf32"}) == AUTOTUNE_CONFIGS["dkdv"]
