@@ -167,13 +167,11 @@ def read_itk(path: str | Path) -> Volume:
         data = sitk.GetArrayFromImage(image).astype(np.float32)
     except Exception as error:
         raise SourceError(f"{path}: unreadable volume ({type(error).__name__}: {error})") from error
+    spacing = tuple(float(s) for s in reversed(image.GetSpacing()))
     if data.ndim == 2:
-        return Volume(
-            np.ascontiguousarray(data[None]), (1.0, *(float(s) for s in reversed(image.GetSpacing())))
-        )
+        return Volume(np.ascontiguousarray(data[None]), (1.0, *spacing))
     if data.ndim != 3:
         raise SourceError(f"{path}: expected a 3D volume, got shape {data.shape}")
-    spacing = tuple(float(s) for s in reversed(image.GetSpacing()))
     # (Z, Y, X) with Y growing anterior -> anterior side up, as in `read_nifti`
     return Volume(np.ascontiguousarray(data[:, ::-1, :]), spacing)
 

@@ -24,12 +24,13 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from . import triton_packed_attention as _k
-from .varlen import MAX_HEAD_DIM, _block_d, tuned_configs
+from .varlen import MAX_HEAD_DIM, kernel_meta, tuned_configs
 
 KERNELS = {
     "fwd": _k.packed_attn_fwd_kernel,
@@ -38,7 +39,7 @@ KERNELS = {
 }
 #: Opt-in shared memory per block (bytes), from NVIDIA's CUDA C++ Programming Guide, Table 23.
 SHARED_MEMORY_LIMIT = {80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 120: 101376}
-_TRITON_DTYPE = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32"}
+_TORCH_DTYPE = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 # what each argument is, by name (see the kernels' signatures)
 _TENSORS = {"Q", "K", "V", "Out", "DO", "DQ", "DK", "DV"}
 _FP32_POINTERS = {"Lse", "Delta"}
@@ -73,7 +74,7 @@ def _signature(kernel, dtype: str, constants: dict) -> tuple[dict, dict]:
         if name in constants:
             signature[name] = "constexpr"
         elif name in _TENSORS:
-            signature[name] = "*" + _TRITON_DTYPE[dtype]
+            signature[name] = "*" + dtype  # Triton spells fp16/bf16/fp32 the same way
         elif name in _FP32_POINTERS:
             signature[name] = "*fp32"
         elif name in _INT_POINTERS:
@@ -132,14 +133,8 @@ def compile_one(
         num_stages=config.num_stages,
     )
     kernel = KERNELS[name]
-    constants = dict(
-        HEAD_DIM=head_dim,
-        GROUP=group,
-        CAUSAL=causal,
-        DOT_PREC="ieee" if dtype == "fp32" else "tf32",
-        BLOCK_D=_block_d(head_dim),
-        BLOCK_M=block_m,
-        BLOCK_N=block_n,
+    constants = kernel_meta(head_dim, group, causal, _TORCH_DTYPE[dtype]) | dict(
+        BLOCK_M=block_m, BLOCK_N=block_n
     )
     signature, attrs = _signature(kernel, dtype, constants)
     try:
@@ -183,8 +178,8 @@ def compile_report(
         if name not in KERNELS:
             raise ValueError(f"unknown kernel {name!r}; choose from {sorted(KERNELS)}")
     for dtype in dtypes:
-        if dtype not in _TRITON_DTYPE:
-            raise ValueError(f"unknown dtype {dtype!r}; choose from {sorted(_TRITON_DTYPE)}")
+        if dtype not in _TORCH_DTYPE:
+            raise ValueError(f"unknown dtype {dtype!r}; choose from {sorted(_TORCH_DTYPE)}")
     for head_dim in head_dims:
         if not 0 < head_dim <= MAX_HEAD_DIM:
             raise ValueError(f"head dim must be in 1..{MAX_HEAD_DIM}, got {head_dim}")
@@ -252,7 +247,7 @@ def markdown_table(results: Sequence[CompileResult]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", type=int, default=90, help="compute capability x10: 80 A100, 90 H100/H200")
     parser.add_argument("--kernels", nargs="+", default=list(KERNELS), choices=list(KERNELS))
-    parser.add_argument("--dtypes", nargs="+", default=["bf16"], choices=list(_TRITON_DTYPE))
+    parser.add_argument("--dtypes", nargs="+", default=["bf16"], choices=list(_TORCH_DTYPE))
     parser.add_argument("--head-dims", nargs="+", type=int, default=[64, 128])
     parser.add_argument("--mask", choices=["both", "causal", "bidir"], default="both")
     parser.add_argument("--groups", nargs="+", type=int, default=[1], help="query heads per key/value head")

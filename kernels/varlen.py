@@ -76,21 +76,17 @@ FP32_AUTOTUNE_CONFIGS: dict[str, list[triton.Config]] = {
 }
 
 
+# Largest tile area (BLOCK_M * BLOCK_N) per head-dim tile BLOCK_D <= 64, <= 128, <= 256.
+_TILE_AREA_LIMITS = {False: (128 * 128, 128 * 64, 64 * 64), True: (64 * 32, 32 * 32, 16 * 32)}
+
+
 def tuned_configs(name: str, head_dim: int, fp32: bool = False) -> list[triton.Config]:
     """The tiles the autotuner tries for a kernel: by dtype, minus tiles too large for the head dim."""
+    pool = (FP32_AUTOTUNE_CONFIGS if fp32 else AUTOTUNE_CONFIGS)[name]
     block_d = _block_d(head_dim)
-    if fp32:
-        pool, limit = (
-            FP32_AUTOTUNE_CONFIGS[name],
-            64 * 32 if block_d <= 64 else (32 * 32 if block_d <= 128 else 16 * 32),
-        )
-    else:
-        pool, limit = (
-            AUTOTUNE_CONFIGS[name],
-            128 * 128 if block_d <= 64 else (128 * 64 if block_d <= 128 else 64 * 64),
-        )
-    kept = [c for c in pool if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= limit]
-    return kept or [min(pool, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
+    limit = _TILE_AREA_LIMITS[fp32][0 if block_d <= 64 else 1 if block_d <= 128 else 2]
+    area = lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"]  # noqa: E731
+    return [c for c in pool if area(c) <= limit] or [min(pool, key=area)]
 
 
 def _autotuned(name: str, kernel):
@@ -198,6 +194,17 @@ def _block_d(head_dim: int) -> int:
     return max(16, triton.next_power_of_2(head_dim))
 
 
+def kernel_meta(head_dim: int, group: int, causal: bool, dtype: torch.dtype) -> dict:
+    """The compile-time arguments of the fwd / dK-dV / dQ kernels, tile sizes aside."""
+    return dict(
+        HEAD_DIM=head_dim,
+        GROUP=group,
+        CAUSAL=causal,
+        DOT_PREC=_dot_precision(dtype),
+        BLOCK_D=_block_d(head_dim),
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Launchers
 # --------------------------------------------------------------------------------------------
@@ -216,8 +223,7 @@ def _forward(q, k, v, cu_q, cu_k, max_q, causal, scale):
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         out.stride(0), out.stride(1), lse.stride(0),
         scale * _k.LOG2E, triton.next_power_of_2(max_q),
-        HEAD_DIM=head_dim, GROUP=heads // k.shape[1], CAUSAL=causal, DOT_PREC=_dot_precision(q.dtype),
-        BLOCK_D=_block_d(head_dim),
+        **kernel_meta(head_dim, heads // k.shape[1], causal, q.dtype),
     )  # fmt: skip
     return out, lse
 
@@ -231,19 +237,12 @@ def _backward(do, q, k, v, out, lse, cu_q, cu_k, max_q, max_k, causal, scale):
     dv = torch.zeros_like(v)
     if total_q == 0 or k.shape[0] == 0 or num_seqs == 0:
         return dq, dk, dv
-    block_d = _block_d(head_dim)
+    common = kernel_meta(head_dim, heads // kv_heads, causal, q.dtype)
     delta = torch.empty((heads, total_q), device=q.device, dtype=torch.float32)
     _k.packed_attn_bwd_preprocess_kernel[(triton.cdiv(total_q, _PREPROCESS_BLOCK_M), heads)](
         out, do, delta, out.stride(0), out.stride(1), do.stride(0), do.stride(1), delta.stride(0), total_q,
-        HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=_PREPROCESS_BLOCK_M,
+        HEAD_DIM=head_dim, BLOCK_D=common["BLOCK_D"], BLOCK_M=_PREPROCESS_BLOCK_M,
     )  # fmt: skip
-    common = dict(
-        HEAD_DIM=head_dim,
-        GROUP=heads // kv_heads,
-        CAUSAL=causal,
-        DOT_PREC=_dot_precision(q.dtype),
-        BLOCK_D=block_d,
-    )
     if max_k > 0:
         _launch(
             _dkdv_kernel, "dkdv", max_k, num_seqs, kv_heads,

@@ -4,8 +4,9 @@ A completion is well-formed when it is exactly `<think>...</think>` then `<answe
 (whitespace between and around allowed, nothing else). Accuracy compares the content of
 `<answer>` with the reference by question type: `mcq` (option letter), `closed` (yes/no) or
 `open` (normalised short answer), read with the evaluator's rules. The recipe weighs them 0.5
-(format) and 1.0 (accuracy) through TRL's `reward_weights`. Each function follows TRL's reward signature: it receives the batch's
-`completions` and the dataset columns as keyword lists, and returns one float per completion.
+(format) and 1.0 (accuracy) through TRL's `reward_weights`. Each function follows TRL's reward
+signature: it receives the batch's `completions` and the dataset columns as keyword lists, and
+returns one float per completion.
 """
 
 from __future__ import annotations
