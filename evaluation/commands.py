@@ -27,22 +27,81 @@ def _slug(text: str) -> str:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from .extraction import OpenAIJudge
+    from .loaders import load_benchmark
+    from .report import write_reports, write_submission
+    from .runner import GenerationFailedError
+
+    if not args.model and not args.endpoint:
+        raise ValueError("gmaivl eval needs --model (in-process) or --endpoint with --served-model")
+    if args.endpoint and not args.served_model:
+        raise ValueError("--endpoint needs --served-model (the model name the server expects)")
+    samples = load_benchmark(
+        args.benchmark, name=args.config, split=args.split, preset=args.preset, limit=args.limit
+    )
+    is_tsv = args.benchmark.lower().endswith(".tsv")
+    name = args.benchmark_name or _slug(Path(args.benchmark).stem if is_tsv else args.benchmark)
+    judge = None
+    if args.judge_url:
+        if not args.judge_model:
+            raise ValueError("--judge-url needs --judge-model")
+        judge = OpenAIJudge(
+            args.judge_url, args.judge_model, api_key=os.environ.get(args.judge_api_key_env or "")
+        )
+    out_dir = Path(args.out) / name
+    predictions = Path(args.predictions or out_dir / "predictions.jsonl")
+    common = dict(
+        benchmark=name,
+        batch_size=args.batch_size,
+        max_new_tokens=_budgets(args.max_new_tokens),
+        judge=judge,
+        judge_id=args.judge_model,
+        system_prompt=args.system_prompt,
+        progress=not args.quiet,
+    )
+    if args.endpoint:
+        from .served import ServedModel, run_served_benchmark
+
+        served = ServedModel(
+            args.endpoint,
+            args.served_model,
+            api_key=os.environ.get(args.api_key_env or "") or None,
+            concurrency=args.concurrency,
+            max_retries=args.max_retries,
+            timeout=args.request_timeout,
+        )
+    try:
+        if args.endpoint:
+            result = run_served_benchmark(
+                served, samples, predictions, model_id=args.model_id or args.served_model, **common
+            )
+        else:
+            result = _run_in_process(args, samples, predictions, common)
+    except GenerationFailedError as exc:  # finished predictions are saved; a rerun resumes
+        print(f"gmaivl: error: {exc}", file=sys.stderr)
+        return 1
+    result = {**result, "source": args.benchmark, "split": None if is_tsv else args.split}
+    if args.config:
+        result["config"] = args.config
+    files = write_reports(result, out_dir, print_tables=not args.quiet)
+    if is_tsv:
+        sub = write_submission(samples, predictions, out_dir / f"{name}_submission", formats=args.submission)
+        for kind, path in sub.items():
+            print(f"submission ({kind}): {path}", file=sys.stderr)
+    if result.get("scored") is False:
+        print(f"note: {result['note']}", file=sys.stderr)
+    print(f"results: {files['json']}", file=sys.stderr)
+    return 0
+
+
+def _run_in_process(args: argparse.Namespace, samples, predictions: Path, common: dict) -> dict:
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     import gmaivl  # noqa: F401  (registers the GMAI-VL auto classes)
 
-    from .extraction import OpenAIJudge
-    from .loaders import load_benchmark
-    from .report import write_reports
     from .runner import run_benchmark
 
-    samples = load_benchmark(
-        args.benchmark, name=args.config, split=args.split, preset=args.preset, limit=args.limit
-    )
-    name = args.benchmark_name or _slug(
-        Path(args.benchmark).stem if args.benchmark.endswith(".tsv") else args.benchmark
-    )
     dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
         args.dtype
     ]
@@ -51,38 +110,17 @@ def run_eval(args: argparse.Namespace) -> int:
     )
     model.to(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
-    judge = None
-    if args.judge_url:
-        if not args.judge_model:
-            raise SystemExit("--judge-url needs --judge-model")
-        judge = OpenAIJudge(
-            args.judge_url, args.judge_model, api_key=os.environ.get(args.judge_api_key_env or "")
-        )
-    out_dir = Path(args.out) / name
-    result = run_benchmark(
-        model,
-        processor,
-        samples,
-        args.predictions or out_dir / "predictions.jsonl",
-        benchmark=name,
-        model_id=args.model_id or args.model,
-        batch_size=args.batch_size,
-        max_new_tokens=_budgets(args.max_new_tokens),
-        judge=judge,
-        judge_id=args.judge_model,
-        system_prompt=args.system_prompt,
-        progress=not args.quiet,
+    return run_benchmark(
+        model, processor, samples, predictions, model_id=args.model_id or args.model, **common
     )
-    result = {
-        **result,
-        "source": args.benchmark,
-        "split": None if args.benchmark.endswith(".tsv") else args.split,
-    }
-    if args.config:
-        result["config"] = args.config
-    files = write_reports(result, out_dir, print_tables=not args.quiet)
-    print(f"results: {files['json']}", file=sys.stderr)
-    return 0
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    out = tuple(x.strip() for x in text.split(",") if x.strip())
+    bad = [x for x in out if x not in {"xlsx", "tsv"}]
+    if bad:
+        raise argparse.ArgumentTypeError(f"--submission takes xlsx and/or tsv, got {bad}")
+    return out
 
 
 def run_bench_build(args: argparse.Namespace) -> int:
@@ -132,11 +170,11 @@ def run_decontam(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("eval", help="evaluate a model on a medical benchmark (resumable)")
-    p.add_argument("--model", required=True, help="checkpoint folder or Hub id")
+    p.add_argument("--model", help="checkpoint folder or Hub id (in-process generation)")
     p.add_argument("--benchmark", required=True, help="VLMEvalKit .tsv, or a Hugging Face dataset folder/id")
     p.add_argument("--config", help="dataset config name (Hugging Face datasets)")
     p.add_argument("--split", default="test")
-    p.add_argument("--preset", help="column preset: vqa-rad, slake, pathvqa, pmc-vqa, mmmu, report")
+    p.add_argument("--preset", help="column preset: vqa-rad, slake, slake-en, pathvqa, pmc-vqa, mmmu, report")
     p.add_argument("--benchmark-name", help="name in reports and the model card (default: from the source)")
     p.add_argument("--out", default="eval_results", help="reports go to OUT/<benchmark-name>/")
     p.add_argument("--predictions", help="predictions JSONL (default OUT/<name>/predictions.jsonl)")
@@ -155,6 +193,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--judge-api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key"
     )
+    p.add_argument(
+        "--submission",
+        type=_formats,
+        default=("xlsx", "tsv"),
+        help="submission file formats for .tsv benchmarks (written as OUT/<name>/<name>_submission.*)",
+    )
+    s = p.add_argument_group("served model (OpenAI-compatible chat endpoint: vLLM, SGLang, TGI, hosted)")
+    s.add_argument("--endpoint", help="base URL, e.g. http://localhost:8000/v1 (instead of --model)")
+    s.add_argument("--served-model", help="model name the endpoint serves")
+    s.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
+    s.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
+    s.add_argument("--max-retries", type=int, default=5, help="per request, on 429 / 5xx / timeouts")
+    s.add_argument("--request-timeout", type=float, default=120.0, help="seconds per request")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run_eval)
 

@@ -91,7 +91,8 @@ def iter_source_images(source: str | os.PathLike, split: str | None = None) -> I
 def _iter_tsv(path: Path) -> Iterator[tuple[str, Any]]:
     import pandas as pd
 
-    from .loaders import BenchmarkFormatError, _as_list, decode_base64_image
+    from .images import as_list, decode_base64_image
+    from .loaders import IMAGE_REFERENCE_MAX_LEN, BenchmarkFormatError
 
     for chunk in pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, chunksize=256):
         if "image" not in chunk.columns or "index" not in chunk.columns:
@@ -99,9 +100,9 @@ def _iter_tsv(path: Path) -> Iterator[tuple[str, Any]]:
                 f"{path}: needs 'index' and 'image' columns; has {list(chunk.columns)}"
             )
         for idx, value in zip(chunk["index"], chunk["image"]):
-            if len(value) <= 64 and value.strip().isdigit():
-                continue  # a reference to an image already listed under another index
-            for k, item in enumerate(_as_list(value)):
+            if not value.strip() or len(value.strip()) <= IMAGE_REFERENCE_MAX_LEN:
+                continue  # no image, or a reference to an image listed under another index
+            for k, item in enumerate(as_list(value)):
                 yield (str(idx) if k == 0 else f"{idx}#{k}"), decode_base64_image(item, f"{path} index {idx}")
 
 

@@ -13,11 +13,11 @@ by looking for the usual names.
 from __future__ import annotations
 
 import ast
-import base64
-import binascii
+import csv
 import io
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +25,25 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from .samples import EvalSample, infer_question_type
+from .images import LazyImage, as_list, decode_base64_image, iter_tsv_records, looks_like_image
+from .question_types import infer_question_type
+from .samples import Benchmark, EvalSample
+
+__all__ = [
+    "CATEGORY_COLUMNS",
+    "PRESETS",
+    "BenchmarkFormatError",
+    "HFColumns",
+    "decode_base64_image",
+    "load_benchmark",
+    "load_hf_benchmark",
+    "load_vlmevalkit_tsv",
+]
 
 OPTION_LETTERS: tuple[str, ...] = tuple("ABCDEFGHIJ")
-TSV_REQUIRED = ("index", "question", "answer")
-# Category columns of GMAI-MMBench (spelled as its TSV spells them) and other common ones.
+TSV_REQUIRED = ("index", "question")  # `answer` is absent from test splits (prediction-only runs)
+# Category columns of GMAI-MMBench (spelled as its TSV spells them), OmniMedVQA, SLAKE and others:
+# always kept as metadata and broken down by.
 CATEGORY_COLUMNS: tuple[str, ...] = (
     "modality",
     "clinical vqa task",
@@ -38,72 +52,126 @@ CATEGORY_COLUMNS: tuple[str, ...] = (
     "category",
     "l2-category",
     "question_type",
+    "modality_type",
+    "answer_type",
+    "content_type",
+    "q_lang",
     "dataset",
     "split",
 )
+# Columns that are not categories: the question itself, identifiers, per-row text, hashes.
+NON_CATEGORY_COLUMNS = frozenset(
+    {"index", "question", "answer", "image", "image_path", "hint", "prediction", "label", "id", "qid",
+     "record_id", "source_id", "source_md5", "source_phash", "image_name", "img_name", "img_id",
+     "comment", "options", *OPTION_LETTERS}
+)  # fmt: skip
+IMAGE_REFERENCE_MAX_LEN = 64  # VLMEvalKit: an image field this short is the index of another row
 
 
 class BenchmarkFormatError(ValueError):
     """A benchmark file or dataset does not have the expected shape; the message names where."""
 
 
-def decode_base64_image(data: str, where: str) -> Image.Image:
-    try:
-        raw = base64.b64decode(data, validate=False)
-        img = Image.open(io.BytesIO(raw))
-        img.load()
-    except (binascii.Error, UnidentifiedImageError, OSError, ValueError) as exc:
-        raise BenchmarkFormatError(f"{where}: image is not a decodable base64 image ({exc})") from exc
-    return img.convert("RGB")
-
-
 def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and value != value) or str(value).strip() in {"", "nan"}
 
 
-def load_vlmevalkit_tsv(path: str | os.PathLike, limit: int | None = None) -> list[EvalSample]:
-    """Read a VLMEvalKit-style TSV.
+def _category_columns(header: list[str], rows: list[dict[str, str]]) -> list[str]:
+    """Known category columns, plus any other column that looks like one (not an id, not free text)."""
+    out = []
+    for col in header:
+        if col in CATEGORY_COLUMNS:
+            out.append(col)
+            continue
+        if col in NON_CATEGORY_COLUMNS or col.startswith("Unnamed"):
+            continue
+        values = [r.get(col, "") for r in rows if not _is_missing(r.get(col, ""))]
+        if not values or max(len(v) for v in values) > 100:
+            continue
+        if len(rows) > 1 and len(set(values)) == len(rows):
+            continue  # unique per row: an identifier or free text
+        out.append(col)
+    return out
 
-    Raises `BenchmarkFormatError` naming the file and the row index for missing columns, missing
-    answers and undecodable images.
+
+def load_vlmevalkit_tsv(path: str | os.PathLike, limit: int | None = None) -> Benchmark:
+    """Read a VLMEvalKit-style TSV without decoding its images (they are `LazyImage`s).
+
+    Without an `answer` column the benchmark is prediction-only (GMAI-MMBench TEST). Rows without
+    an image are skipped and counted (`Benchmark.skipped`), as VLMEvalKit skips them. Raises
+    `BenchmarkFormatError` naming the file and row for missing columns, bad answers, images that
+    are not images, and references to an index that does not exist.
     """
-    import pandas as pd
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"benchmark file not found: {path}")
+    records = iter_tsv_records(path)
     try:
-        df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    except Exception as exc:
+        _, _, header = next(records)
+    except StopIteration:
+        raise BenchmarkFormatError(f"{path}: no rows") from None
+    except (csv.Error, UnicodeDecodeError) as exc:
         raise BenchmarkFormatError(f"{path}: cannot be read as a TSV ({exc})") from exc
-    missing = [c for c in TSV_REQUIRED if c not in df.columns]
-    has_image = "image" in df.columns or "image_path" in df.columns
+    missing = [c for c in TSV_REQUIRED if c not in header]
+    has_image = "image" in header or "image_path" in header
     if missing or not has_image:
         if not has_image:
             missing.append("image (or image_path)")
-        raise BenchmarkFormatError(f"{path}: missing required column(s) {missing}; found {list(df.columns)}")
-    by_index = dict(zip(df["index"].astype(str), df["image"])) if "image" in df.columns else {}
-    option_cols = [c for c in OPTION_LETTERS if c in df.columns]
-    samples: list[EvalSample] = []
+        raise BenchmarkFormatError(f"{path}: missing required column(s) {missing}; found {header}")
+    prediction_only = "answer" not in header
+    image_col = header.index("image") if "image" in header else None
+    option_cols = [c for c in OPTION_LETTERS if c in header]
+
+    # pass 1: every row's text columns and where its image is; images are not kept
+    rows: list[dict[str, str]] = []
+    image_at: dict[str, tuple[int, int]] = {}  # index -> (offset, number of images)
+    refs: dict[int, str] = {}  # position in rows -> referenced index
     first_row: dict[str, int] = {}
-    for row_number, row in enumerate(df.to_dict(orient="records")):
+    try:
+        for number, offset, fields in records:
+            if len(fields) != len(header):
+                raise BenchmarkFormatError(
+                    f"{path} row {number + 1}: {len(fields)} fields, the header has {len(header)}"
+                )
+            row = {c: v for c, v in zip(header, fields) if c != "image"}
+            idx = row["index"].strip()
+            where = f"{path} row {number + 1} (index {idx})"
+            if idx in first_row:  # predictions are keyed by index: a repeat would share one answer
+                raise BenchmarkFormatError(f"{where}: index {idx} already used by row {first_row[idx]}")
+            first_row[idx] = number + 1
+            row["_where"], row["_offset"] = where, str(offset)
+            value = fields[image_col] if image_col is not None else ""
+            if not _is_missing(value) and len(value.strip()) <= IMAGE_REFERENCE_MAX_LEN:
+                refs[len(rows)] = value.strip()
+            elif not _is_missing(value):
+                items = as_list(value)
+                bad = [k for k, item in enumerate(items) if not looks_like_image(item)]
+                if bad:
+                    raise BenchmarkFormatError(f"{where}: image is not a decodable base64 image")
+                image_at[idx] = (offset, len(items))
+            rows.append(row)
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise BenchmarkFormatError(f"{path}: cannot be read as a TSV ({exc})") from exc
+
+    categories = _category_columns([c for c in header if c != "image"], rows)
+    samples: list[EvalSample] = []
+    skipped: Counter[str] = Counter()
+    for position, row in enumerate(rows):
         if limit is not None and len(samples) >= limit:
             break
-        idx = str(row["index"])
-        where = f"{path} row {row_number + 2} (index {idx})"
-        if idx in first_row:  # predictions are keyed by index: a repeat would share one answer
-            raise BenchmarkFormatError(f"{where}: index {idx} already used by row {first_row[idx]}")
-        first_row[idx] = row_number + 2
-        images = _tsv_images(row, by_index, path.parent, where)
-        options = {c: str(row[c]).strip() for c in option_cols if not _is_missing(row[c])}
-        answer = str(row["answer"]).strip()
-        if _is_missing(answer):
+        idx, where = row["index"].strip(), row["_where"]
+        images = _row_images(path, row, position, refs, image_at, image_col, first_row, skipped)
+        if images is None:
+            continue
+        options = {c: row[c].strip() for c in option_cols if not _is_missing(row[c])}
+        answer = "" if prediction_only else row["answer"].strip()
+        if not prediction_only and _is_missing(answer):
             raise BenchmarkFormatError(f"{where}: empty answer")
-        meta = {c: row[c] for c in df.columns if c in CATEGORY_COLUMNS and not _is_missing(row[c])}
-        if "hint" in df.columns and not _is_missing(row["hint"]):
+        meta = {c: row[c] for c in categories if not _is_missing(row.get(c, ""))}
+        if "hint" in row and not _is_missing(row["hint"]):
             meta["hint"] = row["hint"]
         qtype = infer_question_type(answer, options)
-        if qtype == "mcq":
+        if qtype == "mcq" and answer:
             letters = [ch for ch in answer.upper() if ch.isalpha()]
             if not letters or any(ch not in options for ch in letters):
                 raise BenchmarkFormatError(
@@ -118,46 +186,58 @@ def load_vlmevalkit_tsv(path: str | os.PathLike, limit: int | None = None) -> li
                 images=images,
                 options=options,
                 metadata=meta,
+                source_row={k: v for k, v in row.items() if not k.startswith("_")},
             )
         )
     if not samples:
-        raise BenchmarkFormatError(f"{path}: no rows")
-    return samples
+        raise BenchmarkFormatError(f"{path}: no rows with an image (skipped: {dict(skipped)})")
+    return Benchmark(
+        samples,
+        skipped=dict(skipped),
+        prediction_only=prediction_only,
+        columns=[c for c in header if c != "image"],
+        source=str(path),
+    )
 
 
-def _tsv_images(row: dict, by_index: dict[str, str], root: Path, where: str) -> list[Image.Image]:
-    value = row.get("image")
-    if _is_missing(value) and "image_path" in row and not _is_missing(row["image_path"]):
-        paths = _as_list(row["image_path"])
+def _row_images(
+    path: Path,
+    row: dict[str, str],
+    position: int,
+    refs: dict[int, str],
+    image_at: dict[str, tuple[int, int]],
+    image_col: int | None,
+    indices: dict[str, int],
+    skipped: Counter,
+) -> list[LazyImage] | None:
+    """Lazy images of a row; None (and counted in `skipped`) when the row has none."""
+    idx, where = row["index"].strip(), row["_where"]
+    if position in refs:
+        # VLMEvalKit stores a repeated image once; later rows hold the index of that row instead
+        # (any short value, numeric or not)
+        target = refs[position]
+        if target not in indices:
+            raise BenchmarkFormatError(f"{where}: image refers to index {target!r}, which is not in the file")
+        if target not in image_at:
+            skipped["row without an image"] += 1  # refers to a row that has none itself
+            return None
+        offset, count = image_at[target]
+        return [
+            LazyImage(str(path), offset, image_col or 0, k, f"{path} index {target}") for k in range(count)
+        ]
+    if idx in image_at:
+        offset, count = image_at[idx]
+        return [LazyImage(str(path), offset, image_col or 0, k, where) for k in range(count)]
+    if "image_path" in row and not _is_missing(row["image_path"]):
         out = []
-        for p in paths:
-            full = Path(p) if Path(p).is_absolute() else root / p
-            try:
-                out.append(Image.open(full).convert("RGB"))
-            except (OSError, UnidentifiedImageError) as exc:
-                raise BenchmarkFormatError(f"{where}: cannot open image_path {full} ({exc})") from exc
+        for p in as_list(row["image_path"]):
+            full = Path(p) if Path(p).is_absolute() else path.parent / p
+            if not full.is_file():
+                raise BenchmarkFormatError(f"{where}: image_path {full} does not exist")
+            out.append(LazyImage(str(full), where=where))
         return out
-    if _is_missing(value):
-        raise BenchmarkFormatError(f"{where}: empty image")
-    value = str(value)
-    # VLMEvalKit stores a repeated image once; later rows hold the index of that row instead.
-    if len(value) <= 64 and value.strip().isdigit():
-        ref = by_index.get(value.strip())
-        if ref is None or (len(ref) <= 64 and ref.strip().isdigit()):
-            raise BenchmarkFormatError(f"{where}: image refers to index {value} which holds no image")
-        value = ref
-    return [decode_base64_image(v, where) for v in _as_list(value)]
-
-
-def _as_list(value: str) -> list[str]:
-    value = value.strip()
-    if value.startswith("[") and value.endswith("]"):
-        try:
-            parsed = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            return [value]
-        return [str(v) for v in parsed]
-    return [value]
+    skipped["row without an image"] += 1
+    return None
 
 
 # --------------------------------------------------------------------------- Hugging Face datasets
@@ -183,12 +263,24 @@ class HFColumns:
 # Presets for the benchmarks the papers report (column names of their public HF versions).
 PRESETS: dict[str, HFColumns] = {
     "vqa-rad": HFColumns(image="image", question="question", answer="answer"),
+    # SLAKE: both languages (English and Chinese), closed/open by SLAKE's own answer_type (as
+    # MedEvalKit splits it), not by a yes/no guess; `slake-en` is the English half only.
     "slake": HFColumns(
         image="image",
         question="question",
         answer="answer",
+        question_type="answer_type",
+        type_values={"CLOSED": "closed", "OPEN": "open"},
+        metadata=("q_lang", "answer_type", "content_type", "modality"),
+    ),
+    "slake-en": HFColumns(
+        image="image",
+        question="question",
+        answer="answer",
+        question_type="answer_type",
+        type_values={"CLOSED": "closed", "OPEN": "open"},
         filters={"q_lang": "en"},
-        metadata=("content_type", "modality", "answer_type"),
+        metadata=("answer_type", "content_type", "modality"),
     ),
     "pathvqa": HFColumns(image="image", question="question", answer="answer"),
     "pmc-vqa": HFColumns(image="image", question="question", answer="answer", options=["A", "B", "C", "D"]),
@@ -353,7 +445,7 @@ def load_hf_benchmark(
         options = _options_from(row, spec.options, cols)
         qtype = spec.force_type
         if qtype is None and spec.question_type and spec.question_type in cols:
-            qtype = spec.type_values.get(str(row[spec.question_type]))
+            qtype = spec.type_values.get(str(row[spec.question_type]).strip())
         if qtype is None:
             qtype = infer_question_type(answer, options)
         if qtype != "mcq":

@@ -33,13 +33,28 @@ def _slug(text: str) -> str:
 
 def markdown_report(result: dict[str, Any]) -> str:
     lines = [f"# {result['benchmark']}: {result['model']}", ""]
-    lines += ["| metric | value |", "| --- | --- |"]
-    lines += [f"| {k} | {_fmt(v)} |" for k, v in result["metrics"].items()]
-    lines += [
-        "",
-        f"Questions: {result['n']} ({', '.join(f'{k}: {v}' for k, v in result['counts'].items())}). "
-        f"Unanswerable replies (scored as wrong): {result['unanswerable']['count']}.",
-    ]
+    counts = ", ".join(f"{k}: {v}" for k, v in result["counts"].items())
+    if result.get("scored") is False:
+        lines += [f"Questions: {result['n']} ({counts}). Scoring skipped: {result['note']}."]
+    else:
+        lines += ["| metric | value |", "| --- | --- |"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in result["metrics"].items()]
+        lines += [
+            "",
+            f"Questions: {result['n']} ({counts}). "
+            f"Unanswerable replies (scored as wrong): {result['unanswerable']['count']}.",
+        ]
+        if result.get("leaderboard_metric"):
+            value = result["metrics"][result["leaderboard_metric"]]
+            lines += [
+                "",
+                f"**Leaderboard figure: `{result['leaderboard_metric']}` = {_fmt(value)}.** {result['note']}",
+            ]
+    if result.get("skipped_rows"):
+        lines += [
+            "",
+            "Rows skipped: " + ", ".join(f"{k} {v}" for k, v in result["skipped_rows"].items()) + ".",
+        ]
     if result.get("extraction_methods"):
         lines += [
             "",
@@ -112,3 +127,48 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
     if data.get("format") != RESULTS_FORMAT or "metrics" not in data:
         raise ValueError(f"{path}: not a gmaivl evaluation results file (format {RESULTS_FORMAT})")
     return data
+
+
+def write_submission(
+    samples: Any, predictions_path: str | os.PathLike, out_base: str | os.PathLike, formats=("xlsx", "tsv")
+) -> dict[str, Path]:
+    """VLMEvalKit-style submission: the benchmark's own columns (image left out, index, options
+    and categories as read) plus `prediction`, the model's raw reply, in the benchmark's order.
+
+    `samples` come from `load_vlmevalkit_tsv` (their `source_row`); `out_base` gets `.xlsx`
+    (openpyxl, as VLMEvalKit writes it) and/or `.tsv`.
+    """
+    import pandas as pd
+
+    replies: dict[str, str] = {}
+    with open(predictions_path, encoding="utf-8") as fh:
+        next(fh, None)  # header
+        for line in fh:
+            if line.strip():
+                rec = json.loads(line)
+                replies[str(rec["index"])] = rec["prediction"]
+    missing = [s.index for s in samples if s.index not in replies]
+    if missing:
+        raise ValueError(
+            f"{predictions_path}: no prediction for {len(missing)} question(s), e.g. {missing[:5]}"
+        )
+    columns = list(getattr(samples, "columns", None) or samples[0].source_row)
+    rows = [
+        {**{c: s.source_row.get(c, "") for c in columns}, "prediction": replies[s.index]} for s in samples
+    ]
+    frame = pd.DataFrame(rows, columns=[*[c for c in columns if c != "prediction"], "prediction"], dtype=str)
+    out_base = Path(out_base)
+    files: dict[str, Path] = {}
+    if "tsv" in formats:
+        files["tsv"] = atomic_write_text(out_base.with_suffix(".tsv"), frame.to_csv(sep="\t", index=False))
+    if "xlsx" in formats:
+        from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+        clean = frame.map(lambda v: ILLEGAL_CHARACTERS_RE.sub("", v) if isinstance(v, str) else v)
+        path = out_base.with_suffix(".xlsx")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp.xlsx")
+        clean.to_excel(tmp, index=False, engine="openpyxl")
+        os.replace(tmp, path)
+        files["xlsx"] = path
+    return files

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -79,16 +79,73 @@ def run_benchmark(
     """
     check_chat_template(processor)
     budgets = {**DEFAULT_MAX_NEW_TOKENS, **(max_new_tokens or {})}
-    model_id = model_id or model_identifier(model)
-    protocol = {
+    protocol = protocol_header(budgets, system_prompt, judge, judge_id)
+    protocol["generation_kwargs"] = {k: repr(v) for k, v in sorted((generation_kwargs or {}).items())}
+
+    def generate(batch: list[EvalSample]) -> list[str | None]:
+        prompts = [render_prompt(processor, s, system_prompt) for s in batch]
+        images = [img for s in batch for img in s.load_images()]
+        budget = max(budgets[s.question_type] for s in batch)
+        return _generate(model, processor, prompts, images, budget, generation_kwargs or {})
+
+    model_was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        return evaluate(
+            samples,
+            predictions_path,
+            generate,
+            benchmark=benchmark,
+            model_id=model_id or model_identifier(model),
+            protocol=protocol,
+            batch_size=batch_size,
+            judge=judge,
+            breakdown_keys=breakdown_keys,
+            progress=progress,
+        )
+    finally:
+        if model_was_training:
+            model.train()
+
+
+def protocol_header(
+    budgets: dict[str, int], system_prompt: str | None, judge: Judge | None, judge_id: str | None
+) -> dict[str, Any]:
+    """The settings that decide the replies; written into the predictions header and results."""
+    return {
         "prompt_version": PROMPT_VERSION,
         "decoding": "greedy",
         "max_new_tokens": budgets,
         "system_prompt": system_prompt,
-        "generation_kwargs": {k: repr(v) for k, v in sorted((generation_kwargs or {}).items())},
+        "generation_kwargs": {},
         "extraction": "rules, then LLM judge" if judge else "rules only",
         "judge": judge_id if judge else None,
     }
+
+
+class GenerationFailedError(RuntimeError):
+    """Some questions got no reply; the finished ones are saved, a rerun retries the rest."""
+
+
+def evaluate(
+    samples: Sequence[EvalSample],
+    predictions_path: str | os.PathLike,
+    generate: Callable[[list[EvalSample]], list[str | None]],
+    *,
+    benchmark: str,
+    model_id: str,
+    protocol: dict[str, Any],
+    batch_size: int = 8,
+    judge: Judge | None = None,
+    breakdown_keys: Sequence[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The loop shared by every backend: resume, generate the missing replies batch by batch
+    (`generate` returns one reply per question, None for a question that failed), store, score.
+
+    Raises `GenerationFailedError` after the loop when some questions failed.
+    """
     run = {
         "benchmark": benchmark,
         "benchmark_fingerprint": benchmark_fingerprint(list(samples)),
@@ -111,18 +168,16 @@ def run_benchmark(
     bar = tqdm(
         total=len(samples), initial=len(samples) - len(todo), desc=f"eval {benchmark}", disable=not progress
     )
-    model_was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
+    failed: list[str] = []
     try:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
-            prompts = [render_prompt(processor, s, system_prompt) for s in batch]
-            images = [img for s in batch for img in s.images]
-            budget = max(budgets[s.question_type] for s in batch)
-            replies = _generate(model, processor, prompts, images, budget, generation_kwargs or {})
+            replies = generate(batch)
             records = []
             for sample, reply in zip(batch, replies):
+                if reply is None:
+                    failed.append(sample.index)
+                    continue
                 rec = score_sample(sample, reply, judge=judge)
                 rec["prediction"] = reply
                 records.append(rec)
@@ -130,9 +185,16 @@ def run_benchmark(
             bar.update(len(batch))
     finally:
         bar.close()
-        if model_was_training:
-            model.train()
+    if failed:
+        raise GenerationFailedError(
+            f"{benchmark}: {len(failed)} question(s) got no reply (first: {failed[:5]}); "
+            f"{len(store)} predictions are saved in {predictions_path}: run again to retry the rest"
+        )
     records = [store.records[s.index] for s in samples]
     predictions = {r["index"]: r["prediction"] for r in records}
     result = aggregate(samples, records, predictions, breakdown_keys)
-    return {"benchmark": benchmark, "model": model_id, "protocol": protocol, **result}
+    out = {"benchmark": benchmark, "model": model_id, "protocol": protocol, **result}
+    skipped = getattr(samples, "skipped", None)
+    if skipped:
+        out["skipped_rows"] = skipped
+    return out

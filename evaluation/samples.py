@@ -5,13 +5,23 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from PIL import Image
 
-QuestionType = Literal["mcq", "closed", "open", "report"]
-QUESTION_TYPES: tuple[str, ...] = ("mcq", "closed", "open", "report")
-YES_NO = {"yes", "no"}
+from .images import LazyImage
+from .question_types import QUESTION_TYPES, YES_NO, QuestionType, infer_question_type
+
+__all__ = [
+    "QUESTION_TYPES",
+    "YES_NO",
+    "Benchmark",
+    "EvalSample",
+    "QuestionType",
+    "benchmark_fingerprint",
+    "infer_question_type",
+    "parse_answer_letters",
+]
 
 
 @dataclass
@@ -21,16 +31,28 @@ class EvalSample:
     `options` maps option letters ("A".."E") to option texts for multiple-choice questions; the
     reference `answer` is then a letter, or several letters ("A,C") for multi-answer questions.
     `metadata` keeps the benchmark's category columns (modality, department, ...), which the
-    metrics break accuracy down along.
+    metrics break accuracy down along. `images` may hold `LazyImage`s, decoded only by
+    `load_images()`, so a loaded benchmark does not hold its pixels. An empty `answer` marks a
+    prediction-only question (a benchmark's test split without published answers).
+    `source_row` keeps the row's other columns as read (for the submission file).
     """
 
     index: str
     question: str
     answer: str
     question_type: QuestionType
-    images: list[Image.Image] = field(default_factory=list)
+    images: list[Image.Image | LazyImage] = field(default_factory=list)
     options: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    source_row: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def has_answer(self) -> bool:
+        return bool(str(self.answer).strip())
+
+    def load_images(self) -> list[Image.Image]:
+        """The images as RGB PIL images (lazy ones decoded now, not kept)."""
+        return [im.load() if isinstance(im, LazyImage) else im for im in self.images]
 
     @property
     def answer_letters(self) -> list[str]:
@@ -63,13 +85,28 @@ def parse_answer_letters(answer: str, options: dict[str, str]) -> list[str]:
     return []
 
 
-def infer_question_type(answer: str, options: dict[str, str]) -> QuestionType:
-    """mcq when there are options, closed for yes/no references, open otherwise."""
-    if options:
-        return "mcq"
-    if str(answer).strip().lower() in YES_NO:
-        return "closed"
-    return "open"
+class Benchmark(list):
+    """The questions of a benchmark (a list of `EvalSample`) and what loading it found.
+
+    `skipped` counts rows left out and why (e.g. rows without an image, as VLMEvalKit skips
+    them); `prediction_only` is True for a file without reference answers; `columns` are the
+    source's column names in order (the submission file keeps them).
+    """
+
+    def __init__(
+        self,
+        samples: list[EvalSample] = (),  # type: ignore[assignment]
+        *,
+        skipped: dict[str, int] | None = None,
+        prediction_only: bool = False,
+        columns: list[str] | None = None,
+        source: str = "",
+    ) -> None:
+        super().__init__(samples)
+        self.skipped = dict(skipped or {})
+        self.prediction_only = prediction_only
+        self.columns = list(columns or [])
+        self.source = source
 
 
 def benchmark_fingerprint(samples: list[EvalSample]) -> str:

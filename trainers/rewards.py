@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..evaluation.extraction import extract_choice, extract_yes_no, normalize_answer
+from ..evaluation.question_types import infer_question_type
 
 FORMAT_RE = re.compile(r"^\s*<think>(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*$", re.DOTALL)
 ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
@@ -126,15 +127,6 @@ def accuracy_reward(
         qtype = question_type[i] if question_type is not None else infer_question_type(answer[i], opts)
         out.append(score_answer(extract_answer(completion_text(completion)), answer[i], qtype, opts))
     return out
-
-
-def infer_question_type(answer: str, options: Any) -> str:
-    """mcq when there are options, closed for yes/no references, open otherwise."""
-    if options_as_dict(options):
-        return "mcq"
-    if normalize_answer(str(answer)) in {"yes", "no"}:
-        return "closed"
-    return "open"
 
 
 REWARD_FUNCTIONS: dict[str, Callable[..., list[float]]] = {

@@ -19,9 +19,9 @@ def train_folder(bench_tsv, tmp_path):
     samples = load_vlmevalkit_tsv(bench_tsv)
     folder = tmp_path / "train"
     folder.mkdir()
-    samples[0].images[0].save(folder / "exact_copy.png")  # same pixels, new file
+    samples[0].load_images()[0].save(folder / "exact_copy.png")  # same pixels, new file
     buf = io.BytesIO()
-    samples[5].images[0].save(buf, format="JPEG", quality=90)  # re-encoded: md5 differs, pHash close
+    samples[5].load_images()[0].save(buf, format="JPEG", quality=90)  # re-encoded: md5 differs, pHash close
     Image.open(buf).save(folder / "recompressed.png")
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)).save(folder / "unrelated.png")

@@ -13,19 +13,29 @@ OPTIONS = {"A": "Pneumonia", "B": "Viral pneumonia", "C": "Pleural effusion", "D
         ("B", ("B",), "letter-only"),
         ("(C)", ("C",), "letter-only"),
         ("D. No abnormality", ("D",), "letter-only"),
-        ("The answer is (B).", ("B",), "answer-is"),
+        ("The answer is (B).", ("B",), "statement"),
         ("Answer: C", ("C",), "letter-only"),
-        ("I think the most likely answer would be D, given the clear lung fields.", ("D",), "answer-is"),
+        ("I think the most likely answer would be D, given the clear lung fields.", ("D",), "statement"),
         # letters in prose: an article "A" is not option A, and "B-mode" is not option B
-        ("A dense opacity fills the lower lobe on this B-mode view, so I go with C", ("C",), "final-letter"),
-        ("Looking at the effusion, C.", ("C",), "final-letter"),
+        ("A dense opacity fills the lower lobe on this B-mode view, so I go with C", ("C",), "statement"),
+        ("Looking at the effusion, C.", ("C",), "mention"),
+        # an explanation naming another option does not override the stated answer
+        ("A is correct; D is a common distractor.", ("A",), "verdict"),
+        ("Option A: incorrect. Option B: incorrect. Option C: correct.", ("C",), "verdict"),
+        ("Vitamin D deficiency is unrelated; this is pleural effusion.", ("C",), "option-text"),
+        ("答案是C", ("C",), "statement"),
+        ("选D，因为肺野清晰。", ("D",), "statement"),
+        ("<think>Maybe A.</think><answer>B</answer>", ("B",), "answer-tag"),
+        ("Both fit, but \\boxed{C}", ("C",), "boxed"),
+        ("**C**. Unlike A, the fluid layers.", ("C",), "bold"),
         # option text only
         ("There is a pleural effusion on the left.", ("C",), "option-text"),
         # "viral pneumonia" also contains "pneumonia": the longer option wins
         ("The image is consistent with viral pneumonia.", ("B",), "option-text"),
-        # two letters for a single-answer question: ambiguous, unanswerable
-        ("It could be A or B.", (), "none"),
-        ("B, D", (), "none"),
+        # two letters for a single-answer question: ambiguous, unanswerable (the judge's case)
+        ("It could be A or B.", (), "ambiguous"),
+        ("B, D", (), "ambiguous"),
+        ("The lesion is bright on T2-weighted (B), not FLAIR (C).", (), "ambiguous"),
         # nothing to extract
         ("I cannot tell from this image.", (), "none"),
         ("", (), "none"),
@@ -78,7 +88,42 @@ def test_an_option_mentioned_after_the_answer_is_not_the_answer():
 
 def test_ambiguous_last_statement_does_not_fall_back_to_an_earlier_one():
     got = extract_choice("The answer is B. No wait, the answer is A or C.", OPTIONS)
-    assert got.letters == () and got.method == "none"
+    assert got.letters == () and got.method == "ambiguous"
+
+
+def test_ambiguous_replies_go_to_the_judge():
+    calls = []
+
+    def judge(question, options, reply):
+        calls.append(reply)
+        return "B"
+
+    got = extract_choice("The lesion is bright on T2-weighted (B), not FLAIR (C).", OPTIONS, judge=judge)
+    assert got.letters == ("B",) and got.method == "judge" and len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("<answer>yes</answer>", "yes"),
+        ("<think>no fracture line</think><answer>Yes.</answer>", "yes"),
+        ("\\boxed{no}", "no"),
+        ("是的，可以看到肝脏。", "yes"),
+        ("否", "no"),
+        ("不是", "no"),
+    ],
+)
+def test_yes_no_reads_the_answer_span_and_chinese(reply, expected):
+    assert extract_yes_no(reply) == expected
+
+
+def test_answer_span_strips_tags_for_every_type():
+    from gmaivl.evaluation.extraction import answer_span, strip_reply
+
+    assert strip_reply("<answer>liver</answer>") == "liver"
+    assert strip_reply("<think>the organ on the left</think>liver") == "liver"
+    assert answer_span("so \\boxed{\\text{left kidney}}") == ("left kidney", "boxed")
+    assert answer_span("<answer>") == ("", None)
 
 
 def test_letters_outside_the_options_are_ignored():

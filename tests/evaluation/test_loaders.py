@@ -60,19 +60,19 @@ def test_tsv_round_trip(bench_tsv, tmp_path):
         and multi.is_multi_answer
     )
     # row 11 stores "10": the image of row 10, VLMEvalKit's way of storing a repeated image once
-    assert multi.images[0].getpixel((0, 0)) == (255, 0, 0)
+    assert multi.load_images()[0].getpixel((0, 0)) == (255, 0, 0)
     assert closed.question_type == "closed" and closed.options == {}
 
 
 def test_tsv_missing_columns_named(tmp_path):
-    path = _write(_rows().drop(columns=["answer"]), tmp_path / "b.tsv")
-    with pytest.raises(BenchmarkFormatError, match=r"b\.tsv: missing required column\(s\) \['answer'\]"):
+    path = _write(_rows().drop(columns=["question"]), tmp_path / "b.tsv")
+    with pytest.raises(BenchmarkFormatError, match=r"b\.tsv: missing required column\(s\) \['question'\]"):
         load_vlmevalkit_tsv(path)
 
 
 def test_tsv_undecodable_image_names_row(tmp_path):
     df = _rows()
-    df.loc[2, "image"] = base64.b64encode(b"not an image at all").decode()
+    df.loc[2, "image"] = base64.b64encode(b"not an image at all" * 8).decode()
     with pytest.raises(BenchmarkFormatError, match=r"b\.tsv row 4 \(index 12\): image is not a decodable"):
         load_vlmevalkit_tsv(_write(df, tmp_path / "b.tsv"))
 
@@ -116,7 +116,7 @@ def test_hf_dataset_vqa_rad_style(tmp_path):
     ds.save_to_disk(tmp_path / "vqa-rad")
     samples = load_benchmark(str(tmp_path / "vqa-rad"), preset="vqa-rad")
     assert [s.question_type for s in samples] == ["closed", "open", "closed"]
-    assert samples[1].images[0].getpixel((0, 0)) == (0, 128, 0)
+    assert samples[1].load_images()[0].getpixel((0, 0)) == (0, 128, 0)
 
 
 def test_hf_dataset_mmmu_style(tmp_path):

@@ -44,7 +44,7 @@ def test_macro_accuracy_hand_computed():
     # departments: Radiology 4/4 = 100, Oncology 0/2 = 0 -> macro 50
     assert m["macro_accuracy/department"] == pytest.approx(50.0)
     assert res["unanswerable"] == {"count": 1, "indices": ["2"]}
-    assert res["extraction_methods"] == {"answer-is": 1, "letter-only": 2, "none": 1, "option-text": 2}
+    assert res["extraction_methods"] == {"letter-only": 2, "none": 1, "option-text": 2, "statement": 1}
 
 
 def test_multi_answer_acc_and_recall():
