@@ -21,7 +21,9 @@ perceptual granularity, bbox). Steps:
    as the ellipse inscribed in the box.
 
 Output: a VLMEvalKit-compatible TSV (`index, question, A..E, answer, image` as base64 PNG, plus the
-lexical-tree columns `modality, clinical vqa task, department, perceptual granularity`) and a
+lexical-tree columns `modality, clinical vqa task, department, perceptual granularity`, the
+source's `record_id` and the `source_md5`/`source_phash` of the image before any region was drawn,
+which `gmaivl decontam` checks as well as the rendered image) and a
 `*.lexical_tree.json` with counts per branch, both written atomically.
 """
 
@@ -51,6 +53,7 @@ LETTERS = "ABCDE"
 TSV_COLUMNS = (
     "index", "question", "A", "B", "C", "D", "E", "answer", "category", "image", "modality",
     "clinical vqa task", "department", "perceptual granularity", "label", "source_dataset", "record_id",
+    "source_md5", "source_phash",
 )  # fmt: skip
 
 
@@ -164,7 +167,7 @@ def build_benchmark(
 ) -> BuildSummary:
     """Write the benchmark TSV; see the module docstring for the protocol."""
     from gmaivl.dataset_builders.labels import modality_name
-    from gmaivl.dataset_builders.records import image_phash
+    from gmaivl.dataset_builders.records import image_phash, pixel_md5
 
     pools = load_question_pools(question_pools)
     rng = random.Random(seed)
@@ -221,6 +224,10 @@ def build_benchmark(
             opts = [rec.label, *wrong]
             rng.shuffle(opts)
             img = rec.image()
+            # hashes of the unannotated source: decontamination finds the training copy of an
+            # image even where this question draws a region over it
+            source_md5 = rec.image_md5 or pixel_md5(np.asarray(img))
+            source_phash = rec.phash or image_phash(img)
             if rec.granularity in REGION_LEVELS:
                 img = mark_region(img, rec.bbox, rec.granularity)
             row = {
@@ -237,6 +244,8 @@ def build_benchmark(
                 "label": rec.label,
                 "source_dataset": rec.source_dataset,
                 "record_id": rec.record_id,
+                "source_md5": source_md5,
+                "source_phash": source_phash,
             }
             rows.append(row)
             for dim in tree:

@@ -40,6 +40,7 @@ class ImageHash:
     id: str
     md5: str
     phash: int
+    via: str = "image"  # "source": the unannotated source of a benchmark image (bench-build rows)
 
 
 def hash_image(image: Image.Image) -> tuple[str, int]:
@@ -99,6 +100,11 @@ def _iter_tsv(path: Path) -> Iterator[tuple[str, Any]]:
             raise BenchmarkFormatError(
                 f"{path}: needs 'index' and 'image' columns; has {list(chunk.columns)}"
             )
+        if {"source_md5", "source_phash"} <= set(chunk.columns):
+            # bench-build rows carry the hashes of the image before the region was drawn over it
+            for idx, md5, ph in zip(chunk["index"], chunk["source_md5"], chunk["source_phash"]):
+                if md5.strip() and ph.strip():
+                    yield str(idx), ImageHash(str(idx), md5.strip(), int(ph, 16), via="source")
         for idx, value in zip(chunk["index"], chunk["image"]):
             if not value.strip() or len(value.strip()) <= IMAGE_REFERENCE_MAX_LEN:
                 continue  # no image, or a reference to an image listed under another index
@@ -178,6 +184,9 @@ def hash_source(
             if image_id in done:
                 out.append(done[image_id])
                 continue
+            if isinstance(data, ImageHash):  # a hash recorded in the source itself
+                out.append(data)
+                continue
             md5, ph = hash_image(_open(data, f"{source} image {image_id}"))
             h = ImageHash(image_id, md5, ph)
             out.append(h)
@@ -195,18 +204,22 @@ def find_overlaps(
     benchmark: list[ImageHash], train: list[ImageHash], max_distance: int = 0
 ) -> list[dict[str, Any]]:
     """Pairs (benchmark image, training image) that are exact (md5) or near (pHash) duplicates."""
-    by_md5: dict[str, list[str]] = defaultdict(list)
+    by_md5: dict[str, list[tuple[str, str]]] = defaultdict(list)
     index = HammingIndex(max_distance)
     for h in benchmark:
-        by_md5[h.md5].append(h.id)
-        index.add(h.phash, h.id)
+        by_md5[h.md5].append((h.id, h.via))
+        index.add(h.phash, (h.id, h.via))
     found: dict[tuple[str, str], dict[str, Any]] = {}
     for t in train:
-        for bid in by_md5.get(t.md5, ()):
-            found[(bid, t.id)] = {"benchmark_id": bid, "train_id": t.id, "match": "md5", "distance": 0}
-        for bid, distance in index.find_all(t.phash):
+        # exact matches first, then near ones; "via" says whether the benchmark image itself or
+        # its unannotated source (recorded by bench-build) matched
+        for (bid, via), distance, match in [
+            *((o, 0, "md5") for o in by_md5.get(t.md5, ())),
+            *((o, d, "phash") for o, d in index.find_all(t.phash)),
+        ]:
             found.setdefault(
-                (bid, t.id), {"benchmark_id": bid, "train_id": t.id, "match": "phash", "distance": distance}
+                (bid, t.id),
+                {"benchmark_id": bid, "train_id": t.id, "match": match, "distance": distance, "via": via},
             )
     return sorted(found.values(), key=lambda r: (r["benchmark_id"], r["train_id"]))
 
@@ -228,15 +241,17 @@ def decontamination_report(
     )
     overlaps = find_overlaps(bench, train, max_distance)
     contaminated = sorted({o["benchmark_id"] for o in overlaps})
+    n_bench = len({h.id for h in bench})
     report = {
         "benchmark": str(benchmark_source),
         "train": str(train_source),
         "max_phash_distance": max_distance,
-        "n_benchmark_images": len(bench),
+        "n_benchmark_images": n_bench,
+        "n_source_hashes": sum(h.via == "source" for h in bench),
         "n_train_images": len(train),
         "n_overlapping_pairs": len(overlaps),
         "n_contaminated_benchmark_images": len(contaminated),
-        "contaminated_fraction": round(len(contaminated) / len(bench), 6) if bench else 0.0,
+        "contaminated_fraction": round(len(contaminated) / n_bench, 6) if n_bench else 0.0,
         "exact_md5_pairs": sum(o["match"] == "md5" for o in overlaps),
         "overlaps": overlaps,
     }

@@ -96,3 +96,34 @@ def test_cli_exit_status(bench_tsv, train_folder, tmp_path, capsys):
                  "--fail-on-overlap", "--quiet"])  # fmt: skip
     assert code == 1
     assert "exact_copy.png (md5" in capsys.readouterr().out
+
+
+def test_training_image_under_a_drawn_region_is_found(bench_tsv, records, tmp_path):
+    """bench-build draws boxes over region-level images, which hides them from both hashes;
+    the rows carry the unannotated source's hashes, so every question built from a training
+    image is flagged, exactly."""
+    import pandas as pd
+
+    train = tmp_path / "train"
+    train.mkdir()
+    for rec in records:
+        rec.image().save(train / f"{rec.record_id}.png")
+    df = pd.read_csv(bench_tsv, sep="\t", dtype=str, keep_default_na=False)
+    boxed = df["perceptual granularity"].eq("box")
+    assert boxed.any() and (~boxed).any()
+
+    report = decontamination_report(str(bench_tsv), str(train), tmp_path / "r.json", progress=False)
+    flagged = {o["benchmark_id"] for o in report["overlaps"]}
+    assert flagged == set(df["index"])  # every question comes from a training image
+    by_question = {o["benchmark_id"]: o for o in report["overlaps"]}
+    for idx, rid in zip(df.loc[boxed, "index"], df.loc[boxed, "record_id"]):
+        assert by_question[idx]["train_id"] == f"{rid}.png" and by_question[idx]["via"] == "source"
+        assert by_question[idx]["match"] == "md5"
+
+    # without the recorded source hashes (an external TSV), the drawn boxes hide those copies
+    df.drop(columns=["source_md5", "source_phash"]).to_csv(tmp_path / "plain.tsv", sep="\t", index=False)
+    plain = decontamination_report(
+        str(tmp_path / "plain.tsv"), str(train), tmp_path / "p.json", progress=False
+    )
+    hidden = set(df.loc[boxed, "index"]) - {o["benchmark_id"] for o in plain["overlaps"]}
+    assert hidden  # what the source hashes recover
