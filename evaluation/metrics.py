@@ -52,14 +52,14 @@ PREDICTION_ONLY_NOTE = (
 
 def token_recall(prediction: str, reference: str) -> float:
     """Share of the reference's normalised tokens that occur in the prediction (open recall)."""
-    pred, ref = Counter(answer_tokens(prediction)), Counter(answer_tokens(reference))
+    pred, ref = Counter(answer_tokens(strip_reply(prediction))), Counter(answer_tokens(reference))
     if not ref:
         return float(not pred)
     return sum((pred & ref).values()) / sum(ref.values())
 
 
 def token_f1(prediction: str, reference: str) -> float:
-    pred, ref = answer_tokens(prediction), answer_tokens(reference)
+    pred, ref = answer_tokens(strip_reply(prediction)), answer_tokens(reference)
     if not pred or not ref:
         return float(pred == ref)
     common = Counter(pred) & Counter(ref)

@@ -100,3 +100,57 @@ def test_report_metrics_in_aggregate():
     m = res["metrics"]
     assert set(m) >= {"report_rouge_l", "report_bleu", "report_cider"}
     assert 0 < m["report_rouge_l"] < 100 and not math.isnan(m["report_cider"])
+
+
+def test_open_recall_is_token_recall_after_normalisation():
+    from gmaivl.evaluation.metrics import token_recall
+
+    assert token_recall("The left lung.", "left lung") == 1.0
+    assert token_recall("<answer>right lung</answer>", "left lung") == 0.5
+    assert token_recall("肝脏", "肝") == 1.0  # Chinese is read character by character
+    samples = [
+        EvalSample("0", "Which organ?", "left lung", "open"),
+        EvalSample("1", "Which organ?", "liver", "open"),
+    ]
+    res = _run(samples, ["<answer>the left lung</answer>", "kidney"])
+    assert res["metrics"]["open_recall"] == pytest.approx(50.0)
+    assert res["metrics"]["open_exact_match"] == pytest.approx(50.0)  # tags stripped: "left lung" matches
+
+
+def test_slake_closed_questions_follow_its_answer_type(tmp_path):
+    import datasets
+    from PIL import Image
+
+    from gmaivl.evaluation.loaders import load_hf_benchmark
+
+    ds = datasets.Dataset.from_dict(
+        {
+            "image": [Image.new("RGB", (4, 4))] * 4,
+            "question": ["Is this a CT?", "Which is bigger, liver or spleen?", "这是CT吗?", "What organ?"],
+            "answer": ["Yes", "Liver", "是", "Lung"],
+            "answer_type": ["CLOSED", "CLOSED", "CLOSED", "OPEN"],
+            "q_lang": ["en", "en", "zh", "en"],
+        }
+    )
+    ds.save_to_disk(tmp_path / "slake")
+    samples = load_hf_benchmark(str(tmp_path / "slake"), preset="slake")
+    assert [s.question_type for s in samples] == ["closed", "closed", "closed", "open"]
+    assert len(load_hf_benchmark(str(tmp_path / "slake"), preset="slake-en")) == 3
+    records = [score_sample(s, r) for s, r in zip(samples, ["yes", "The liver is bigger.", "是的", "lung"])]
+    assert [r["correct"] for r in records] == [True, True, True, True]
+    res = aggregate(samples, records, dict(zip("0123", ["yes", "The liver", "是的", "lung"])))
+    assert res["metrics"]["closed_accuracy"] == 100.0 and set(res["breakdowns"]["q_lang"]) == {"en", "zh"}
+    assert res["leaderboard_metric"] == "accuracy"
+
+
+def test_shared_question_type_inference():
+    from gmaivl.evaluation.question_types import infer_question_type
+    from gmaivl.trainers import rewards
+
+    assert rewards.infer_question_type is infer_question_type  # one owner
+    assert infer_question_type("Yes.", None) == "closed"
+    assert infer_question_type("<answer>no</answer>", {}) == "closed"
+    assert infer_question_type("否", []) == "closed"
+    assert infer_question_type("B", {"A": "x", "B": None}) == "mcq"
+    assert infer_question_type("yes", {"A": None}) == "closed"  # Arrow struct without options
+    assert infer_question_type("liver", None) == "open"
