@@ -276,6 +276,8 @@ def build_model_card(
                 "split": ev.get("split"),
                 "n": ev["n"],
                 "unanswerable": ev.get("unanswerable", {}).get("count", 0),
+                "scored": ev.get("scored", True),
+                "leaderboard_metric": ev.get("leaderboard_metric"),
                 "metrics": [
                     (k, f"{v:.2f}")
                     for k, v in ev["metrics"].items()

@@ -76,3 +76,15 @@ def test_card_rejects_foreign_results(tiny, tmp_path):
     bad.write_text(json.dumps({"accuracy": 1}))
     with pytest.raises(ValueError, match=r"results\.json: not a gmaivl evaluation results file"):
         build_model_card(folder, results=[bad])
+
+
+def test_card_names_the_leaderboard_figure_and_skips_prediction_only_runs(evaluated_checkpoint, tmp_path):
+    result = json.loads((evaluated_checkpoint / "evaluation" / "tiny-mmbench" / "results.json").read_text())
+    test_run = {**result, "benchmark": "gmai-test", "scored": False, "metrics": {}, "breakdowns": {}}
+    (tmp_path / "test.json").write_text(json.dumps(test_run))
+    paths = [evaluated_checkpoint / "evaluation" / "tiny-mmbench" / "results.json", tmp_path / "test.json"]
+    card = build_model_card(evaluated_checkpoint, results=paths)
+    assert {r.dataset_name for r in card.data.eval_results} == {"tiny-mmbench"}  # no scores, no model-index
+    assert "The leaderboard figure is `accuracy`" in card.text
+    assert f"| **accuracy** | **{result['metrics']['accuracy']:.2f}** |" in card.text
+    assert "### gmai-test" in card.text and "predictions only" in card.text
