@@ -17,9 +17,9 @@ import csv
 import io
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
@@ -134,3 +134,54 @@ class LazyImage:
         if self.offset < 0:
             return base64.b64encode(Path(self.source).read_bytes()).decode("ascii")
         return as_list(read_tsv_field(self.source, self.offset, self.column))[self.item]
+
+
+def open_image_value(value: Any, where: str) -> Image.Image:
+    """A PIL image from what a dataset cell holds: an image, `{bytes, path}`, bytes or a path."""
+    if isinstance(value, Image.Image):
+        return value.convert("RGB")
+    try:
+        if isinstance(value, dict):
+            if value.get("bytes"):
+                return Image.open(io.BytesIO(value["bytes"])).convert("RGB")
+            if value.get("path"):
+                return Image.open(value["path"]).convert("RGB")
+        if isinstance(value, (bytes, bytearray)):
+            return Image.open(io.BytesIO(value)).convert("RGB")
+        if isinstance(value, str):
+            return Image.open(value).convert("RGB")
+    except (OSError, UnidentifiedImageError) as exc:
+        raise ImageDecodeError(f"{where}: image cannot be decoded ({exc})") from exc
+    raise ImageDecodeError(f"{where}: unsupported image value of type {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class DatasetImage:
+    """Item `item` of column `column` in row `row` of a (memory-mapped) `datasets.Dataset` whose
+    image columns are cast to `Image(decode=False)`: decoded on `load()`."""
+
+    dataset: Any = field(repr=False, compare=False)
+    row: int = 0
+    column: str = "image"
+    item: int = 0
+    where: str = ""
+
+    def load(self) -> Image.Image:
+        value = self.dataset[self.row][self.column]
+        if isinstance(value, list):
+            value = value[self.item]
+        return open_image_value(value, self.where)
+
+
+def undecoded(dataset: Any, columns: list[str]) -> Any:
+    """`dataset` with its image columns (and lists of images) cast to `Image(decode=False)`."""
+    import datasets
+
+    list_type = getattr(datasets, "List", datasets.Sequence)
+    for col in columns:
+        feature = dataset.features.get(col)
+        if isinstance(feature, datasets.Image) and feature.decode:
+            dataset = dataset.cast_column(col, datasets.Image(decode=False))
+        elif isinstance(getattr(feature, "feature", None), datasets.Image):
+            dataset = dataset.cast_column(col, list_type(datasets.Image(decode=False)))
+    return dataset

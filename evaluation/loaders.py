@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ast
 import csv
-import io
 import os
 import re
 from collections import Counter
@@ -23,9 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from .images import LazyImage, as_list, decode_base64_image, iter_tsv_records, looks_like_image
+from .images import (
+    DatasetImage,
+    LazyImage,
+    as_list,
+    decode_base64_image,
+    iter_tsv_records,
+    looks_like_image,
+    undecoded,
+)
 from .question_types import infer_question_type
 from .samples import Benchmark, EvalSample
 
@@ -335,24 +342,6 @@ def _pick(columns: Iterable[str], wanted: str | None, names: tuple[str, ...], wh
     raise BenchmarkFormatError(f"{where}: no {what} column (looked for {list(names)}); has {columns}")
 
 
-def _to_pil(value: Any, where: str) -> Image.Image:
-    if isinstance(value, Image.Image):
-        return value.convert("RGB")
-    try:
-        if isinstance(value, dict):
-            if value.get("bytes"):
-                return Image.open(io.BytesIO(value["bytes"])).convert("RGB")
-            if value.get("path"):
-                return Image.open(value["path"]).convert("RGB")
-        if isinstance(value, (bytes, bytearray)):
-            return Image.open(io.BytesIO(value)).convert("RGB")
-        if isinstance(value, str):
-            return Image.open(value).convert("RGB")
-    except (OSError, UnidentifiedImageError) as exc:
-        raise BenchmarkFormatError(f"{where}: image cannot be decoded ({exc})") from exc
-    raise BenchmarkFormatError(f"{where}: unsupported image value of type {type(value).__name__}")
-
-
 def _options_from(row: dict, spec: str | list[str] | None, columns: list[str]) -> dict[str, str]:
     if spec is None:
         letter_cols = [c for c in OPTION_LETTERS if c in columns]
@@ -389,7 +378,7 @@ def load_hf_benchmark(
     preset: str | None = None,
     columns: HFColumns | None = None,
     limit: int | None = None,
-) -> list[EvalSample]:
+) -> Benchmark:
     """Load a Hugging Face dataset with image + question + answer columns.
 
     `preset` picks known column names (see `PRESETS`); `columns` overrides them.
@@ -417,21 +406,28 @@ def load_hf_benchmark(
     else:
         a_col = _pick(cols, spec.answer, (*_ANSWER_NAMES, "report"), "answer", where)
     samples: list[EvalSample] = []
+    skipped: Counter[str] = Counter()
+    ds = undecoded(ds, image_cols)  # images stay in the (memory-mapped) dataset until a batch needs them
     for i, row in enumerate(ds):
         if limit is not None and len(samples) >= limit:
             break
         if any(row.get(k) != v for k, v in spec.filters.items() if k in cols):
             continue
         at = f"{where} row {i}"
-        images = []
+        images: list[Any] = []
         for c in image_cols:
             value = row.get(c)
             if _is_missing(value) if not isinstance(value, (list, dict, Image.Image, bytes)) else False:
                 continue
             values = value if isinstance(value, list) else [value]
-            images.extend(_to_pil(v, at) for v in values if v is not None)
+            images.extend(
+                DatasetImage(ds, i, c, k, at)
+                for k, v in enumerate(values)
+                if v is not None and not (isinstance(v, dict) and not v.get("bytes") and not v.get("path"))
+            )
         if not images:
-            raise BenchmarkFormatError(f"{at}: no image")
+            skipped["row without an image"] += 1
+            continue
         if a_col is None:
             parts = [f"{s.capitalize()}: {str(row.get(s) or '').strip()}" for s in spec.report_sections]
             answer = "\n".join(parts)
@@ -473,8 +469,10 @@ def load_hf_benchmark(
             )
         )
     if not samples:
-        raise BenchmarkFormatError(f"{where}: no rows (after filters {spec.filters})")
-    return samples
+        raise BenchmarkFormatError(
+            f"{where}: no rows with an image (after filters {spec.filters}; skipped {dict(skipped)})"
+        )
+    return Benchmark(samples, skipped=dict(skipped), source=str(path_or_id))
 
 
 def load_benchmark(
@@ -484,7 +482,7 @@ def load_benchmark(
     split: str = "test",
     preset: str | None = None,
     limit: int | None = None,
-) -> list[EvalSample]:
+) -> Benchmark:
     """A `.tsv` file is read as VLMEvalKit TSV; anything else as a Hugging Face dataset."""
     if str(source).lower().endswith(".tsv"):
         return load_vlmevalkit_tsv(source, limit=limit)

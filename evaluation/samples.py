@@ -9,7 +9,7 @@ from typing import Any
 
 from PIL import Image
 
-from .images import LazyImage
+from .images import DatasetImage, LazyImage
 from .question_types import QUESTION_TYPES, YES_NO, QuestionType, infer_question_type
 
 __all__ = [
@@ -41,7 +41,7 @@ class EvalSample:
     question: str
     answer: str
     question_type: QuestionType
-    images: list[Image.Image | LazyImage] = field(default_factory=list)
+    images: list[Image.Image | LazyImage | DatasetImage] = field(default_factory=list)
     options: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     source_row: dict[str, str] = field(default_factory=dict)
@@ -52,7 +52,7 @@ class EvalSample:
 
     def load_images(self) -> list[Image.Image]:
         """The images as RGB PIL images (lazy ones decoded now, not kept)."""
-        return [im.load() if isinstance(im, LazyImage) else im for im in self.images]
+        return [im if isinstance(im, Image.Image) else im.load() for im in self.images]
 
     @property
     def answer_letters(self) -> list[str]:

@@ -151,3 +151,22 @@ def test_hf_missing_column_named(tmp_path):
     )
     with pytest.raises(BenchmarkFormatError, match="no answer column"):
         load_hf_benchmark(str(tmp_path / "d"))
+
+
+def test_hf_images_stay_in_the_dataset_until_needed(tmp_path):
+    import datasets
+
+    from gmaivl.evaluation.images import DatasetImage
+
+    ds = datasets.Dataset.from_dict(
+        {"image": [Image.new("RGB", (8, 8), "red"), None, Image.new("RGB", (8, 8), "blue")],
+         "question": ["Is it red?", "Is it there?", "Which colour?"], "answer": ["yes", "no", "blue"]},
+        features=datasets.Features(
+            {"image": datasets.Image(), "question": datasets.Value("string"), "answer": datasets.Value("string")}
+        ),
+    )  # fmt: skip
+    ds.save_to_disk(tmp_path / "d")
+    bench = load_hf_benchmark(str(tmp_path / "d"))
+    assert [s.index for s in bench] == ["0", "2"] and bench.skipped == {"row without an image": 1}
+    assert isinstance(bench[1].images[0], DatasetImage)
+    assert bench[1].load_images()[0].getpixel((0, 0)) == (0, 0, 255)
