@@ -22,7 +22,7 @@ perceptual granularity, bbox). Steps:
 
 Output: a VLMEvalKit-compatible TSV (`index, question, A..E, answer, image` as base64 PNG, plus the
 lexical-tree columns `modality, clinical vqa task, department, perceptual granularity`, the
-source's `record_id` and the `source_md5`/`source_phash` of the image before any region was drawn,
+source's `source_id` (a digest of its record id, which may hold file names) and the `source_md5`/`source_phash` of the image before any region was drawn,
 which `gmaivl decontam` checks as well as the rendered image) and a
 `*.lexical_tree.json` with counts per branch, both written atomically.
 """
@@ -30,6 +30,7 @@ which `gmaivl decontam` checks as well as the rendered image) and a
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import os
@@ -52,9 +53,15 @@ REGION_LEVELS = ("box", "mask", "contour")
 LETTERS = "ABCDE"
 TSV_COLUMNS = (
     "index", "question", "A", "B", "C", "D", "E", "answer", "category", "image", "modality",
-    "clinical vqa task", "department", "perceptual granularity", "label", "source_dataset", "record_id",
+    "clinical vqa task", "department", "perceptual granularity", "label", "source_dataset", "source_id",
     "source_md5", "source_phash",
 )  # fmt: skip
+
+
+def source_id(record_id: str) -> str:
+    """The benchmark row's reference to its source record: a digest, because record ids may
+    carry source file names, which must not reach a published benchmark."""
+    return hashlib.sha256(f"gmaivl-bench-source\0{record_id}".encode()).hexdigest()[:20]
 
 
 def default_question_pools() -> Path:
@@ -243,7 +250,7 @@ def build_benchmark(
                 "perceptual granularity": rec.granularity,
                 "label": rec.label,
                 "source_dataset": rec.source_dataset,
-                "record_id": rec.record_id,
+                "source_id": source_id(rec.record_id),
                 "source_md5": source_md5,
                 "source_phash": source_phash,
             }

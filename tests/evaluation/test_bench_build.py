@@ -12,6 +12,7 @@ from gmaivl.evaluation.bench_build import (
     load_question_pools,
     mark_region,
     select_diverse,
+    source_id,
 )
 
 
@@ -19,10 +20,10 @@ def test_options_answers_and_lexical_tree(bench_tsv, records):
     df = pd.read_csv(bench_tsv, sep="\t", dtype=str, keep_default_na=False)
     assert {"index", "question", "A", "B", "C", "D", "E", "answer", "image", "modality", "clinical vqa task",
             "department", "perceptual granularity"} <= set(df.columns)  # fmt: skip
-    by_id = {r.record_id: r for r in records}
+    by_id = {source_id(r.record_id): r for r in records}
     region_pool = {r.label for r in records if r.granularity == "box" and r.modality == "MR"}
     for row in df.to_dict(orient="records"):
-        rec = by_id[row["record_id"]]
+        rec = by_id[row["source_id"]]
         options = [row[c] for c in "ABCDE" if row[c]]
         assert 2 <= len(options) <= 5 and len(set(options)) == len(options)
         assert row[row["answer"]] == rec.label  # the answer letter points at the record's label
@@ -116,5 +117,6 @@ def test_bench_build_command_on_a_records_folder(records, tmp_path, capsys):
     samples = load_vlmevalkit_tsv(out)
     assert summary["questions"] == len(samples) > 0
     df = pd.read_csv(out, sep="\t", dtype=str, keep_default_na=False)
-    assert records[0].record_id not in set(df["record_id"])
+    assert source_id(records[0].record_id) not in set(df["source_id"])
+    assert not any(r.record_id in df.to_csv(sep="\t") for r in records)  # no record id (file names) published
     assert df.groupby(["source_dataset", "label"]).size().max() == 1

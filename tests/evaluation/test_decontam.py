@@ -106,8 +106,10 @@ def test_training_image_under_a_drawn_region_is_found(bench_tsv, records, tmp_pa
 
     train = tmp_path / "train"
     train.mkdir()
+    from gmaivl.evaluation.bench_build import source_id
+
     for rec in records:
-        rec.image().save(train / f"{rec.record_id}.png")
+        rec.image().save(train / f"{source_id(rec.record_id)}.png")
     df = pd.read_csv(bench_tsv, sep="\t", dtype=str, keep_default_na=False)
     boxed = df["perceptual granularity"].eq("box")
     assert boxed.any() and (~boxed).any()
@@ -116,7 +118,7 @@ def test_training_image_under_a_drawn_region_is_found(bench_tsv, records, tmp_pa
     flagged = {o["benchmark_id"] for o in report["overlaps"]}
     assert flagged == set(df["index"])  # every question comes from a training image
     by_question = {o["benchmark_id"]: o for o in report["overlaps"]}
-    for idx, rid in zip(df.loc[boxed, "index"], df.loc[boxed, "record_id"]):
+    for idx, rid in zip(df.loc[boxed, "index"], df.loc[boxed, "source_id"]):
         assert by_question[idx]["train_id"] == f"{rid}.png" and by_question[idx]["via"] == "source"
         assert by_question[idx]["match"] == "md5"
 

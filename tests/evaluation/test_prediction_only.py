@@ -21,7 +21,7 @@ def _test_shaped(bench_tsv, path):
     """The built benchmark as GMAI-MMBench TEST ships: no answers, string indices, images stored
     once and referenced by index, one row whose image is missing."""
     df = pd.read_csv(bench_tsv, sep="\t", dtype=str, keep_default_na=False)
-    df = df.drop(columns=["answer", "label", "record_id"])
+    df = df.drop(columns=["answer", "label", "source_id"])
     df["index"] = [f"GMAI_T{i:04d}" for i in range(len(df))]
     df.loc[1, "image"] = df.loc[0, "index"]  # a non-numeric reference to row 0's image
     df.loc[2, "image"] = ""  # no image: skipped and counted, as VLMEvalKit does
@@ -80,7 +80,7 @@ def test_val_shaped_tsv_is_scored_with_every_category_column(tiny, bench_tsv, tm
     # the benchmark's own question_type values, not the evaluator's internal "mcq"
     assert set(result["breakdowns"]["question_type"]) == {"Anatomy Identification", "Disease Diagnosis"}
     assert set(result["breakdowns"]["body part"]) == {"head", "other"}
-    assert "record_id" not in result["breakdowns"]  # an identifier is not a category
+    assert "source_id" not in result["breakdowns"] and "source_md5" not in result["breakdowns"]
     md = (tmp_path / "out" / "gmai-val" / "results.md").read_text()
     assert "Leaderboard figure: `accuracy`" in md
 
