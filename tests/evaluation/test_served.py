@@ -43,8 +43,9 @@ class FakeServer:
                     fake.in_flight += 1
                     fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
                 try:
-                    if action == "429":
-                        self._send(429, b'{"error": "rate limited"}', {"Retry-After": "0"})
+                    if action.startswith("429"):
+                        after = action.partition(":")[2] or "0"
+                        self._send(429, b'{"error": "rate limited"}', {"Retry-After": after})
                     elif action == "400":
                         self._send(400, b'{"error": "unknown model"}')
                     elif action == "500":
@@ -195,3 +196,14 @@ def test_served_tiny_model_gives_the_in_process_predictions(tiny, samples, tmp_p
     assert served == preds(tmp_path / "local.jsonl")
     result = json.loads((tmp_path / "out" / "b" / "results.json").read_text())
     assert result["metrics"] == local["metrics"]
+
+
+def test_429_waits_what_retry_after_says(samples, monkeypatch):
+    import gmaivl.evaluation.served as served_module
+
+    waits = []
+    monkeypatch.setattr(served_module.time, "sleep", waits.append)
+    with FakeServer(lambda body: "B", ["429:7", "500"]) as server:
+        served = ServedModel(server.url, "m", backoff=0.5, max_backoff=60)
+        assert served.generate(samples[:1], BUDGET) == ["B"]
+    assert waits == [7.0, 0.5 * 2]  # Retry-After honoured, then exponential backoff (attempt 1)
