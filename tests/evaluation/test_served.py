@@ -207,3 +207,10 @@ def test_429_waits_what_retry_after_says(samples, monkeypatch):
         served = ServedModel(server.url, "m", backoff=0.5, max_backoff=60)
         assert served.generate(samples[:1], BUDGET) == ["B"]
     assert waits == [7.0, 0.5 * 2]  # Retry-After honoured, then exponential backoff (attempt 1)
+
+
+def test_eval_needs_a_model_or_an_endpoint(bench_tsv):
+    with pytest.raises(ValueError, match="needs --model .* or --endpoint"):
+        main(["eval", "--benchmark", str(bench_tsv)])
+    with pytest.raises(ValueError, match="--endpoint needs --served-model"):
+        main(["eval", "--endpoint", "http://127.0.0.1:9/v1", "--benchmark", str(bench_tsv)])
