@@ -116,7 +116,11 @@ def answer_span(reply: str) -> tuple[str, str | None]:
     if boxed and boxed[-1].strip():
         return _LATEX_TEXT.sub(r"\1", boxed[-1]).strip(), "boxed"
     without_think = _THINK_BLOCK.sub(" ", text)
-    if without_think.strip():
+    unfinished = re.search(r"<think>", without_think, re.IGNORECASE)
+    if unfinished:  # reasoning cut off by the token budget: no answer was given
+        without_think = without_think[: unfinished.start()]
+        text = without_think
+    elif without_think.strip():
         text = without_think
     return _ANY_TAG.sub(" ", text).strip(), None
 

@@ -124,6 +124,8 @@ def test_answer_span_strips_tags_for_every_type():
     assert strip_reply("<think>the organ on the left</think>liver") == "liver"
     assert answer_span("so \\boxed{\\text{left kidney}}") == ("left kidney", "boxed")
     assert answer_span("<answer>") == ("", None)
+    # reasoning cut off by the token budget has not answered yet
+    assert extract_choice("<think>Maybe it is C because the fluid", OPTIONS).method == "none"
 
 
 def test_letters_outside_the_options_are_ignored():
