@@ -1,32 +1,77 @@
 """GMAI-VL: a medical vision-language model, Hugging Face native.
 
-Importing this package registers the GMAI-VL classes with transformers' auto classes, so that
+`import gmaivl` registers the GMAI-VL classes with transformers' auto classes, so that
 `AutoModelForImageTextToText.from_pretrained(folder)` works without `trust_remote_code` when
-the package is installed, and `save_pretrained` copies the model code beside the weights so that
-it also loads with `trust_remote_code=True` where the package is not installed.
+the package is installed; `save_pretrained` copies the model code beside the weights so that a
+folder also loads with `trust_remote_code=True` where the package is not installed.
+
+The classes are imported on first use. The `gmaivl` command line skips the registration (it would
+load torch for every `--help` and every data-builder worker); its commands that load checkpoints
+call `register_auto_classes()` themselves.
 """
 
-from transformers import (
-    AutoConfig,
-    AutoImageProcessor,
-    AutoModel,
-    AutoModelForImageTextToText,
-    AutoProcessor,
-)
+from __future__ import annotations
 
-from .modeling_gmaivl import (
-    CHATML_TEMPLATE,
-    GMAIVLConfig,
-    GMAIVLForConditionalGeneration,
-    GMAIVLImageProcessor,
-    GMAIVLModel,
-    GMAIVLProcessor,
-)
+import importlib
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+__all__ = [
+    "CHATML_TEMPLATE",
+    "GMAIVLConfig",
+    "GMAIVLForConditionalGeneration",
+    "GMAIVLImageProcessor",
+    "GMAIVLModel",
+    "GMAIVLProcessor",
+    "register_auto_classes",
+]
 
-def _register() -> None:
+if TYPE_CHECKING:
+    from .modeling_gmaivl import (
+        CHATML_TEMPLATE,
+        GMAIVLConfig,
+        GMAIVLForConditionalGeneration,
+        GMAIVLImageProcessor,
+        GMAIVLModel,
+        GMAIVLProcessor,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        value = getattr(importlib.import_module(".modeling_gmaivl", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_registered = False
+
+
+def register_auto_classes() -> None:
+    """Register the GMAI-VL classes with transformers' auto classes (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    from transformers import (
+        AutoConfig,
+        AutoImageProcessor,
+        AutoModel,
+        AutoModelForImageTextToText,
+        AutoProcessor,
+    )
+
+    from .modeling_gmaivl import (
+        GMAIVLConfig,
+        GMAIVLForConditionalGeneration,
+        GMAIVLImageProcessor,
+        GMAIVLModel,
+        GMAIVLProcessor,
+    )
+
     AutoConfig.register(GMAIVLConfig.model_type, GMAIVLConfig, exist_ok=True)
     AutoModel.register(GMAIVLConfig, GMAIVLModel, exist_ok=True)
     AutoModelForImageTextToText.register(GMAIVLConfig, GMAIVLForConditionalGeneration, exist_ok=True)
@@ -37,15 +82,14 @@ def _register() -> None:
     GMAIVLForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
     GMAIVLImageProcessor.register_for_auto_class("AutoImageProcessor")
     GMAIVLProcessor.register_for_auto_class("AutoProcessor")
+    _registered = True
 
 
-_register()
+def _imported_by_the_command_line() -> bool:
+    """True while the `gmaivl` console script or `python -m gmaivl` (argv[0] is "-m" while the
+    package is located) imports this package; multiprocessing workers inherit the parent's argv."""
+    return Path(sys.argv[0] if sys.argv else "").name == "gmaivl" or sys.argv[:1] == ["-m"]
 
-__all__ = [
-    "CHATML_TEMPLATE",
-    "GMAIVLConfig",
-    "GMAIVLForConditionalGeneration",
-    "GMAIVLImageProcessor",
-    "GMAIVLModel",
-    "GMAIVLProcessor",
-]
+
+if not _imported_by_the_command_line():
+    register_auto_classes()

@@ -1,4 +1,4 @@
-"""`gmaivl demo`: the quickstart, end to end on a CPU in seconds.
+"""`gmaivl model demo`: the model plumbing, end to end on a CPU in seconds.
 
 It builds a small random GMAI-VL at the paper's 336 px resolution (576 image tokens per image),
 asks it about a real CT slice (pydicom's `CT_small.dcm`, windowed for soft tissue), saves model
@@ -9,7 +9,6 @@ The weights are random, so the answer is gibberish: the point is the plumbing.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -71,23 +70,3 @@ def run_demo(
     if not summary["reload_identical"]:
         raise RuntimeError("The reloaded model generated a different answer.")
     return summary
-
-
-def _main(args: argparse.Namespace) -> int:
-    window = tuple(float(v) for v in args.window.split(",")) if "," in args.window else args.window
-    summary = run_demo(args.output_dir, args.question, window, args.max_new_tokens)
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "demo",
-        help="Build a small GMAI-VL, ask it about a real CT slice, save and reload it as a Hub folder.",
-        description=__doc__,
-    )
-    parser.add_argument("--output-dir", default="runs/demo", help="Where to save the Hub-ready folder.")
-    parser.add_argument("--question", default="What imaging modality is shown in this image?")
-    parser.add_argument("--window", default="soft_tissue", help="CT window preset or 'level,width'.")
-    parser.add_argument("--max-new-tokens", type=int, default=12)
-    parser.set_defaults(func=_main)

@@ -1,0 +1,5 @@
+"""`python -m gmaivl` is the `gmaivl` command."""
+
+from gmaivl.cli import run
+
+run()

@@ -1,0 +1,44 @@
+"""The command line's flag vocabulary, shared by every command.
+
+Inputs are named for what they are (`--model`, `--corpus`, `--benchmark`, `--spec`,
+`--config`), outputs are `--output-dir` (a folder) or `--output` (a file). Flags of earlier
+releases (`--out`, `--records`, `--folder`, `--train`) are accepted as hidden aliases for one
+release; `gmaivl train` passes TRL's own snake_case keys through unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from typing import Any
+
+
+def flag(parser: argparse.ArgumentParser | Any, name: str, *old: str, **kwargs: Any) -> argparse.Action:
+    """Add `name`, also accepting the hidden old spellings `old` (left out of `--help`)."""
+    action = parser.add_argument(name, *old, **kwargs)
+    action.hidden_option_strings = set(old)
+    return action
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Lists each option under its current name only."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        hidden = getattr(action, "hidden_option_strings", ())
+        if hidden:
+            shown = copy.copy(action)
+            shown.option_strings = [s for s in action.option_strings if s not in hidden]
+            return super()._format_action_invocation(shown)
+        return super()._format_action_invocation(action)
+
+
+def output_dir(parser: argparse.ArgumentParser, help: str, **kwargs: Any) -> argparse.Action:
+    return flag(parser, "--output-dir", "--out", dest="output_dir", metavar="DIR", help=help, **kwargs)
+
+
+def output_file(parser: argparse.ArgumentParser, help: str, **kwargs: Any) -> argparse.Action:
+    return flag(parser, "--output", "--out", dest="output", metavar="FILE", help=help, **kwargs)
+
+
+def quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
