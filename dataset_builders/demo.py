@@ -16,6 +16,7 @@ import base64
 import io
 import json
 import os
+import secrets
 import shutil
 from pathlib import Path
 
@@ -291,6 +292,10 @@ def write_demo_sources(folder: str | Path, scale: int = 1) -> Path:
         handle.write("index\tquestion\tanswer\timage\n")
         handle.write(f"0\tWhich stain?\tA\t{base64.b64encode(buffer.getvalue()).decode()}\n")
 
+    # the key of the hashed ids: builds that share it give the same ids (shards, rebuild checks)
+    key_path = root / "id.key"
+    if not key_path.is_file():
+        key_path.write_text(secrets.token_hex(32), encoding="utf-8")
     spec = demo_spec()
     spec_path = root / "build.yaml"
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), encoding="utf-8")
@@ -449,6 +454,7 @@ def demo_spec() -> dict:
             "min_caption_tokens": 8,
         },
         "publish": {"row_group_rows": 16, "max_shard_size": "2MB"},
+        "privacy": {"id_key_file": "id.key"},
     }
 
 

@@ -151,7 +151,9 @@ def test_spec_errors_name_file_and_field(tmp_path):
     with pytest.raises(SpecError, match="missing required field 'modality'"):
         load_build_spec(path)
     (tmp_path / "one.yaml").write_text(
-        yaml.safe_dump({"name": "inc", "type": "dicom", "modality": "CT", "department": "D", "root": "dcm"})
+        yaml.safe_dump(
+            {"name": "inc", "type": "dicom", "modality": "CT", "department": "D", "root": "dcm", "label": "x"}
+        )
     )
     path.write_text(yaml.safe_dump({"sources": [{"include": "one.yaml"}]}))
     spec = load_build_spec(path)
@@ -241,7 +243,29 @@ def test_cli_build_small_spec(demo_spec, tmp_path, capsys):
     assert report["rows"]["published"]["caption"] == 1 and report["rows"]["published"]["text_multi"] == 2
     bad = tmp_path / "bad.yaml"
     bad.write_text("sources: [{name: x, type: nope}]")
-    assert main(["data", "build", "--spec", str(bad), "--out", str(out), "--quiet"]) == 2
+    assert cli_exit(["data", "build", "--spec", str(bad), "--out", str(out), "--quiet"], capsys) == (
+        2,
+        f"gmaivl: error: {bad}: source 'x': unknown type 'nope'; supported: class_folders, csv, coco, "
+        "mask_pairs, nifti, msd, dicom, text",
+    )
+
+
+def cli_exit(argv: list[str], capsys) -> tuple[int, str]:
+    """Run the console entry point; returns (exit status, its one stderr line)."""
+    import sys
+
+    from gmaivl.cli import run
+
+    capsys.readouterr()
+    old = sys.argv
+    sys.argv = ["gmaivl", *argv]
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            run()
+    finally:
+        sys.argv = old
+    err = capsys.readouterr().err.strip().splitlines()
+    return exit_info.value.code, err[-1] if err else ""
 
 
 def test_metaimage_volumes_through_simpleitk(tmp_path):
