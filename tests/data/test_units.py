@@ -226,7 +226,7 @@ def test_push_uploads_dataset_files_only(built, monkeypatch):
     assert "config_name: caption" in captured["yaml"]
 
 
-def test_cli_build_small_spec(demo_spec, tmp_path, capsys):
+def test_cli_build_small_spec(demo_spec, tmp_path, capsys, cli_exit):
     demo = yaml.safe_load(demo_spec.read_text())
     sources = [
         {**s, "root": str(demo_spec.parent / s["root"])}
@@ -243,29 +243,11 @@ def test_cli_build_small_spec(demo_spec, tmp_path, capsys):
     assert report["rows"]["published"]["caption"] == 1 and report["rows"]["published"]["text_multi"] == 2
     bad = tmp_path / "bad.yaml"
     bad.write_text("sources: [{name: x, type: nope}]")
-    assert cli_exit(["data", "build", "--spec", str(bad), "--out", str(out), "--quiet"], capsys) == (
+    assert cli_exit(["data", "build", "--spec", str(bad), "--out", str(out), "--quiet"]) == (
         2,
         f"gmaivl: error: {bad}: source 'x': unknown type 'nope'; supported: class_folders, csv, coco, "
         "mask_pairs, nifti, msd, dicom, text",
     )
-
-
-def cli_exit(argv: list[str], capsys) -> tuple[int, str]:
-    """Run the console entry point; returns (exit status, its one stderr line)."""
-    import sys
-
-    from gmaivl.cli import run
-
-    capsys.readouterr()
-    old = sys.argv
-    sys.argv = ["gmaivl", *argv]
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            run()
-    finally:
-        sys.argv = old
-    err = capsys.readouterr().err.strip().splitlines()
-    return exit_info.value.code, err[-1] if err else ""
 
 
 def test_metaimage_volumes_through_simpleitk(tmp_path):
