@@ -301,6 +301,48 @@ class BuildSpec:
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# The keys the build reads from the spec's other blocks (checked for typos like the source keys).
+BLOCK_KEYS: dict[str, tuple[str, ...]] = {
+    "generation": (
+        "backend",
+        "openai",
+        "transformers",
+        "configs",
+        "translate_fraction",
+        "instruct_pairs",
+        "send_image",
+        "max_attempts",
+        "backoff",
+        "breaker_failures",
+        "judge",
+    ),
+    "generation.judge": ("enabled", "samples", "threshold", "configs", "drop_rejected"),
+    "qc": (
+        "min_image_side",
+        "phash_distance",
+        "min_caption_tokens",
+        "max_tokens",
+        "minhash_configs",
+        "minhash_threshold",
+        "minhash_num_perm",
+        "decontaminate",
+        "decontamination_distance",
+    ),
+    "publish": ("max_shard_size", "max_row_group_size", "row_group_rows"),
+}
+
+
+def _check_block(path: Path, name: str, block: Any) -> None:
+    if not isinstance(block, dict):
+        raise SpecError(f"{path}: {name!r} must be a mapping, got {block!r}")
+    valid = list(BLOCK_KEYS[name])
+    for key in block:
+        if key not in valid:
+            raise SpecError(
+                f"{path}: {name}: unknown key {key!r}{closest_key(str(key), valid)}; valid keys: {', '.join(valid)}"
+            )
+
+
 _COMMON_KEYS = [f.name for f in fields(SourceSpec) if f.name not in ("spec_file", "options")]
 
 
@@ -388,8 +430,9 @@ def load_build_spec(path: str | Path) -> BuildSpec:
     if privacy.id_key_file and not Path(privacy.id_key_file).is_absolute():
         privacy.id_key_file = str(path.parent / privacy.id_key_file)
     for block in ("generation", "qc", "publish"):
-        if not isinstance(raw.get(block) or {}, dict):
-            raise SpecError(f"{path}: {block!r} must be a mapping")
+        _check_block(path, block, raw.get(block) or {})
+    if (raw.get("generation") or {}).get("judge") is not None:
+        _check_block(path, "generation.judge", raw["generation"]["judge"])
     return BuildSpec(
         name=str(raw.get("name") or path.stem),
         sources=sources,

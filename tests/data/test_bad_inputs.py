@@ -59,6 +59,28 @@ def test_spec_typos_and_types_fail_at_load_naming_the_key(tmp_path, source, mess
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize(
+    "block, message",
+    [
+        (
+            {"generation": {"max_atempts": 3}},
+            "generation: unknown key 'max_atempts' (did you mean 'max_attempts'?)",
+        ),
+        ({"generation": {"judge": {"treshold": 2}}}, "unknown key 'treshold' (did you mean 'threshold'?)"),
+        ({"qc": {"min_image_size": 32}}, "qc: unknown key 'min_image_size' (did you mean 'min_image_side'?)"),
+        ({"publish": "big"}, "'publish' must be a mapping"),
+        ({"privacy": {"id_key_fle": "k"}}, "unknown key 'id_key_fle' (did you mean 'id_key_file'?)"),
+        ({"generaton": {}}, "unknown top-level key 'generaton' (did you mean 'generation'?)"),
+    ],
+)
+def test_build_block_typos_fail_at_load(tmp_path, block, message):
+    path = spec_file(tmp_path)
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), **block}))
+    with pytest.raises(SpecError) as error:
+        load_build_spec(path)
+    assert message in str(error.value)
+
+
 def test_spec_error_is_one_cli_line_before_anything_runs(tmp_path, cli_exit):
     spec = spec_file(tmp_path, lable="x")
     code, line = cli_exit(["data", "build", "--spec", str(spec), "--out", str(tmp_path / "out"), "--quiet"])
