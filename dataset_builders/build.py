@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from .adapters import Dropped, Failure, TextSample, WorkUnit, make_reader
 from .generate import RowGenerator, row_features, text_row
-from .ids import IdHasher, key_digest, resolve_id_key
+from .ids import IdHasher, key_digest, resolve_id_key, scrub
 from .imaging import SourceError
 from .labels import LabelStandardizer
 from .llm import BackendUnavailable, LLMClient, LLMError, ReplyCache, backend_from_config, validate_score
@@ -134,9 +134,8 @@ def plan(spec: BuildSpec, key: bytes = b"") -> tuple[list[WorkUnit], list[Failur
                 unit.fingerprint = hashlib.sha256(payload.encode()).hexdigest()[:24]
             units.extend(source_units)
         except (SourceError, OSError, KeyError, TypeError, ValueError) as error:
-            failures.append(
-                Failure(source.name, "source", "source_unreadable", "the source cannot be listed", str(error))
-            )
+            public = scrub(str(error), [str(base), str(base.resolve()), source.spec_file])
+            failures.append(Failure(source.name, "source", "source_unreadable", public[:300], str(error)))
     return units, failures
 
 

@@ -46,6 +46,13 @@ COLUMNS = {
     "row_id, record_id": "ids: `<source>/<keyed hash of the file's relative path>` plus frame/slice/box "
     "suffixes; no file or folder name is published",
 }
+RECORD_COLUMNS = (
+    "The `records` config holds one row per standardised record: `record_id`, `image`, the annotation "
+    "columns above, `label_space` (the source's labels), `source_file` (the keyed hash of the file, not its "
+    "name), `width`, `height`, `image_md5` (of the decoded pixels), `phash` (64-bit perceptual hash) and "
+    "`meta` (JSON: frame, slice, axis, spacing, mask value, area and the DICOM Modality, PixelSpacing, "
+    "SliceThickness, PhotometricInterpretation only)."
+)
 
 
 def _size_category(rows: int) -> str:

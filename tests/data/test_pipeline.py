@@ -227,6 +227,14 @@ def test_records_iterator_and_card(built):
     assert {f["split"] for f in configs["caption"]["data_files"]} == {"train", "test"}
     assert (out / "statistics.png").is_file() and "statistics.png" in card.text
     assert "Build provenance" in card.text and report["spec_fingerprint"] in card.text
+    # every published column is described in the card's column table
+    from gmaivl.dataset_builders.generate import row_features
+
+    columns = next(
+        t for t in re.findall(r"((?:^\|.*\|\n)+)", card.text, flags=re.M) if t.startswith("| column |")
+    )
+    described = {n.strip() for line in columns.splitlines()[2:] for n in line.split("`")[1].split(",")}
+    assert described == set(row_features())
     # Markdown tables render only when their rows are contiguous: no blank line inside a table.
     lines = card.text.splitlines()
     for i in range(len(lines) - 2):
