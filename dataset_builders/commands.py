@@ -116,7 +116,12 @@ def _export(args: argparse.Namespace) -> int:
 def _push(args: argparse.Namespace) -> int:
     from .hub import push_folder
 
-    info = push_folder(args.folder, args.repo_id, private=args.private, revision=args.revision)
+    try:
+        info = push_folder(args.folder, args.repo_id, private=args.private, revision=args.revision)
+    except (FileNotFoundError, ValueError):
+        raise
+    except Exception as error:  # Hub, auth and network errors: one line, not a traceback
+        raise ValueError(f"push to {args.repo_id} failed: {type(error).__name__}: {error}") from error
     print(info)
     return 0
 

@@ -226,6 +226,21 @@ def test_push_uploads_dataset_files_only(built, monkeypatch):
     assert "config_name: caption" in captured["yaml"]
 
 
+def test_push_failure_is_one_line(built, monkeypatch, cli_exit):
+    from huggingface_hub import HfApi
+
+    def refuse(self, repo_id, **kwargs):
+        raise PermissionError("401 Client Error: Unauthorized (invalid token)")
+
+    monkeypatch.setattr(HfApi, "create_repo", refuse)
+    out, _ = built
+    code, line = cli_exit(["data", "push", "--folder", str(out), "--repo-id", "org/x"])
+    assert (code, line) == (
+        2,
+        "gmaivl: error: push to org/x failed: PermissionError: 401 Client Error: Unauthorized (invalid token)",
+    )
+
+
 def test_cli_build_small_spec(demo_spec, tmp_path, capsys, cli_exit):
     demo = yaml.safe_load(demo_spec.read_text())
     sources = [
