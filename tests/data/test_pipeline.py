@@ -97,6 +97,13 @@ def test_closed_form_rows_are_rl_ready(built):
     assert kinds["closed"] == {"yes_no"} and {"region", "grounding"} <= kinds["open"]
     answers = [r["answer"] for r in ds if r["question_type"] == "closed"]
     assert 0.2 < answers.count("yes") / len(answers) < 0.8  # both references occur
+    # TRL's GRPOTrainer path: a conversational prompt whose image placeholder takes the row's image
+    from trl.data_utils import is_conversational, prepare_multimodal_messages
+
+    row = ds[0]
+    assert is_conversational(row)
+    filled = prepare_multimodal_messages(row["prompt"], images=row["images"])
+    assert filled[0]["content"][0]["image"] is row["images"][0]
     # the trainers' GRPO data step and its rewards accept the rows as they are
     from gmaivl.trainers.grpo_data import prepare_grpo_dataset
     from gmaivl.trainers.rewards import accuracy_reward
