@@ -839,9 +839,6 @@ class Msd(SourceReader):
     def item_name(self, index: int) -> str:
         return f"case {index}"
 
-    def raw_label_space(self) -> list[str]:
-        return super().raw_label_space()
-
     def read_item(self, index: int) -> Iterator[Item]:
         entry = self.data["training"][index]
         volume = read_nifti(self.base / entry["image"], self.options.channel)
