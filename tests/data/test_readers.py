@@ -113,3 +113,18 @@ def test_every_builtin_layout_declares_typed_documented_options():
         hints = typing.get_type_hints(reader.Options)
         for option in fields(reader.Options):
             assert option.name in hints  # typed, so the spec loader can check values
+
+
+def test_dicom_is_recognised_by_content_whatever_its_suffix(tmp_path):
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    from gmaivl.dataset_builders.adapters import is_image_file
+
+    for name in ("1.2.840.113619.2.55.3.604688119", "scan.dicom", "noext", "scan.DCM"):
+        shutil.copy(get_testdata_file("CT_small.dcm"), tmp_path / name)
+        assert is_image_file(tmp_path / name), name
+    (tmp_path / "notes.txt").write_text("not a scan " * 20)
+    (tmp_path / "tiny").write_bytes(b"DICM")
+    assert not is_image_file(tmp_path / "notes.txt") and not is_image_file(tmp_path / "tiny")

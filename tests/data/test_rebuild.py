@@ -99,3 +99,14 @@ def test_rerun_after_source_changes_equals_a_fresh_build(tmp_path):
     # a third run changes nothing and reprocesses nothing
     third = run_build(spec, out, progress=False)
     assert third.ingest["processed"] == 0 and published(out) == published(tmp_path / "fresh")
+    # a new class folder changes the label space (the percept distractors) of every cls unit
+    save(tmp_path / "cls" / "c_class" / "img_0.png", 300)
+    fourth = run_build(spec, out, progress=False)
+    cls_units = sum(1 for p in (out / "_work" / "units").iterdir() if p.name.startswith("cls-"))
+    assert (
+        fourth.ingest["processed"] == cls_units
+        and fourth.ingest["skipped"] == fourth.ingest["planned"] - cls_units
+    )
+    run_build(spec, tmp_path / "fresh2", progress=False)
+    assert published(out) == published(tmp_path / "fresh2")
+    assert {r.label_space[-1] for r in iter_records(out) if r.source_dataset == "cls"} == {"c class"}
