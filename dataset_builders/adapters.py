@@ -938,12 +938,21 @@ class Text(SourceReader):
     task_type = "text"
     needs_image_fields = False
 
-    @cached_property
-    def rows(self) -> list[dict[str, Any]]:
-        return list(_iter_text_rows(self.source.path(self.options.file), self.what))
+    def stream(self) -> Iterator[dict[str, Any]]:
+        """The corpus row by row (never held in memory as a whole)."""
+        return _iter_text_rows(self.source.path(self.options.file), self.what)
 
     def list_items(self) -> list[int]:
-        return list(range(len(self.rows)))
+        return list(range(sum(1 for _ in self.stream())))
+
+    def read_unit(self, unit: WorkUnit) -> Iterator[Item]:
+        """One pass over the corpus up to the unit's last row, each row through the error guard."""
+        wanted, last = set(unit.items), max(unit.items, default=-1)
+        for index, row in enumerate(self.stream()):
+            if index > last:
+                break
+            if index in wanted:
+                yield from self.guarded(index, lambda index=index, row=row: self.sample(index, row))
 
     def plan(self) -> list[WorkUnit]:
         items = self.list_items()
@@ -962,7 +971,10 @@ class Text(SourceReader):
         return f"row {index + 1}"
 
     def read_item(self, index: int) -> Iterator[Item]:
-        row = self.rows[index]
+        row = next(row for i, row in enumerate(self.stream()) if i == index)
+        yield from self.sample(index, row)
+
+    def sample(self, index: int, row: dict[str, Any]) -> Iterator[Item]:
         if "__error__" in row:
             raise ItemError("invalid_json", row["__error__"])
         try:
