@@ -174,6 +174,16 @@ def is_image_file(path: Path) -> bool:
     return name.endswith(IMAGE_SUFFIXES) or name.endswith(NIFTI_SUFFIXES) or is_dicom(path)
 
 
+def file_stem(name: str) -> str:
+    """A file name without its image/volume suffix (`a.nii.gz` -> `a`); DICOM UID names
+    (`1.2.840.113619.2.55`) and names without a known suffix stay whole."""
+    lower = name.lower()
+    for suffix in sorted((*IMAGE_SUFFIXES, *VOLUME_SUFFIXES, ".dcm", ".dicom"), key=len, reverse=True):
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def list_files(root: Path, what: str, predicate=is_image_file) -> list[Path]:
     if not root.is_dir():
         raise SourceError(f"{what}: folder {root} does not exist")
@@ -714,10 +724,11 @@ class MaskPairs(SourceReader):
 
     def mask_path(self, rel: str) -> Path | None:
         masks_dir = self.source.path(self.options.masks_dir)
-        stem = Path(rel).name.split(".")[0]
-        candidates = (
-            sorted(masks_dir.glob(f"{stem}{self.options.mask_suffix}.*")) if masks_dir.is_dir() else []
-        )
+        stem = file_stem(Path(rel).name)
+        if not masks_dir.is_dir():
+            return None
+        wanted = f"{stem}{self.options.mask_suffix}"
+        candidates = sorted(p for p in masks_dir.iterdir() if p.is_file() and file_stem(p.name) == wanted)
         return candidates[0] if candidates else None
 
     def item_files(self, rel: str) -> list[Path]:

@@ -128,3 +128,25 @@ def test_dicom_is_recognised_by_content_whatever_its_suffix(tmp_path):
     (tmp_path / "notes.txt").write_text("not a scan " * 20)
     (tmp_path / "tiny").write_bytes(b"DICM")
     assert not is_image_file(tmp_path / "notes.txt") and not is_image_file(tmp_path / "tiny")
+
+
+def test_mask_pairs_match_uid_named_dicom_images_by_their_whole_name(tmp_path):
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    uids = ["1.2.840.113619.2.55.1", "1.2.840.113619.2.55.2"]
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for k, uid in enumerate(uids):
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ds.PixelData = np.roll(ds.pixel_array, 11 * k, axis=1).tobytes()
+        ds.save_as(tmp_path / "images" / uid)
+        mask = np.zeros((128, 128), np.uint8)
+        mask[10 + 40 * k : 40 + 40 * k, 20:60] = 1
+        Image.fromarray(mask).save(tmp_path / "masks" / f"{uid}.png")
+    source = {"name": "m", "type": "mask_pairs", "modality": "CT", "department": "Radiology"}
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"sources": [{**source, "mask": {"values": {1: "liver"}}}]}))
+    report = run_build(spec, tmp_path / "out", progress=False)
+    boxes = sorted(r.bbox[1] for r in iter_records(tmp_path / "out"))
+    assert report.errors_by_kind == {} and boxes == [10.0, 50.0]  # each image got its own mask
