@@ -1,41 +1,55 @@
-"""Source adapters: the layouts annotated medical datasets come in -> `MedicalRecord`s.
+"""Source readers: the layouts annotated medical datasets come in -> `MedicalRecord`s.
 
-Each adapter splits its source into work units (`plan_units`, cheap: file listing only) and turns
-one unit into records (`read_unit`). A bad item yields a `Failure` naming the file and the reason;
-the rest of the unit goes on. Supported `type`s:
+One class per layout, registered under its YAML `type` with `@register_source`. A reader declares
+its typed `Options` dataclass (the layout's own spec keys), lists its items (`list_items`, cheap:
+file listing only), names the files an item reads (`item_files`, for the rebuild fingerprints),
+its raw label space, and turns one item into records (`read_item`). Everything shared (labels,
+pixels, ids, masks -> boxes, volumes -> slices, the per-item error guard) lives in `SourceReader`,
+so adding a layout is one class in this file:
 
-- `class_folders`: `root/<class>/<image>` (PNG/JPG/TIFF/DICOM), label = folder name.
-- `csv`: `file` with `image_column` and `label_column` (+ optional `split_column`).
-- `coco`: COCO detection JSON (`annotations`, `images_dir`): one record per box.
-- `mask_pairs`: `images_dir` + `masks_dir` matched by file stem (`mask_suffix`); boxes per label and
-  connected component.
-- `nifti`: `images_dir` (+ optional `labels_dir`) of 3D volumes (NIfTI via nibabel; MetaImage/NRRD
-  via SimpleITK) -> 2D slices (+ boxes).
-- `msd`: Medical Segmentation Decathlon `dataset.json` (`training` pairs, `labels`, `modality`).
-- `dicom`: DICOM files (each frame one image) or `series: true` (volumes stacked by position).
-- `text`: text-only corpora (JSONL/JSON/CSV/Parquet), single-turn QA or multi-turn dialogue.
+    @dataclass
+    class MyOptions(ReaderOptions):
+        list_file: str = "list.txt"
+
+    @register_source
+    class MyLayout(SourceReader):
+        type_name = "my_layout"
+        Options = MyOptions
+
+        def list_items(self):
+            return self.source.path(self.source.options.list_file).read_text().split()
+
+        def read_item(self, rel):
+            yield from self.image_records(rel, self.raw_label(rel))
+
+Privacy: a published id never holds a path (`ids.IdHasher`), labels come from a path only where the
+spec says so (`label_from: folder`, the default of `class_folders`), and failure messages are
+scrubbed of the item's paths; the full paths go to the local `detail` (kept under `_work/`).
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from .ids import IdHasher, scrub
 from .imaging import (
-    DICOM_SUFFIXES,
     IMAGE_SUFFIXES,
     NIFTI_SUFFIXES,
     VOLUME_SUFFIXES,
+    BadPixels,
     SourceError,
     Volume,
+    gray_to_rgb,
+    is_dicom,
     mask_to_boxes,
     read_dicom,
     read_dicom_series,
@@ -46,13 +60,16 @@ from .imaging import (
     read_volume,
     resize_mask,
     resize_rgb,
-    to_rgb8,
+    to_uint8,
 )
 from .labels import LabelStandardizer
 from .records import MedicalRecord, encode_png, image_phash, pixel_md5
-from .spec import SourceSpec
+from .spec import ReaderOptions, SourceSpec
 
 
+# -------------------------------------------------------------------------------------------------
+# what readers produce
+# -------------------------------------------------------------------------------------------------
 @dataclass
 class WorkUnit:
     """A slice of one source small enough for one worker call; `items` are JSON-serialisable."""
@@ -60,6 +77,7 @@ class WorkUnit:
     source: str
     index: int
     items: list[Any]
+    fingerprint: str = ""  # spec + source files of the unit (set by `build.plan`)
 
     @property
     def unit_id(self) -> str:
@@ -68,17 +86,22 @@ class WorkUnit:
 
 @dataclass
 class Failure:
-    """A bad input item: counted by `kind` in the build report, with the file named."""
+    """A bad input item, counted by `kind`. `item` and `message` are publishable (no path or file
+    name); `detail` holds the local paths and the raw error and stays in the work area."""
 
     source: str
-    file: str
+    item: str
     kind: str
     message: str
+    detail: str = ""
+
+    def public(self) -> dict[str, str]:
+        return {"source": self.source, "item": self.item, "kind": self.kind, "message": self.message}
 
 
 @dataclass
 class Dropped:
-    """An item skipped on purpose (empty mask, tiny component...), counted by reason."""
+    """An item skipped on purpose (empty mask, tiny component, blank image...), counted by reason."""
 
     source: str
     reason: str
@@ -96,85 +119,267 @@ class TextSample:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+Item = MedicalRecord | Failure | Dropped | TextSample
+
+
+class ItemError(Exception):
+    """A bad item: becomes a `Failure` of `kind`; the message must not hold paths (it is scrubbed)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+# -------------------------------------------------------------------------------------------------
+# the registry
+# -------------------------------------------------------------------------------------------------
+_READERS: dict[str, type[SourceReader]] = {}
+
+
+def register_source(cls: type[SourceReader]) -> type[SourceReader]:
+    """Class decorator: make a reader available as `type: <cls.type_name>` in build specs."""
+    if cls.type_name in _READERS and _READERS[cls.type_name] is not cls:
+        raise ValueError(f"source type {cls.type_name!r} is registered twice")
+    _READERS[cls.type_name] = cls
+    return cls
+
+
+def source_types() -> tuple[str, ...]:
+    return tuple(_READERS)
+
+
+def reader_class(type_name: str) -> type[SourceReader]:
+    return _READERS[type_name]
+
+
+def make_reader(
+    source: SourceSpec,
+    standardizer: LabelStandardizer | None = None,
+    label_space: list[str] | None = None,
+    ids: IdHasher | None = None,
+) -> SourceReader:
+    return reader_class(source.type)(source, standardizer, label_space, ids)
+
+
+# -------------------------------------------------------------------------------------------------
+# the base reader
+# -------------------------------------------------------------------------------------------------
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def _is_image_file(path: Path) -> bool:
+def is_image_file(path: Path) -> bool:
+    """A 2D/3D image file by suffix, or a DICOM file by content (any suffix, UID names included)."""
     name = path.name.lower()
-    return name.endswith(IMAGE_SUFFIXES) or name.endswith(".dcm") or name.endswith(NIFTI_SUFFIXES)
+    return name.endswith(IMAGE_SUFFIXES) or name.endswith(NIFTI_SUFFIXES) or is_dicom(path)
 
 
-def _rel(path: Path, source: SourceSpec) -> str:
-    try:
-        return path.resolve().relative_to(source.base_dir.resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()
+def file_stem(name: str) -> str:
+    """A file name without its image/volume suffix (`a.nii.gz` -> `a`); DICOM UID names
+    (`1.2.840.113619.2.55`) and names without a known suffix stay whole."""
+    lower = name.lower()
+    for suffix in sorted((*IMAGE_SUFFIXES, *VOLUME_SUFFIXES, ".dcm", ".dicom"), key=len, reverse=True):
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
-def _files(root: Path, where: str, predicate=_is_image_file) -> list[Path]:
+def list_files(root: Path, what: str, predicate=is_image_file) -> list[Path]:
     if not root.is_dir():
-        raise SourceError(f"{where}: folder {root} does not exist")
+        raise SourceError(f"{what}: folder {root} does not exist")
     return sorted((p for p in root.rglob("*") if p.is_file() and predicate(p)), key=lambda p: p.as_posix())
 
 
-class UnitReader:
-    """Reads one work unit of a source into records; shared image/label handling lives here."""
+def read_json(path: Path, what: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, json.JSONDecodeError) as error:
+        raise SourceError(f"{what}: cannot read {path} ({error})") from error
 
-    def __init__(self, source: SourceSpec, standardizer: LabelStandardizer, label_space: list[str]) -> None:
+
+class SourceReader:
+    """One source layout. Subclasses set `type_name`, `Options`, and implement `list_items` and
+    `read_item` (plus `item_files` / `shared_files` / `raw_label_space` where the defaults do not fit)."""
+
+    type_name: ClassVar[str] = ""
+    Options: ClassVar[type] = ReaderOptions
+    task_type: ClassVar[str] = "classification"  # default `task_type` of the source's records
+    needs_image_fields: ClassVar[bool] = True  # `modality` and `department` are required
+    fixed_unit_size: ClassVar[int | None] = None  # e.g. 1 for volumes (one volume per unit)
+    label_from_default: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        source: SourceSpec,
+        standardizer: LabelStandardizer | None = None,
+        label_space: list[str] | None = None,
+        ids: IdHasher | None = None,
+    ) -> None:
         self.source = source
-        self.standardize = standardizer
-        self.label_space = label_space
+        self.options = source.options
+        self.standardize = standardizer or (lambda text: text)
+        self.label_space = label_space or []
+        self.ids = ids or IdHasher(b"")
         self._lower_map = {k.lower(): v for k, v in source.label_map.items()}
 
+    # -- spec checks ---------------------------------------------------------------------------
+    @classmethod
+    def check_spec(cls, source: SourceSpec) -> str | None:
+        """A problem of the spec that would make every item fail (checked at load time)."""
+        return None
+
+    @classmethod
+    def _needs_label(cls, source: SourceSpec) -> str | None:
+        if source.label is None and (source.label_from or cls.label_from_default) is None:
+            return (
+                f"a {cls.type_name} source without labels in its files needs `label` (one label "
+                "for all items) or `label_from: folder` (folder names are class names and are published)"
+            )
+        return None
+
+    # -- planning ------------------------------------------------------------------------------
+    @property
+    def what(self) -> str:
+        return self.source.where()
+
+    def list_items(self) -> list[Any]:
+        raise NotImplementedError
+
+    def item_files(self, item: Any) -> list[Path]:
+        """The files one item reads (their path, size and mtime enter the unit fingerprint)."""
+        return [self.source.path(item)]
+
+    def shared_files(self) -> list[Path]:
+        """Files every item depends on (a CSV, a COCO JSON...)."""
+        return []
+
+    def plan(self) -> list[WorkUnit]:
+        size = self.fixed_unit_size or self.source.unit_size
+        return [
+            WorkUnit(self.source.name, i, chunk) for i, chunk in enumerate(_chunks(self.list_items(), size))
+        ]
+
+    def raw_label_space(self) -> list[str]:
+        """The raw label space as declared or listed cheaply (standardised by the build)."""
+        if self.source.label_map:
+            return sorted(set(self.source.label_map.values()))
+        if self.source.label:
+            return [self.source.label]
+        values = self.source.mask.values
+        if values:
+            return sorted({str(v) for k, v in values.items() if int(k) != 0})
+        return []
+
+    def rel(self, path: Path) -> str:
+        try:
+            return path.resolve().relative_to(self.source.base_dir.resolve()).as_posix()
+        except ValueError:
+            return path.as_posix()
+
+    # -- ids and privacy -----------------------------------------------------------------------
+    def file_id(self, rel: str) -> str:
+        return self.ids.file_id(self.source.name, rel, self.source.publish_paths)
+
+    def record_id(self, rel: str, suffix: str = "") -> str:
+        return f"{self.source.name}/{self.file_id(rel)}{suffix}"
+
+    def item_name(self, item: Any) -> str:
+        """The publishable name of an item in failure lists."""
+        return f"file {self.file_id(str(item))}"
+
+    def item_paths(self, item: Any) -> list[str]:
+        """Local paths an error message about `item` may contain (scrubbed from public messages)."""
+        try:
+            files = [str(p) for p in [*self.item_files(item), *self.shared_files()]]
+        except Exception:
+            files = []
+        return [*files, *([item] if isinstance(item, str) else [])]
+
+    # -- reading -------------------------------------------------------------------------------
+    def read_item(self, item: Any) -> Iterator[Item]:
+        raise NotImplementedError
+
+    def read_unit(self, unit: WorkUnit) -> Iterator[Item]:
+        """Every item of the unit through the one error guard: failures are yielded, never raised."""
+        for item in unit.items:
+            yield from self.guarded(item, lambda item=item: self.read_item(item))
+
+    def guarded(self, item: Any, produce) -> Iterator[Item]:
+        try:
+            yield from produce()
+        except ItemError as error:
+            yield self.failure(item, error.kind, str(error))
+        except BadPixels as error:
+            yield Dropped(self.source.name, error.reason)
+        except SourceError as error:
+            yield self.failure(item, "unreadable", str(error))
+        except Exception as error:  # keep the build going; the report names the item
+            yield self.failure(item, "error", f"{type(error).__name__}: {error}")
+
+    def failure(self, item: Any, kind: str, raw: str) -> Failure:
+        paths = self.item_paths(item)
+        public = scrub(raw, [*paths, str(self.source.base_dir), str(self.source.base_dir.resolve())])[:300]
+        return Failure(
+            self.source.name, self.item_name(item), kind, public, f"{', '.join(paths) or item}: {raw}"
+        )
+
     # -- labels --------------------------------------------------------------------------------
-    def label(self, raw: Any, file: str) -> str:
+    def raw_label(self, rel: str) -> Any:
+        """The source's constant label, else the folder name where the spec allows it."""
+        if self.source.label is not None:
+            return self.source.label
+        if (self.source.label_from or self.label_from_default) == "folder":
+            return Path(rel).parent.name
+        raise ItemError("missing_label", "no label for this item")
+
+    def label(self, raw: Any) -> str:
         """Source label map (strict: unknown labels are errors), then global standardisation."""
-        text = str(raw).strip()
+        text = "" if raw is None else str(raw).strip()
         if self.source.label_map:
             mapped = self.source.label_map.get(text, self._lower_map.get(text.lower()))
             if mapped is None:
                 if self.source.strict_labels:
-                    raise _ItemError(
+                    raise ItemError(
                         "unknown_label",
                         f"label {text!r} is not in the label_map of source {self.source.name!r}",
                     )
                 mapped = text
             text = mapped
         if not text:
-            raise _ItemError("missing_label", "empty label")
+            raise ItemError("missing_label", "empty label")
         return self.standardize(text)
 
-    # -- images --------------------------------------------------------------------------------
-    def planes(self, path: Path) -> list[tuple[np.ndarray, dict[str, Any], str]]:
-        """A 2D file as RGB planes: (rgb, meta, modality) per frame."""
+    # -- pixels --------------------------------------------------------------------------------
+    def pixels(self, plane: np.ndarray, modality: str) -> np.ndarray:
+        """uint8 gray (H, W) or colour (H, W, 3); blank and constant images raise `BadPixels`."""
+        out = to_uint8(plane, modality, self.source.window, tuple(self.source.percentiles))
+        low, high = int(out.min()), int(out.max())
+        if low == high:
+            raise BadPixels("blank_image" if high == 0 else "constant_image", "no contrast after windowing")
+        return out
+
+    def frames(self, path: Path) -> list[tuple[np.ndarray, dict[str, Any], str]]:
+        """A 2D file as raw planes: (plane, meta, modality) per frame / slice."""
         name = path.name.lower()
-        if name.endswith(".dcm") or (not path.suffix and name.endswith(DICOM_SUFFIXES)):
-            frames, meta = read_dicom(path)
-            modality = meta.get("Modality") or self.source.modality
-            out = []
-            step = int(self.source.slices.get("step", 1))
-            for index in range(0, len(frames), step):
-                frame_meta = {**meta, "frame": index} if len(frames) > 1 else dict(meta)
-                out.append((self.rgb(frames[index], modality), frame_meta, modality))
-            return out
         if name.endswith(NIFTI_SUFFIXES):
             volume = read_nifti(path)
-            return [
-                (self.rgb(plane, self.source.modality), {"slice": i}, self.source.modality)
-                for i, plane in enumerate(volume.data)
-            ]
-        return [(self.rgb(read_image(path), self.source.modality), {}, self.source.modality)]
-
-    def rgb(self, plane: np.ndarray, modality: str) -> np.ndarray:
-        return to_rgb8(plane, modality, self.source.window, tuple(self.source.percentiles))
+            return [(plane, {"slice": i}, self.source.modality) for i, plane in enumerate(volume.data)]
+        if name.endswith(IMAGE_SUFFIXES) or not is_dicom(path):
+            return [(read_image(path), {}, self.source.modality)]
+        frames, meta = read_dicom(path)
+        modality = meta.get("Modality") or self.source.modality
+        return [
+            (frames[i], {**meta, "frame": i} if len(frames) > 1 else dict(meta), modality)
+            for i in range(0, len(frames), self.source.slices.step)
+        ]
 
     def record(
         self,
         record_id: str,
-        rgb: np.ndarray,
+        pixels: np.ndarray,
         label: str,
-        file: str,
+        rel: str,
         split: str | None = None,
         bbox: list[float] | None = None,
         meta: dict[str, Any] | None = None,
@@ -182,10 +387,11 @@ class UnitReader:
     ) -> MedicalRecord:
         split = (split or self.source.split).strip()
         if not re.fullmatch(r"\w+", split):  # Hub split names: letters, digits, underscores
-            raise _ItemError(
+            raise ItemError(
                 "bad_split", f"split name {split!r} must match \\w+ (e.g. train, validation, test)"
             )
-        rgb, sx, sy = resize_rgb(rgb, self.source.min_side, self.source.max_side)
+        pixels, sx, sy = resize_rgb(pixels, self.source.min_side, self.source.max_side)
+        rgb = gray_to_rgb(pixels)
         if bbox is not None:
             bbox = [
                 round(bbox[0] * sx, 1),
@@ -201,13 +407,13 @@ class UnitReader:
             label=label,
             department=self.source.department,
             source_dataset=self.source.name,
-            split=split or self.source.split,
+            split=split,
             task_type=self.source.task_type,
             clinical_task=self.source.clinical_task,
-            granularity=granularity or self.source.options.get("granularity", default_granularity),
+            granularity=granularity or self.source.granularity or default_granularity,
             bbox=bbox,
             label_space=self.label_space,
-            source_file=file,
+            source_file=self.file_id(rel),
             width=int(rgb.shape[1]),
             height=int(rgb.shape[0]),
             image_md5=pixel_md5(rgb),
@@ -215,24 +421,40 @@ class UnitReader:
             meta=meta or {},
         )
 
+    def image_records(self, rel: str, raw_label: Any, split: str | None = None) -> Iterator[Item]:
+        """One record per frame of a 2D file (DICOM frames, or a single image)."""
+        label = self.label(raw_label)
+        frames = self.frames(self.source.path(rel))
+        for index, (plane, meta, modality) in enumerate(frames):
+            try:
+                pixels = self.pixels(plane, modality)
+            except BadPixels as error:
+                yield Dropped(self.source.name, error.reason)
+                continue
+            suffix = f"#f{index}" if len(frames) > 1 else ""
+            yield self.record(self.record_id(rel, suffix), pixels, label, rel, split, meta=meta)
+
+    def mask_values(self) -> dict[int, str]:
+        return {int(k): str(v) for k, v in self.source.mask.values.items() if int(k) != 0}
+
     def boxes_from_mask(
         self,
-        rgb: np.ndarray,
+        pixels: np.ndarray,
         mask: np.ndarray,
-        record_id: str,
-        file: str,
-        split: str | None,
+        record_base: str,
+        rel: str,
         meta: dict[str, Any],
-    ) -> Iterator[MedicalRecord | Dropped | Failure]:
+    ) -> Iterator[Item]:
         """Segmentation -> detection: one record per (label value, connected component)."""
         values = self.mask_values()
         options = self.source.mask
         boxes, dropped = mask_to_boxes(
             mask,
             values=sorted(values) if values else None,
-            min_area=int(options.get("min_area", 16)),
-            min_area_fraction=float(options.get("min_area_fraction", 0.0)),
-            max_per_label=int(options.get("max_per_label", 0)),
+            min_area=options.min_area,
+            min_area_fraction=options.min_area_fraction,
+            connectivity=options.connectivity,
+            max_per_label=options.max_per_label,
         )
         for reason, count in dropped.items():
             if reason != "empty_label":  # a label absent from one slice is normal, not a drop
@@ -243,114 +465,541 @@ class UnitReader:
         for k, box in enumerate(boxes):
             raw = values.get(box.value, str(box.value)) if values else str(box.value)
             try:
-                label = self.label(raw, file)
-            except _ItemError as error:
-                yield Failure(self.source.name, file, error.kind, f"{file}: {error}")
+                label = self.label(raw)
+            except ItemError as error:
+                yield self.failure(rel, error.kind, str(error))
                 continue
             yield self.record(
-                f"{record_id}#b{k}",
-                rgb,
+                f"{record_base}#b{k}",
+                pixels,
                 label,
-                file,
-                split,
+                rel,
+                None,
                 box.bbox,
                 {**meta, "mask_value": box.value, "area": box.area},
             )
 
-    def mask_values(self) -> dict[int, str]:
-        values = self.source.mask.get("values") or {}
-        return {int(k): str(v) for k, v in values.items() if int(k) != 0}
+    def volume_records(
+        self, volume: Volume, labels: np.ndarray | None, rel: str, record_base: str, raw_label: Any
+    ) -> Iterator[Item]:
+        """3D -> 2D slices; with a label volume, the annotated slices with their boxes."""
+        slices = self.source.slices
+        planes = _along(volume.data, slices.axis)
+        label_planes = _along(labels, slices.axis) if labels is not None else None
+        if label_planes is not None and label_planes.shape != planes.shape[: label_planes.ndim]:
+            raise ItemError(
+                "shape_mismatch",
+                f"label volume shape {labels.shape} differs from image volume {volume.data.shape}",
+            )
+        keep = slices.keep or ("foreground" if labels is not None else "middle")
+        indices = [len(planes) // 2] if keep == "middle" else list(range(0, len(planes), slices.step))
+        label = self.label(raw_label) if label_planes is None else None
+        modality = volume.modality or self.source.modality
+        spacing = [round(float(s), 4) for s in volume.spacing]
+        emitted = 0
+        for z in indices:
+            if slices.max_per_volume and emitted >= slices.max_per_volume:
+                break
+            meta = {"slice": int(z), "axis": slices.axis, "spacing": spacing}
+            if label_planes is not None and not label_planes[z].any():
+                continue  # background-only slices are not records (SA-Med2D keeps annotated slices)
+            try:
+                pixels = self.pixels(planes[z], modality)
+            except BadPixels as error:
+                yield Dropped(self.source.name, error.reason)
+                continue
+            if label_planes is None:
+                yield self.record(f"{record_base}#z{z}", pixels, label, rel, meta=meta)
+                emitted += 1
+                continue
+            resized, _, _ = resize_rgb(pixels, self.source.min_side, self.source.max_side)
+            mask = label_planes[z]
+            if resized.shape[:2] != pixels.shape[:2]:
+                mask = resize_mask(mask, (resized.shape[1], resized.shape[0]))
+            produced = False
+            for item in self.boxes_from_mask(resized, mask, f"{record_base}#z{z}", rel, meta):
+                produced = produced or isinstance(item, MedicalRecord)
+                yield item
+            emitted += int(produced)
 
 
-class _ItemError(Exception):
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-def _slice_indices(count: int, slices: dict[str, Any], has_labels: bool) -> list[int]:
-    step = max(1, int(slices.get("step", 1)))
-    keep = slices.get("keep", "foreground" if has_labels else "middle")
-    if keep == "middle":
-        return [count // 2]
-    return list(range(0, count, step))
-
-
-def _volume_slices(volume: Volume, axis: int) -> np.ndarray:
-    data = volume.data
+def _along(data: np.ndarray, axis: int) -> np.ndarray:
     return np.moveaxis(data, axis, 0) if axis else data
 
 
-# ---------------------------------------------------------------------------------------------
-# planning
-# ---------------------------------------------------------------------------------------------
-def plan_units(source: SourceSpec) -> list[WorkUnit]:
-    """List a source's items and chunk them into work units (deterministic order)."""
-    where = source.where()
-    opts = source.options
-    size = source.unit_size
-    if source.type == "class_folders":
-        root = source.base_dir
-        items = [_rel(p, source) for p in _files(root, where) if p.parent != root]
-    elif source.type == "csv":
-        items = list(range(_csv_row_count(source.path(opts.get("file", "labels.csv")), where)))
-    elif source.type == "coco":
-        data = _read_json(source.path(opts.get("annotations", "annotations.json")), where)
-        items = sorted(int(image["id"]) for image in data.get("images", []))
-    elif source.type == "mask_pairs":
-        items = [_rel(p, source) for p in _files(source.path(opts.get("images_dir", "images")), where)]
-    elif source.type == "nifti":
-        items = [
-            _rel(p, source)
-            for p in _files(
-                source.path(opts.get("images_dir", "images")),
-                where,
-                lambda p: p.name.lower().endswith(VOLUME_SUFFIXES),
+# -------------------------------------------------------------------------------------------------
+# the layouts
+# -------------------------------------------------------------------------------------------------
+@register_source
+class ClassFolders(SourceReader):
+    """`root/<class>/<image>` (PNG/JPG/TIFF/DICOM/NIfTI); the label is the folder name."""
+
+    type_name = "class_folders"
+    label_from_default = "folder"
+
+    def list_items(self) -> list[str]:
+        root = self.source.base_dir
+        return [self.rel(p) for p in list_files(root, self.what) if p.parent != root]
+
+    def raw_label_space(self) -> list[str]:
+        declared = super().raw_label_space()
+        if declared or not self.source.base_dir.is_dir():
+            return declared
+        return sorted(p.name for p in self.source.base_dir.iterdir() if p.is_dir())
+
+    def shared_files(self) -> list[Path]:
+        return [self.source.base_dir]  # a new class folder changes the label space
+
+    def read_item(self, rel: str) -> Iterator[Item]:
+        yield from self.image_records(rel, self.raw_label(rel))
+
+
+@dataclass
+class CsvOptions(ReaderOptions):
+    file: str = "labels.csv"  # relative to the source root
+    image_column: str = "image"  # image path, relative to the source root
+    label_column: str = "label"
+    split_column: str | None = None
+
+
+@register_source
+class CsvTable(SourceReader):
+    """A CSV of image path + label (+ split)."""
+
+    type_name = "csv"
+    Options = CsvOptions
+
+    @cached_property
+    def rows(self) -> list[dict[str, str]]:
+        path = self.source.path(self.options.file)
+        try:
+            with open(path, newline="", encoding="utf-8") as handle:
+                return list(csv.DictReader(handle))
+        except (OSError, UnicodeDecodeError, csv.Error) as error:
+            raise SourceError(f"{self.what}: cannot read {path} ({error})") from error
+
+    def list_items(self) -> list[int]:
+        return list(range(len(self.rows)))
+
+    def shared_files(self) -> list[Path]:
+        return [self.source.path(self.options.file)]
+
+    def item_files(self, index: int) -> list[Path]:
+        value = self.rows[index].get(self.options.image_column)
+        return [self.source.path(value)] if value else []
+
+    def item_name(self, index: int) -> str:
+        return f"row {index + 2}"
+
+    def read_item(self, index: int) -> Iterator[Item]:
+        row, opts = self.rows[index], self.options
+        rel = row.get(opts.image_column)
+        if not rel:
+            raise ItemError("missing_image", f"empty column {opts.image_column!r}")
+        raw = row.get(opts.label_column) if self.source.label is None else self.source.label
+        if raw is None:
+            raise ItemError("missing_label", f"no column {opts.label_column!r}")
+        split = row.get(opts.split_column) if opts.split_column else None
+        yield from self.image_records(rel, raw, split)
+
+
+@dataclass
+class CocoOptions(ReaderOptions):
+    annotations: str = "annotations.json"
+    images_dir: str = "images"
+
+
+@register_source
+class Coco(SourceReader):
+    """COCO detection JSON: one record per box (`mask.min_area` drops tiny boxes)."""
+
+    type_name = "coco"
+    Options = CocoOptions
+    task_type = "detection"
+
+    @cached_property
+    def data(self) -> dict[str, Any]:
+        data = read_json(self.source.path(self.options.annotations), self.what)
+        if not isinstance(data, dict):
+            raise SourceError(f"{self.what}: {self.options.annotations} is not a COCO object")
+        return data
+
+    @cached_property
+    def images(self) -> dict[int, dict[str, Any]]:
+        return {int(image["id"]): image for image in self.data.get("images", [])}
+
+    @cached_property
+    def by_image(self) -> dict[int, list[dict[str, Any]]]:
+        by_image: dict[int, list[dict[str, Any]]] = {}
+        for annotation in self.data.get("annotations", []):
+            by_image.setdefault(int(annotation.get("image_id", -1)), []).append(annotation)
+        return by_image
+
+    @cached_property
+    def categories(self) -> dict[int, str]:
+        return {int(c["id"]): str(c["name"]) for c in self.data.get("categories", [])}
+
+    def list_items(self) -> list[int]:
+        return sorted(self.images)
+
+    def shared_files(self) -> list[Path]:
+        return [self.source.path(self.options.annotations)]
+
+    def image_rel(self, image_id: int) -> str:
+        return (Path(self.options.images_dir) / str(self.images[image_id]["file_name"])).as_posix()
+
+    def item_files(self, image_id: int) -> list[Path]:
+        return [self.source.path(self.image_rel(image_id))]
+
+    def item_name(self, image_id: int) -> str:
+        return f"image {image_id}"
+
+    def raw_label_space(self) -> list[str]:
+        return super().raw_label_space() or sorted(set(self.categories.values()))
+
+    def read_item(self, image_id: int) -> Iterator[Item]:
+        rel = self.image_rel(image_id)
+        plane, meta, modality = self.frames(self.source.path(rel))[0]
+        pixels = self.pixels(plane, modality)
+        height, width = pixels.shape[:2]
+        annotations = sorted(self.by_image.get(image_id, []), key=lambda a: int(a.get("id", 0)))
+        if not annotations:
+            yield Dropped(self.source.name, "no_annotation")
+        for annotation in annotations:
+            name = f"image {image_id} annotation {annotation.get('id')}"
+            try:
+                box, label = self._box(annotation, width, height)
+            except ItemError as error:
+                yield Failure(self.source.name, name, error.kind, str(error), f"{rel}: {error}")
+                continue
+            if box is None:
+                yield Dropped(self.source.name, "tiny_box")
+                continue
+            yield self.record(
+                self.record_id(rel, f"#a{annotation.get('id')}"),
+                pixels,
+                label,
+                rel,
+                bbox=box,
+                meta=meta,
+                granularity="box",
             )
+
+    def _box(self, annotation: dict[str, Any], width: int, height: int) -> tuple[list[float] | None, str]:
+        """One annotation's box (None when tiny) and label; a bad annotation is an `ItemError`."""
+        if int(annotation.get("category_id", -1)) not in self.categories:
+            raise ItemError(
+                "unknown_category", f"category_id {annotation.get('category_id')} not in categories"
+            )
+        raw = annotation.get("bbox")
+        try:
+            x, y, w, h = (float(v) for v in raw)
+        except (TypeError, ValueError):
+            raise ItemError("missing_bbox", f"no [x, y, width, height] bbox (got {raw!r})") from None
+        if w <= 0 or h <= 0 or x >= width or y >= height:
+            raise ItemError("invalid_bbox", f"bbox {raw} outside the {width}x{height} image")
+        box = [max(0.0, x), max(0.0, y), min(float(width), x + w), min(float(height), y + h)]
+        if (box[2] - box[0]) * (box[3] - box[1]) < self.source.mask.min_area:
+            return None, ""
+        return box, self.label(self.categories[int(annotation["category_id"])])
+
+
+@dataclass
+class MaskPairsOptions(ReaderOptions):
+    images_dir: str = "images"
+    masks_dir: str = "masks"
+    mask_suffix: str = ""  # mask file = <image stem><mask_suffix>.<any extension>
+
+
+@register_source
+class MaskPairs(SourceReader):
+    """2D image + label mask matched by file stem: one box per label and connected component."""
+
+    type_name = "mask_pairs"
+    Options = MaskPairsOptions
+    task_type = "segmentation"
+
+    def list_items(self) -> list[str]:
+        return [self.rel(p) for p in list_files(self.source.path(self.options.images_dir), self.what)]
+
+    def mask_path(self, rel: str) -> Path | None:
+        masks_dir = self.source.path(self.options.masks_dir)
+        stem = file_stem(Path(rel).name)
+        if not masks_dir.is_dir():
+            return None
+        wanted = f"{stem}{self.options.mask_suffix}"
+        candidates = sorted(p for p in masks_dir.iterdir() if p.is_file() and file_stem(p.name) == wanted)
+        return candidates[0] if candidates else None
+
+    def item_files(self, rel: str) -> list[Path]:
+        mask = self.mask_path(rel)
+        return [self.source.path(rel), *([mask] if mask else [])]
+
+    def read_item(self, rel: str) -> Iterator[Item]:
+        mask_path = self.mask_path(rel)
+        if mask_path is None:
+            raise ItemError("missing_mask", f"no mask with the image's stem in {self.options.masks_dir}")
+        plane, meta, modality = self.frames(self.source.path(rel))[0]
+        mask = read_mask(mask_path)
+        if mask.shape != plane.shape[:2]:
+            raise ItemError("shape_mismatch", f"mask has shape {mask.shape}, image has {plane.shape[:2]}")
+        yield from self.boxes_from_mask(self.pixels(plane, modality), mask, self.record_id(rel), rel, meta)
+
+
+@dataclass
+class NiftiOptions(ReaderOptions):
+    images_dir: str = "images"
+    labels_dir: str | None = None  # label volumes matched by stem
+    label_suffix: str = ""
+    channel: int = 0  # 4D images: which channel
+
+
+@register_source
+class Nifti(SourceReader):
+    """3D volumes (+ label volumes): NIfTI via nibabel, MetaImage/NRRD via SimpleITK -> 2D slices."""
+
+    type_name = "nifti"
+    Options = NiftiOptions
+    task_type = "segmentation"
+    fixed_unit_size = 1
+
+    @classmethod
+    def check_spec(cls, source: SourceSpec) -> str | None:
+        return None if source.options.labels_dir else cls._needs_label(source)
+
+    def list_items(self) -> list[str]:
+        volumes = lambda p: p.name.lower().endswith(VOLUME_SUFFIXES)  # noqa: E731
+        return [
+            self.rel(p) for p in list_files(self.source.path(self.options.images_dir), self.what, volumes)
         ]
-        size = 1
-    elif source.type == "msd":
-        data = _read_json(source.path(opts.get("dataset_json", "dataset.json")), where)
-        items = list(range(len(data.get("training", []))))
-        size = 1
-    elif source.type == "dicom":
-        files = _files(
-            source.base_dir, where, lambda p: p.suffix.lower() in (".dcm", ".dicom") or not p.suffix
+
+    def label_path(self, rel: str) -> Path | None:
+        if not self.options.labels_dir:
+            return None
+        name = Path(rel).name
+        stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name.rsplit(".", 1)[0]
+        folder = self.source.path(self.options.labels_dir)
+        matches = sorted(
+            p
+            for p in folder.glob(f"{stem}{self.options.label_suffix}.*")
+            if p.name.lower().endswith(VOLUME_SUFFIXES)
         )
-        if opts.get("series"):
-            items = _group_series(files, source)
-            size = 1
-        else:
-            items = [_rel(p, source) for p in files]
-    elif source.type == "text":
-        items = list(range(_text_row_count(source.path(opts.get("file", "data.jsonl")), where)))
-        size = int(opts.get("unit_rows", 1000))
-    else:  # pragma: no cover - validated in spec
-        raise SourceError(f"{where}: unknown type {source.type}")
-    return [WorkUnit(source.name, i, chunk) for i, chunk in enumerate(_chunks(items, size))]
+        if not matches:
+            raise ItemError(
+                "missing_mask", f"no label volume with the image's stem in {self.options.labels_dir}"
+            )
+        return matches[0]
+
+    def item_files(self, rel: str) -> list[Path]:
+        try:
+            label = self.label_path(rel)
+        except ItemError:
+            label = None
+        return [self.source.path(rel), *([label] if label else [])]
+
+    def read_item(self, rel: str) -> Iterator[Item]:
+        volume = read_volume(self.source.path(rel), self.options.channel)
+        label_path = self.label_path(rel)
+        labels = read_label_nifti(label_path) if label_path else None
+        raw = None if labels is not None else self.raw_label(rel)
+        yield from self.volume_records(volume, labels, rel, self.record_id(rel), raw)
 
 
-def _read_json(path: Path, where: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, json.JSONDecodeError) as error:
-        raise SourceError(f"{where}: cannot read {path} ({error})") from error
+@dataclass
+class MsdOptions(ReaderOptions):
+    dataset_json: str = "dataset.json"
+    channel: int = 0
 
 
-def _csv_row_count(path: Path, where: str) -> int:
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            return sum(1 for _ in csv.DictReader(handle))
-    except OSError as error:
-        raise SourceError(f"{where}: cannot read {path} ({error})") from error
+@register_source
+class Msd(SourceReader):
+    """Medical Segmentation Decathlon: `dataset.json` with `training` pairs and `labels`."""
+
+    type_name = "msd"
+    Options = MsdOptions
+    task_type = "segmentation"
+    fixed_unit_size = 1
+
+    def __init__(self, source: SourceSpec, *args: Any) -> None:
+        super().__init__(source, *args)
+        if not source.mask.values:  # the label names of dataset.json (a copy: the spec stays as written)
+            try:
+                names = {int(k): str(v) for k, v in (self.data.get("labels") or {}).items() if int(k) != 0}
+            except SourceError:
+                names = {}
+            self.source = replace(source, mask=replace(source.mask, values=names))
+
+    @cached_property
+    def data(self) -> dict[str, Any]:
+        return read_json(self.source.path(self.options.dataset_json), self.what)
+
+    @property
+    def base(self) -> Path:
+        return self.source.path(self.options.dataset_json).parent
+
+    def list_items(self) -> list[int]:
+        return list(range(len(self.data.get("training", []))))
+
+    def shared_files(self) -> list[Path]:
+        return [self.source.path(self.options.dataset_json)]
+
+    def item_files(self, index: int) -> list[Path]:
+        entry = self.data["training"][index]
+        return [self.base / entry["image"], *([self.base / entry["label"]] if entry.get("label") else [])]
+
+    def item_name(self, index: int) -> str:
+        return f"case {index}"
+
+    def read_item(self, index: int) -> Iterator[Item]:
+        entry = self.data["training"][index]
+        volume = read_nifti(self.base / entry["image"], self.options.channel)
+        labels = read_label_nifti(self.base / entry["label"]) if entry.get("label") else None
+        rel = self.rel(self.base / entry["image"])
+        raw = None if labels is not None else self.raw_label(rel)
+        yield from self.volume_records(volume, labels, rel, self.record_id(rel), raw)
 
 
-def _text_row_count(path: Path, where: str) -> int:
-    return sum(1 for _ in _iter_text_rows(path, where))
+@dataclass
+class DicomOptions(ReaderOptions):
+    series: bool = False  # stack the files of each series into a volume (ordered by position)
 
 
-def _iter_text_rows(path: Path, where: str) -> Iterator[dict[str, Any]]:
+@register_source
+class Dicom(SourceReader):
+    """DICOM files, recognised by content whatever their suffix; each frame is one image, or with
+    `series: true` one volume per SeriesInstanceUID (the UID itself is never stored)."""
+
+    type_name = "dicom"
+    Options = DicomOptions
+
+    @classmethod
+    def check_spec(cls, source: SourceSpec) -> str | None:
+        return cls._needs_label(source)
+
+    @cached_property
+    def files(self) -> list[Path]:
+        return list_files(self.source.base_dir, self.what, lambda p: p.is_file())
+
+    def list_items(self) -> list[Any]:
+        if not self.options.series:
+            return [self.rel(p) for p in self.files]
+        return self._group_series([p for p in self.files if is_dicom(p)])
+
+    def plan(self) -> list[WorkUnit]:
+        if not self.options.series:
+            return super().plan()
+        return [WorkUnit(self.source.name, i, [group]) for i, group in enumerate(self.list_items())]
+
+    def _group_series(self, files: list[Path]) -> list[list[str]]:
+        import pydicom
+
+        groups: dict[str, list[str]] = {}
+        for path in files:
+            try:
+                header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+                uid = str(header.get("SeriesInstanceUID", path.parent))
+            except Exception:
+                uid = f"unreadable:{path}"
+            groups.setdefault(uid, []).append(self.rel(path))
+        return [groups[key] for key in sorted(groups, key=lambda k: groups[k][0])]
+
+    def item_files(self, item: Any) -> list[Path]:
+        return [self.source.path(f) for f in item] if isinstance(item, list) else [self.source.path(item)]
+
+    def item_name(self, item: Any) -> str:
+        return f"series {self.file_id(item[0])}" if isinstance(item, list) else super().item_name(item)
+
+    def item_paths(self, item: Any) -> list[str]:
+        return [*(str(p) for p in self.item_files(item)), *(item if isinstance(item, list) else [item])]
+
+    def shared_files(self) -> list[Path]:
+        return []
+
+    def read_item(self, item: Any) -> Iterator[Item]:
+        if isinstance(item, list):
+            volume, _ = read_dicom_series([self.source.path(f) for f in item])
+            yield from self.volume_records(
+                volume, None, item[0], self.record_id(item[0]), self.raw_label(item[0])
+            )
+            return
+        if not is_dicom(self.source.path(item)):
+            yield Dropped(self.source.name, "not_dicom")
+            return
+        yield from self.image_records(item, self.raw_label(item))
+
+
+@dataclass
+class TextOptions(ReaderOptions):
+    file: str = "data.jsonl"  # JSONL / JSON / CSV / Parquet
+    format: Literal["single", "multi"] = "single"
+    question_field: str = "question"
+    answer_field: str = "answer"
+    messages_field: str | None = None  # default: messages / conversations / conversation
+    config: Literal["text_single", "text_multi"] | None = None  # default: by the number of user turns
+    split_column: str | None = None
+    unit_rows: int = 1000
+
+
+@register_source
+class Text(SourceReader):
+    """Text-only corpora: single-turn QA (incl. Alpaca layout) or multi-turn dialogues."""
+
+    type_name = "text"
+    Options = TextOptions
+    task_type = "text"
+    needs_image_fields = False
+
+    def stream(self) -> Iterator[dict[str, Any]]:
+        """The corpus row by row (never held in memory as a whole)."""
+        return _iter_text_rows(self.source.path(self.options.file), self.what)
+
+    def list_items(self) -> list[int]:
+        return list(range(sum(1 for _ in self.stream())))
+
+    def read_unit(self, unit: WorkUnit) -> Iterator[Item]:
+        """One pass over the corpus up to the unit's last row, each row through the error guard."""
+        wanted, last = set(unit.items), max(unit.items, default=-1)
+        for index, row in enumerate(self.stream()):
+            if index > last:
+                break
+            if index in wanted:
+                yield from self.guarded(index, lambda index=index, row=row: self.sample(index, row))
+
+    def plan(self) -> list[WorkUnit]:
+        items = self.list_items()
+        return [
+            WorkUnit(self.source.name, i, chunk)
+            for i, chunk in enumerate(_chunks(items, self.options.unit_rows))
+        ]
+
+    def shared_files(self) -> list[Path]:
+        return [self.source.path(self.options.file)]
+
+    def item_files(self, index: int) -> list[Path]:
+        return []
+
+    def item_name(self, index: int) -> str:
+        return f"row {index + 1}"
+
+    def read_item(self, index: int) -> Iterator[Item]:
+        row = next(row for i, row in enumerate(self.stream()) if i == index)
+        yield from self.sample(index, row)
+
+    def sample(self, index: int, row: dict[str, Any]) -> Iterator[Item]:
+        if "__error__" in row:
+            raise ItemError("invalid_json", row["__error__"])
+        try:
+            messages = _text_messages(row, self.options)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise ItemError("bad_text_row", str(error)) from None
+        split = row.get(self.options.split_column) if self.options.split_column else None
+        split = str(split or self.source.split).strip()
+        if not re.fullmatch(r"\w+", split):
+            raise ItemError("bad_split", f"split name {split!r} must match \\w+")
+        yield TextSample(f"{self.source.name}/{index}", self.source.name, messages, split)
+
+
+def _iter_text_rows(path: Path, what: str) -> Iterator[dict[str, Any]]:
     name = path.name.lower()
     try:
         if name.endswith(".jsonl"):
@@ -360,7 +1009,7 @@ def _iter_text_rows(path: Path, where: str) -> Iterator[dict[str, Any]]:
                         try:
                             yield json.loads(line)
                         except json.JSONDecodeError as error:
-                            yield {"__error__": f"{path}:{line_number}: invalid JSON ({error.msg})"}
+                            yield {"__error__": f"line {line_number}: invalid JSON ({error.msg})"}
         elif name.endswith(".json"):
             with open(path, encoding="utf-8") as handle:
                 yield from json.load(handle)
@@ -374,373 +1023,9 @@ def _iter_text_rows(path: Path, where: str) -> Iterator[dict[str, Any]]:
             for index in range(parquet.num_row_groups):
                 yield from parquet.read_row_group(index).to_pylist()
         else:
-            raise SourceError(f"{where}: unsupported text corpus format {path.name} (jsonl/json/csv/parquet)")
-    except OSError as error:
-        raise SourceError(f"{where}: cannot read {path} ({error})") from error
-
-
-def _group_series(files: list[Path], source: SourceSpec) -> list[list[str]]:
-    """Group DICOM files by series (read from headers only; the UID itself is never stored)."""
-    import pydicom
-
-    groups: dict[str, list[str]] = {}
-    for path in files:
-        try:
-            uid = str(
-                pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]).get(
-                    "SeriesInstanceUID", path.parent
-                )
-            )
-        except Exception:
-            uid = f"unreadable:{path}"
-        groups.setdefault(uid, []).append(_rel(path, source))
-    return [groups[key] for key in sorted(groups, key=lambda k: groups[k][0])]
-
-
-def label_space(source: SourceSpec) -> list[str]:
-    """The raw label space of a source as declared or listed cheaply (standardised later)."""
-    if source.label_map:
-        return sorted(set(source.label_map.values()))
-    if source.label:
-        return [source.label]
-    if source.type == "class_folders" and source.base_dir.is_dir():
-        return sorted(p.name for p in source.base_dir.iterdir() if p.is_dir())
-    values = source.mask.get("values") or {}
-    if values:
-        return sorted({str(v) for k, v in values.items() if int(k) != 0})
-    if source.type == "coco":
-        data = _read_json(source.path(source.options.get("annotations", "annotations.json")), source.where())
-        return sorted({str(c["name"]) for c in data.get("categories", [])})
-    if source.type == "msd":
-        data = _read_json(source.path(source.options.get("dataset_json", "dataset.json")), source.where())
-        return sorted({str(v) for k, v in (data.get("labels") or {}).items() if str(k) != "0"})
-    return []
-
-
-# ---------------------------------------------------------------------------------------------
-# reading
-# ---------------------------------------------------------------------------------------------
-Item = MedicalRecord | Failure | Dropped | TextSample
-
-
-def read_unit(
-    source: SourceSpec, unit: WorkUnit, standardizer: LabelStandardizer, space: list[str]
-) -> Iterator[Item]:
-    """Turn one work unit into records; every failure is yielded, never raised."""
-    reader = UnitReader(source, standardizer, space)
-    handler = _HANDLERS[source.type]
-    yield from handler(reader, unit)
-
-
-def _guard(reader: UnitReader, file: str, produce) -> Iterator[Item]:
-    try:
-        yield from produce()
-    except _ItemError as error:
-        yield Failure(reader.source.name, file, error.kind, f"{file}: {error}")
-    except SourceError as error:
-        yield Failure(reader.source.name, file, "unreadable", str(error))
-    except Exception as error:  # keep the build going; the report names the file
-        yield Failure(reader.source.name, file, "error", f"{file}: {type(error).__name__}: {error}")
-
-
-def _safe_id(source: SourceSpec, rel: str) -> str:
-    """Record id for a file; DICOM paths are hashed (file names can carry patient names)."""
-    if source.type == "dicom" or rel.lower().endswith(".dcm"):
-        return f"{source.name}/{hashlib.sha1(rel.encode()).hexdigest()[:16]}"
-    return f"{source.name}/{rel}"
-
-
-def _image_records(reader: UnitReader, rel: str, raw_label: Any, split: str | None = None) -> Iterator[Item]:
-    source = reader.source
-    label = reader.label(raw_label, rel)
-    planes = reader.planes(source.path(rel) if not Path(rel).is_absolute() else Path(rel))
-    shown_file = rel if not rel.lower().endswith(".dcm") else _safe_id(source, rel).split("/", 1)[1] + ".dcm"
-    for index, (rgb, meta, _modality) in enumerate(planes):
-        suffix = f"#f{index}" if len(planes) > 1 else ""
-        yield reader.record(_safe_id(source, rel) + suffix, rgb, label, shown_file, split, meta=meta)
-
-
-def _class_folders(reader: UnitReader, unit: WorkUnit) -> Iterator[Item]:
-    for rel in unit.items:
-        raw = Path(rel).parent.name if reader.source.label is None else reader.source.label
-        yield from _guard(reader, rel, lambda rel=rel, raw=raw: _image_records(reader, rel, raw))
-
-
-def _csv_rows(reader: UnitReader, unit: WorkUnit) -> Iterator[Item]:
-    source = reader.source
-    opts = source.options
-    path = source.path(opts.get("file", "labels.csv"))
-    wanted = set(unit.items)
-    image_column = opts.get("image_column", "image")
-    label_column = opts.get("label_column", "label")
-    split_column = opts.get("split_column")
-    with open(path, newline="", encoding="utf-8") as handle:
-        for index, row in enumerate(csv.DictReader(handle)):
-            if index not in wanted:
-                continue
-            where = f"{path.name} row {index + 2}"
-            if not row.get(image_column):
-                yield Failure(source.name, where, "missing_image", f"{where}: empty column {image_column!r}")
-                continue
-            rel = row[image_column]
-            raw = row.get(label_column) if source.label is None else source.label
-            if raw is None:
-                yield Failure(source.name, where, "missing_label", f"{where}: no column {label_column!r}")
-                continue
-            split = row.get(split_column) if split_column else None
-            yield from _guard(
-                reader,
-                f"{where} ({rel})",
-                lambda rel=rel, raw=raw, split=split: _image_records(reader, rel, raw, split),
-            )
-
-
-def _coco(reader: UnitReader, unit: WorkUnit) -> Iterator[Item]:
-    source = reader.source
-    opts = source.options
-    annotation_file = source.path(opts.get("annotations", "annotations.json"))
-    data = _read_json(annotation_file, source.where())
-    images = {int(image["id"]): image for image in data.get("images", [])}
-    categories = {int(c["id"]): str(c["name"]) for c in data.get("categories", [])}
-    by_image: dict[int, list[dict[str, Any]]] = {}
-    for annotation in data.get("annotations", []):
-        by_image.setdefault(int(annotation["image_id"]), []).append(annotation)
-    images_dir = opts.get("images_dir", "images")
-    min_area = float(source.mask.get("min_area", 16))
-
-    def produce(image_id: int) -> Iterator[Item]:
-        entry = images[image_id]
-        rel = str(Path(images_dir) / entry["file_name"])
-        planes = reader.planes(source.path(rel))
-        rgb, meta, _ = planes[0]
-        height, width = rgb.shape[:2]
-        annotations = sorted(by_image.get(image_id, []), key=lambda a: int(a.get("id", 0)))
-        if not annotations:
-            yield Dropped(source.name, "no_annotation")
-        for annotation in annotations:
-            where = f"{annotation_file.name} annotation {annotation.get('id')} ({rel})"
-            if int(annotation.get("category_id", -1)) not in categories:
-                yield Failure(
-                    source.name,
-                    where,
-                    "unknown_category",
-                    f"{where}: category_id {annotation.get('category_id')} not in categories",
-                )
-                continue
-            x, y, w, h = (float(v) for v in annotation["bbox"])
-            if w <= 0 or h <= 0 or x >= width or y >= height:
-                yield Failure(
-                    source.name,
-                    where,
-                    "invalid_bbox",
-                    f"{where}: bbox {annotation['bbox']} outside the {width}x{height} image",
-                )
-                continue
-            box = [max(0.0, x), max(0.0, y), min(float(width), x + w), min(float(height), y + h)]
-            if (box[2] - box[0]) * (box[3] - box[1]) < min_area:
-                yield Dropped(source.name, "tiny_box")
-                continue
-            try:
-                label = reader.label(categories[int(annotation["category_id"])], rel)
-            except _ItemError as error:
-                yield Failure(source.name, where, error.kind, f"{where}: {error}")
-                continue
-            yield reader.record(
-                f"{source.name}/{rel}#a{annotation.get('id')}",
-                rgb,
-                label,
-                rel,
-                bbox=box,
-                meta=meta,
-                granularity="box",
-            )
-
-    for image_id in unit.items:
-        yield from _guard(
-            reader,
-            str(images[image_id].get("file_name", image_id)),
-            lambda image_id=image_id: produce(image_id),
-        )
-
-
-def _mask_pairs(reader: UnitReader, unit: WorkUnit) -> Iterator[Item]:
-    source = reader.source
-    opts = source.options
-    masks_dir = source.path(opts.get("masks_dir", "masks"))
-    suffix = opts.get("mask_suffix", "")
-
-    def produce(rel: str) -> Iterator[Item]:
-        image_path = source.path(rel)
-        stem = image_path.name.split(".")[0]
-        candidates = sorted(masks_dir.glob(f"{stem}{suffix}.*")) if masks_dir.is_dir() else []
-        if not candidates:
-            raise _ItemError("missing_mask", f"no mask {stem}{suffix}.* in {masks_dir}")
-        planes = reader.planes(image_path)
-        mask = read_mask(candidates[0])
-        rgb, meta, _ = planes[0]
-        native = (
-            read_image(image_path)
-            if not image_path.name.lower().endswith((".dcm", *NIFTI_SUFFIXES))
-            else None
-        )
-        native_shape = native.shape[:2] if native is not None else rgb.shape[:2]
-        if mask.shape != native_shape:
-            raise _ItemError(
-                "shape_mismatch",
-                f"mask {candidates[0].name} has shape {mask.shape}, image {image_path.name} has {native_shape}",
-            )
-        yield from reader.boxes_from_mask(rgb, mask, f"{source.name}/{rel}", rel, None, meta)
-
-    for rel in unit.items:
-        yield from _guard(reader, rel, lambda rel=rel: produce(rel))
-
-
-def _volume_records(
-    reader: UnitReader,
-    volume: Volume,
-    labels: np.ndarray | None,
-    rel: str,
-    record_base: str,
-    raw_label: str | None,
-) -> Iterator[Item]:
-    source = reader.source
-    axis = int(source.slices.get("axis", 0))
-    planes = _volume_slices(volume, axis)
-    label_planes = _volume_slices(Volume(labels), axis) if labels is not None else None
-    if label_planes is not None and label_planes.shape != planes.shape[: label_planes.ndim]:
-        raise _ItemError(
-            "shape_mismatch",
-            f"label volume shape {labels.shape} differs from image volume {volume.data.shape}",
-        )
-    indices = _slice_indices(len(planes), source.slices, labels is not None)
-    limit = int(source.slices.get("max_per_volume", 0))
-    modality = volume.modality or source.modality
-    spacing = [round(float(s), 4) for s in volume.spacing]
-    emitted = 0
-    for z in indices:
-        if limit and emitted >= limit:
-            break
-        meta = {"slice": int(z), "axis": axis, "spacing": spacing}
-        if label_planes is not None:
-            mask = label_planes[z]
-            if not mask.any():
-                continue  # background-only slices are not records (SA-Med2D keeps annotated slices)
-            rgb = reader.rgb(planes[z], modality)
-            rgb_resized, _, _ = resize_rgb(rgb, source.min_side, source.max_side)
-            if rgb_resized.shape[:2] != rgb.shape[:2]:
-                mask = resize_mask(mask, (rgb_resized.shape[1], rgb_resized.shape[0]))
-            produced = False
-            for item in reader.boxes_from_mask(rgb_resized, mask, f"{record_base}#z{z}", rel, None, meta):
-                produced = produced or isinstance(item, MedicalRecord)
-                yield item
-            emitted += int(produced)
-        else:
-            label = reader.label(raw_label, rel)
-            yield reader.record(f"{record_base}#z{z}", reader.rgb(planes[z], modality), label, rel, meta=meta)
-            emitted += 1
-
-
-def _nifti(reader: UnitReader, unit: WorkUnit) -> Iterator[Item]:
-    source = reader.source
-    opts = source.options
-    labels_dir = opts.get("labels_dir")
-    suffix = opts.get("label_suffix", "")
-
-    def produce(rel: str) -> Iterator[Item]:
-        volume = read_volume(source.path(rel), int(opts.get("channel", 0)))
-        labels = None
-        if labels_dir:
-            name = Path(rel).name
-            stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name.rsplit(".", 1)[0]
-            matches = sorted(
-                p
-                for p in source.path(labels_dir).glob(f"{stem}{suffix}.*")
-                if p.name.lower().endswith(VOLUME_SUFFIXES)
-            )
-            if not matches:
-                raise _ItemError(
-                    "missing_mask", f"no label volume {stem}{suffix}.* in {source.path(labels_dir)}"
-                )
-            labels = read_label_nifti(matches[0])
-        yield from _volume_records(reader, volume, labels, rel, f"{source.name}/{rel}", source.label)
-
-    for rel in unit.items:
-        yield from _guard(reader, rel, lambda rel=rel: produce(rel))
-
-
-def _msd(reader: UnitReader, unit: WorkUnit) -> Iterator[Item]:
-    source = reader.source
-    dataset_json = source.path(source.options.get("dataset_json", "dataset.json"))
-    data = _read_json(dataset_json, source.where())
-    label_names = {int(k): str(v) for k, v in (data.get("labels") or {}).items()}
-    if not source.mask.get("values"):  # a copy: the shared spec (and its fingerprint) stays untouched
-        source = replace(
-            source, mask={**source.mask, "values": {k: v for k, v in label_names.items() if k != 0}}
-        )
-        reader = UnitReader(source, reader.standardize, reader.label_space)
-    base = dataset_json.parent
-
-    def produce(index: int) -> Iterator[Item]:
-        entry = data["training"][index]
-        image_rel, label_rel = entry["image"], entry.get("label")
-        volume = read_nifti(base / image_rel, int(source.options.get("channel", 0)))
-        labels = read_label_nifti(base / label_rel) if label_rel else None
-        yield from _volume_records(
-            reader,
-            volume,
-            labels,
-            str(image_rel).lstrip("./"),
-            f"{source.name}/{Path(image_rel).name}",
-            source.label,
-        )
-
-    for index in unit.items:
-        entry = data["training"][index]
-        yield from _guard(reader, str(entry.get("image", index)), lambda index=index: produce(index))
-
-
-def _dicom(reader: UnitReader, unit: WorkUnit) -> Iterator[Item]:
-    source = reader.source
-    if not source.options.get("series"):
-        for rel in unit.items:
-            raw = source.label if source.label is not None else Path(rel).parent.name
-            yield from _guard(reader, rel, lambda rel=rel, raw=raw: _image_records(reader, rel, raw))
-        return
-    for files in unit.items:
-        series_id = _safe_id(source, files[0])
-
-        def produce(files=files, series_id=series_id) -> Iterator[Item]:
-            volume, _ = read_dicom_series([source.path(f) for f in files])
-            raw = source.label if source.label is not None else Path(files[0]).parent.name
-            yield from _volume_records(reader, volume, None, series_id.split("/", 1)[1], series_id, raw)
-
-        yield from _guard(reader, files[0], produce)
-
-
-def _text(reader: UnitReader, unit: WorkUnit) -> Iterator[Item]:
-    source = reader.source
-    opts = source.options
-    path = source.path(opts.get("file", "data.jsonl"))
-    wanted = set(unit.items)
-    fmt = opts.get("format", "single")
-    for index, row in enumerate(_iter_text_rows(path, source.where())):
-        if index not in wanted:
-            continue
-        where = f"{path.name} row {index + 1}"
-        if "__error__" in row:
-            yield Failure(source.name, where, "invalid_json", row["__error__"])
-            continue
-        try:
-            messages = _text_messages(row, fmt, opts)
-        except (KeyError, TypeError, ValueError) as error:
-            yield Failure(source.name, where, "bad_text_row", f"{where}: {error}")
-            continue
-        split = row.get(opts["split_column"]) if opts.get("split_column") else source.split
-        split = str(split or source.split).strip()
-        if not re.fullmatch(r"\w+", split):
-            yield Failure(source.name, where, "bad_split", f"{where}: split name {split!r} must match \\w+")
-            continue
-        yield TextSample(f"{source.name}/{index}", source.name, messages, split)
+            raise SourceError(f"{what}: unsupported text corpus format {path.name} (jsonl/json/csv/parquet)")
+    except (OSError, json.JSONDecodeError) as error:
+        raise SourceError(f"{what}: cannot read {path} ({error})") from error
 
 
 _ROLE_NAMES = {
@@ -755,50 +1040,62 @@ _ROLE_NAMES = {
 }
 
 
-def _text_messages(row: dict[str, Any], fmt: str, opts: dict[str, Any]) -> list[dict[str, str]]:
-    if fmt == "single":
-        question_field = opts.get("question_field", "question")
-        answer_field = opts.get("answer_field", "answer")
-        if question_field not in row and "instruction" in row:  # Alpaca layout
+def _text_messages(row: dict[str, Any], opts: TextOptions) -> list[dict[str, str]]:
+    if opts.format == "single":
+        if opts.question_field not in row and "instruction" in row:  # Alpaca layout
             question = "\n".join(x for x in (row.get("instruction"), row.get("input")) if x)
             answer = row.get("output")
         else:
-            question, answer = row.get(question_field), row.get(answer_field)
+            question, answer = row.get(opts.question_field), row.get(opts.answer_field)
         if not question or not answer:
-            raise ValueError(f"empty {question_field!r} or {answer_field!r}")
+            raise ValueError(f"empty {opts.question_field!r} or {opts.answer_field!r}")
         return [
             {"role": "user", "content": str(question).strip()},
             {"role": "assistant", "content": str(answer).strip()},
         ]
-    if fmt == "multi":
-        field_name = opts.get("messages_field") or next(
-            (k for k in ("messages", "conversations", "conversation") if k in row), None
-        )
-        turns = row.get(field_name) if field_name else None
-        if isinstance(turns, str):
-            turns = json.loads(turns)
-        if not isinstance(turns, list) or not turns:
-            raise ValueError(f"no conversation list in field {field_name!r}")
-        messages = []
-        for turn in turns:
-            role = _ROLE_NAMES.get(str(turn.get("role", turn.get("from", ""))).lower())
-            content = turn.get("content", turn.get("value"))
-            if role is None or not content:
-                raise ValueError(f"turn without a known role or content: {str(turn)[:80]}")
-            messages.append({"role": role, "content": str(content).strip()})
-        if not any(m["role"] == "assistant" for m in messages):
-            raise ValueError("conversation has no assistant turn")
-        return messages
-    raise ValueError(f"unknown text format {fmt!r} (single or multi)")
+    field_name = opts.messages_field or next(
+        (k for k in ("messages", "conversations", "conversation") if k in row), None
+    )
+    turns = row.get(field_name) if field_name else None
+    if isinstance(turns, str):
+        turns = json.loads(turns)
+    if not isinstance(turns, list) or not turns:
+        raise ValueError(f"no conversation list in field {field_name!r}")
+    messages = []
+    for turn in turns:
+        role = _ROLE_NAMES.get(str(turn.get("role", turn.get("from", ""))).lower())
+        content = turn.get("content", turn.get("value"))
+        if role is None or not content:
+            raise ValueError(f"turn without a known role or content: {str(turn)[:80]}")
+        messages.append({"role": role, "content": str(content).strip()})
+    if not any(m["role"] == "assistant" for m in messages):
+        raise ValueError("conversation has no assistant turn")
+    return messages
 
 
-_HANDLERS = {
-    "class_folders": _class_folders,
-    "csv": _csv_rows,
-    "coco": _coco,
-    "mask_pairs": _mask_pairs,
-    "nifti": _nifti,
-    "msd": _msd,
-    "dicom": _dicom,
-    "text": _text,
-}
+# -------------------------------------------------------------------------------------------------
+# functional entry points (kept for callers of the former module)
+# -------------------------------------------------------------------------------------------------
+def plan_units(source: SourceSpec) -> list[WorkUnit]:
+    """A source's work units in deterministic order (file listing only)."""
+    return make_reader(source).plan()
+
+
+def label_space(source: SourceSpec) -> list[str]:
+    """The raw label space of a source (standardised by the build)."""
+    return make_reader(source).raw_label_space()
+
+
+def read_unit(
+    source: SourceSpec,
+    unit: WorkUnit,
+    standardizer: LabelStandardizer,
+    space: list[str],
+    ids: IdHasher | None = None,
+) -> Iterator[Item]:
+    """Turn one work unit into records; every failure is yielded, never raised."""
+    yield from make_reader(source, standardizer, space, ids).read_unit(unit)
+
+
+def failure_dicts(failures: list[Failure]) -> list[dict[str, Any]]:
+    return [asdict(f) for f in failures]

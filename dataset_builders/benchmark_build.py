@@ -104,13 +104,12 @@ def _child(spec: str, out: str, workers: int) -> None:
     seconds = time.perf_counter() - started
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    rows = sum(report["rows"]["published"].values())
     print(
         json.dumps(
             {
-                "rows": rows,
-                "records": report["records"]["kept"],
-                "dropped": report["dropped"]["qc"],
+                "rows": report.rows_total,
+                "records": report.records_kept,
+                "dropped": report.dropped_qc,
                 "seconds": seconds,
                 "peak_rss_mb": own,
                 "peak_child_rss_mb": children,

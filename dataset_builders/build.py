@@ -2,46 +2,52 @@
 
 Stage `ingest` turns every work unit (a chunk of one source) into `_work/units/<unit_id>/` holding
 `records.parquet`, `rows.parquet` and `manifest.json`. A unit directory is written under a temporary
-name and renamed when complete, so a crash never leaves a half unit; a rerun skips the units whose
-manifest carries the current spec fingerprint. `num_shards` / `shard_index` split the units across
-machines (copy the `_work/units` folders together before `finalize`).
+name and renamed when complete, so a crash never leaves a half unit. A unit's fingerprint covers
+the spec of its source, the id key, and the path, size and mtime of every file its items read (plus
+the files the whole source depends on: a CSV, a COCO JSON, the class folders); a rerun skips only
+the units whose manifest carries the current fingerprint and removes units that no longer exist,
+so a rerun after the sources changed equals a fresh build. `num_shards` / `shard_index` split the
+units across machines (copy the `_work/units` folders together before `finalize`).
 
-Stage `finalize` streams the units in a fixed order through quality control and the quality judge
-and writes the sub-dataset configs as viewer-ready Parquet (staged, then swapped into place), the
-`records/` config, `build_report.json` and the dataset card. It is a pure function of the unit
-shards: resumed and uninterrupted builds give identical rows.
+Stage `finalize` is a chain of small steps over the unit shards in a fixed order: the quality judge,
+record and row QC into staged Parquet writers, the swap of the staged configs into place, and the
+`BuildReport` (written as `build_report.json`, read by the card and the CLI). It is a pure function
+of the unit shards: resumed, sharded and uninterrupted builds give identical files.
 """
 
 from __future__ import annotations
 
 import hashlib
 import heapq
+import io
 import json
 import os
 import shutil
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .adapters import Dropped, Failure, TextSample, WorkUnit, label_space, plan_units, read_unit
+from .adapters import Dropped, Failure, TextSample, WorkUnit, make_reader
 from .generate import RowGenerator, row_features, text_row
+from .ids import IdHasher, key_digest, resolve_id_key, scrub
 from .imaging import SourceError
 from .labels import LabelStandardizer
-from .llm import LLMClient, LLMError, ReplyCache, backend_from_config, validate_score
+from .llm import BackendUnavailable, LLMClient, LLMError, ReplyCache, backend_from_config, validate_score
 from .prompts import judge_prompt
 from .qc import QualityControl
 from .records import MedicalRecord, record_features
-from .spec import BuildSpec, load_build_spec
+from .spec import BuildSpec, SourceSpec, load_build_spec
 from .writer import (
     ShardWriter,
     atomic_write_json,
+    atomic_write_text,
     default_limits,
     parquet_limits_report,
     row_bytes,
@@ -51,6 +57,7 @@ from .writer import (
 
 ClientFactory = Callable[[Path], LLMClient | None]
 MAX_LISTED_FAILURES = 10_000
+CONFIGS = ("records", "caption", "instruct", "percept", "text_single", "text_multi")
 
 
 class SimulatedCrash(RuntimeError):
@@ -69,23 +76,66 @@ def default_client_factory(spec: BuildSpec) -> ClientFactory:
         if backend is None:
             return None
         cache = ReplyCache(work_dir(out) / "llm_cache.sqlite")
-        return LLMClient(backend, cache, max_attempts=int(spec.generation.get("max_attempts", 3)))
+        return LLMClient(
+            backend,
+            cache,
+            max_attempts=int(spec.generation.get("max_attempts", 3)),
+            backoff=float(spec.generation.get("backoff", 0.5)),
+            breaker_failures=int(spec.generation.get("breaker_failures", 5)),
+        )
 
     return factory
 
 
 # -------------------------------------------------------------------------------------------------
-# planning
+# planning: units and their fingerprints
 # -------------------------------------------------------------------------------------------------
-def plan(spec: BuildSpec) -> tuple[list[WorkUnit], list[Failure]]:
-    """All work units of a spec in build order; sources that cannot be listed become failures."""
+def _stat(path: Path, base: Path) -> list[Any]:
+    try:
+        rel = path.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        rel = path.as_posix()
+    try:
+        info = path.stat()
+    except OSError:
+        return [rel, None, None]
+    if path.is_dir():  # a folder: its entries' names (new or removed class folders)
+        return [rel, "dir", sorted(p.name for p in path.iterdir())]
+    return [rel, info.st_size, info.st_mtime_ns]
+
+
+def _source_fingerprint(spec: BuildSpec, source: SourceSpec, key: bytes, shared: list[Any]) -> str:
+    data = {
+        "source": {k: v for k, v in asdict(source).items() if k != "spec_file"},
+        "seed": spec.seed,
+        "generation": spec.generation,
+        "label_rules": spec.fingerprint_label_rules(),
+        "key": key_digest(key),
+        "shared": shared,
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def plan(spec: BuildSpec, key: bytes = b"") -> tuple[list[WorkUnit], list[Failure]]:
+    """All work units of a spec in build order, each with its fingerprint; sources that cannot be
+    listed become failures (named by source, the local path in `detail`)."""
     units: list[WorkUnit] = []
     failures: list[Failure] = []
     for source in spec.sources:
+        reader = make_reader(source)
+        base = source.base_dir
         try:
-            units.extend(plan_units(source))
-        except SourceError as error:
-            failures.append(Failure(source.name, str(source.base_dir), "source_unreadable", str(error)))
+            source_units = reader.plan()
+            shared = [_stat(p, base) for p in reader.shared_files()]
+            source_print = _source_fingerprint(spec, source, key, shared)
+            for unit in source_units:
+                files = [_stat(p, base) for item in unit.items for p in reader.item_files(item)]
+                payload = json.dumps([source_print, unit.items, files], default=str)
+                unit.fingerprint = hashlib.sha256(payload.encode()).hexdigest()[:24]
+            units.extend(source_units)
+        except (SourceError, OSError, KeyError, TypeError, ValueError) as error:
+            public = scrub(str(error), [str(base), str(base.resolve()), source.spec_file])
+            failures.append(Failure(source.name, "source", "source_unreadable", public[:300], str(error)))
     return units, failures
 
 
@@ -95,13 +145,15 @@ def plan(spec: BuildSpec) -> tuple[list[WorkUnit], list[Failure]]:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(spec: BuildSpec, out: str, client_factory: ClientFactory | None) -> None:
+def _init_worker(spec: BuildSpec, out: str, key: bytes, client_factory: ClientFactory | None) -> None:
     standardizer = LabelStandardizer(spec.label_standardization)
     spaces = {}
     for source in spec.sources:
         try:
-            spaces[source.name] = sorted({standardizer(label) for label in label_space(source)})
-        except SourceError:
+            spaces[source.name] = sorted(
+                {standardizer(label) for label in make_reader(source).raw_label_space()}
+            )
+        except (SourceError, OSError, ValueError):
             spaces[source.name] = []
     factory = client_factory or default_client_factory(spec)
     client = factory(Path(out))
@@ -110,31 +162,32 @@ def _init_worker(spec: BuildSpec, out: str, client_factory: ClientFactory | None
         out=Path(out),
         standardizer=standardizer,
         spaces=spaces,
+        ids=IdHasher(key),
         sources={s.name: s for s in spec.sources},
         client=client,
         generator=RowGenerator(spec.generation, spec.seed, client),
-        fingerprint=spec.fingerprint(),
     )
 
 
 def _process_unit(unit: WorkUnit) -> dict[str, Any]:
     state = _WORKER
     source = state["sources"][unit.source]
+    reader = make_reader(source, state["standardizer"], state["spaces"][source.name], state["ids"])
     started = time.perf_counter()
     records: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     failures: list[Failure] = []
     dropped: Counter[str] = Counter()
     client: LLMClient | None = state["client"]
-    calls_before = (client.calls, client.cache_hits, client.invalid_replies) if client else (0, 0, 0)
-    for item in read_unit(source, unit, state["standardizer"], state["spaces"][source.name]):
+    before = client.counters() if client else {}
+    for item in reader.read_unit(unit):
         if isinstance(item, MedicalRecord):
             records.append(item.to_row())
             generated, problems = state["generator"].rows(item)
             rows.extend(generated)
             failures.extend(problems)
         elif isinstance(item, TextSample):
-            rows.append(text_row(item, source.options.get("config")))
+            rows.append(text_row(item, getattr(source.options, "config", None)))
         elif isinstance(item, Failure):
             failures.append(item)
         elif isinstance(item, Dropped):
@@ -152,20 +205,17 @@ def _process_unit(unit: WorkUnit) -> dict[str, Any]:
     if rows:
         schema = row_features().arrow_schema.insert(0, pa.field("config", pa.string()))
         write_table_atomic(pa.Table.from_pylist(rows, schema=schema), tmp / "rows.parquet")
+    after = client.counters() if client else {}
     manifest = {
         "unit_id": unit.unit_id,
         "source": unit.source,
-        "fingerprint": state["fingerprint"],
+        "fingerprint": unit.fingerprint,
         "items": len(unit.items),
         "records": len(records),
         "rows": dict(Counter(r["config"] for r in rows)),
-        "failures": [asdict(f) for f in failures],
+        "failures": [asdict(f) for f in failures],  # local: `detail` holds paths
         "dropped": dict(dropped),
-        "llm": {
-            "calls": (client.calls - calls_before[0]) if client else 0,
-            "cache_hits": (client.cache_hits - calls_before[1]) if client else 0,
-            "invalid_replies": (client.invalid_replies - calls_before[2]) if client else 0,
-        },
+        "llm": {k: after[k] - before.get(k, 0) for k in after},
         "seconds": round(time.perf_counter() - started, 3),
     }
     atomic_write_json(tmp / "manifest.json", manifest)
@@ -175,14 +225,26 @@ def _process_unit(unit: WorkUnit) -> dict[str, Any]:
     return manifest
 
 
-def unit_done(out: Path, unit: WorkUnit, fingerprint: str) -> bool:
+def unit_done(out: Path, unit: WorkUnit) -> bool:
     manifest = work_dir(out) / "units" / unit.unit_id / "manifest.json"
     if not manifest.is_file():
         return False
     try:
-        return json.loads(manifest.read_text(encoding="utf-8")).get("fingerprint") == fingerprint
+        return json.loads(manifest.read_text(encoding="utf-8")).get("fingerprint") == unit.fingerprint
     except (OSError, json.JSONDecodeError):
         return False
+
+
+def _remove_stale_units(out: Path, units: list[WorkUnit]) -> int:
+    """Unit shards of items that no longer exist (a withdrawn file, a shrunk source) are deleted."""
+    planned = {u.unit_id for u in units}
+    removed = 0
+    units_dir = work_dir(out) / "units"
+    for path in sorted(units_dir.iterdir()) if units_dir.is_dir() else []:
+        if path.is_dir() and not path.name.startswith(".") and path.name not in planned:
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 def ingest(
@@ -201,18 +263,15 @@ def ingest(
     out = Path(out)
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"shard_index {shard_index} must be in [0, {num_shards})")
-    units, plan_failures = plan(spec)
-    fingerprint = spec.fingerprint()
+    key = resolve_id_key(spec, work_dir(out))
+    units, plan_failures = plan(spec, key)
     mine = [u for i, u in enumerate(units) if i % num_shards == shard_index]
-    pending = [u for u in mine if not unit_done(out, u, fingerprint)]
+    pending = [u for u in mine if not unit_done(out, u)]
     (work_dir(out) / "units").mkdir(parents=True, exist_ok=True)
+    removed = _remove_stale_units(out, units)
     atomic_write_json(
         work_dir(out) / "plan.json",
-        {
-            "fingerprint": fingerprint,
-            "units": [u.unit_id for u in units],
-            "failures": [asdict(f) for f in plan_failures],
-        },
+        {"units": [u.unit_id for u in units], "failures": [asdict(f) for f in plan_failures]},
     )
     done = 0
     bar = tqdm(
@@ -221,39 +280,127 @@ def ingest(
         unit="unit",
         disable=not progress,
     )
-    if num_workers <= 1:
-        _init_worker(spec, str(out), client_factory)
-        for unit in pending:
-            if crash_after_units is not None and done >= crash_after_units:
-                raise SimulatedCrash(f"simulated crash after {done} units")
-            _process_unit(unit)
-            done += 1
-            bar.update()
-    else:
-        with ProcessPoolExecutor(
-            num_workers, initializer=_init_worker, initargs=(spec, str(out), client_factory)
-        ) as pool:
-            futures = [pool.submit(_process_unit, unit) for unit in pending]
-            for future in as_completed(futures):
-                future.result()
+    try:
+        if num_workers <= 1:
+            _init_worker(spec, str(out), key, client_factory)
+            for unit in pending:
+                if crash_after_units is not None and done >= crash_after_units:
+                    raise SimulatedCrash(f"simulated crash after {done} units")
+                _process_unit(unit)
                 done += 1
                 bar.update()
-    bar.close()
+        else:
+            with ProcessPoolExecutor(
+                num_workers, initializer=_init_worker, initargs=(spec, str(out), key, client_factory)
+            ) as pool:
+                futures = [pool.submit(_process_unit, unit) for unit in pending]
+                try:
+                    for future in as_completed(futures):
+                        future.result()
+                        done += 1
+                        bar.update()
+                except BaseException:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
+    except BackendUnavailable as error:
+        raise BackendUnavailable(
+            f"{error}; stopped after {done} of {len(pending)} pending work units, which are kept: "
+            "rerun the same command to resume"
+        ) from None
+    finally:
+        bar.close()
     return {
         "planned": len(units),
         "this_shard": len(mine),
         "processed": done,
         "skipped": len(mine) - len(pending),
+        "removed_stale": removed,
     }
 
 
 # -------------------------------------------------------------------------------------------------
-# finalize: QC + judge + publish
+# finalize: judge -> QC + staged writers -> swap -> report -> card
 # -------------------------------------------------------------------------------------------------
+@dataclass
+class BuildReport:
+    """What a build published and dropped; `build_report.json` and the card are written from it.
+
+    It names failures by source, item id and reason only: the local paths of failed items are in
+    `_work/failures.jsonl`, which `push` never uploads."""
+
+    name: str
+    spec_fingerprint: str
+    units: int = 0
+    records_ingested: int = 0
+    records_kept: int = 0
+    rows_generated: dict[str, int] = field(default_factory=dict)
+    rows_published: dict[str, int] = field(default_factory=dict)
+    splits: dict[str, list[str]] = field(default_factory=dict)
+    errors_by_kind: dict[str, int] = field(default_factory=dict)
+    errors: list[dict[str, str]] = field(default_factory=list)
+    dropped_ingest: dict[str, int] = field(default_factory=dict)
+    dropped_qc: dict[str, int] = field(default_factory=dict)
+    judge: dict[str, dict[str, Any]] = field(default_factory=dict)
+    llm: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, dict[str, int]] = field(default_factory=dict)
+    parquet: dict[str, Any] = field(default_factory=dict)
+    limits: dict[str, int] = field(default_factory=dict)
+    finalize_seconds: float = 0.0
+    ingest: dict[str, Any] | None = None
+
+    @property
+    def rows_total(self) -> int:
+        return sum(self.rows_published.values())
+
+    @property
+    def usable(self) -> bool:
+        """Something a trainer can load was published (rows of an image or text config)."""
+        return self.rows_total > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON layout of `build_report.json` (grouped by stage)."""
+        return {
+            "name": self.name,
+            "spec_fingerprint": self.spec_fingerprint,
+            "units": self.units,
+            "records": {"ingested": self.records_ingested, "kept": self.records_kept},
+            "rows": {"generated": self.rows_generated, "published": self.rows_published},
+            "splits": self.splits,
+            "errors": {
+                "total": sum(self.errors_by_kind.values()),
+                "by_kind": self.errors_by_kind,
+                "items": self.errors,
+                "local_details": "_work/failures.jsonl",
+            },
+            "dropped": {"ingest": self.dropped_ingest, "qc": self.dropped_qc},
+            "judge": self.judge,
+            "llm": self.llm,
+            "stats": self.stats,
+            "parquet": self.parquet,
+            "limits": self.limits,
+            "finalize_seconds": self.finalize_seconds,
+            "ingest": self.ingest,
+        }
+
+    def __getitem__(self, key: str) -> Any:  # read like the JSON file: report["rows"]["published"]
+        return self.to_dict()[key]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows_published,
+            "records": {"ingested": self.records_ingested, "kept": self.records_kept},
+            "errors": self.errors_by_kind,
+            "dropped": {"ingest": self.dropped_ingest, "qc": self.dropped_qc},
+            "parquet": self.parquet,
+        }
+
+
 def _judge(
-    spec: BuildSpec, out: Path, unit_dirs: list[Path], client: LLMClient | None
+    spec: BuildSpec, unit_dirs: list[Path], client: LLMClient | None
 ) -> tuple[dict[str, dict[str, Any]], set[str]]:
-    """Seed 000 Part 4: score `samples` random rows per source; accept when the mean <= threshold."""
+    """GMAI-VL's quality judge: score `samples` rows per source; accept when the mean <= threshold."""
+    from PIL import Image
+
     options = dict(spec.generation.get("judge") or {})
     if client is None or not options.get("enabled", True):
         return {}, set()
@@ -261,26 +408,18 @@ def _judge(
     threshold = float(options.get("threshold", 3.0))
     configs = set(options.get("configs", ["caption", "instruct"]))
     heaps: dict[str, list[tuple[int, str, dict[str, Any]]]] = defaultdict(list)
-    for unit in unit_dirs:
-        path = unit / "rows.parquet"
-        if not path.is_file():
+    for row in _unit_rows(unit_dirs, "rows.parquet"):
+        if row["config"] not in configs:
             continue
-        for row in pq.read_table(path).to_pylist():
-            if row["config"] not in configs:
-                continue
-            rank = -int(hashlib.sha256(f"{spec.seed}|judge|{row['row_id']}".encode()).hexdigest()[:15], 16)
-            heap = heaps[row["source_dataset"]]
-            entry = (rank, row["row_id"], row)
-            if len(heap) < samples:
-                heapq.heappush(heap, entry)
-            elif rank > heap[0][0]:
-                heapq.heapreplace(heap, entry)
+        rank = -int(hashlib.sha256(f"{spec.seed}|judge|{row['row_id']}".encode()).hexdigest()[:15], 16)
+        heap = heaps[row["source_dataset"]]
+        entry = (rank, row["row_id"], row)
+        if len(heap) < samples:
+            heapq.heappush(heap, entry)
+        elif rank > heap[0][0]:
+            heapq.heapreplace(heap, entry)
     results: dict[str, dict[str, Any]] = {}
     rejected: set[str] = set()
-    import io
-
-    from PIL import Image
-
     for source in sorted(heaps):
         scores, errors = [], 0
         for _, _row_id, row in sorted(heaps[source], key=lambda e: e[1]):
@@ -291,6 +430,8 @@ def _judge(
                     "judge", judge_prompt(row, row["messages"]), images, keys, validate_score
                 )
                 scores.append(score)
+            except BackendUnavailable:
+                raise
             except LLMError:
                 errors += 1
         mean = sum(scores) / len(scores) if scores else None
@@ -309,9 +450,135 @@ def _judge(
     return results, rejected
 
 
+def _unit_rows(unit_dirs: list[Path], name: str) -> Iterator[dict[str, Any]]:
+    for unit in unit_dirs:
+        path = unit / name
+        if path.is_file():
+            parquet = pq.ParquetFile(path)
+            for group in range(parquet.num_row_groups):
+                yield from parquet.read_row_group(group).to_pylist()
+
+
+class _Publisher:
+    """Staged Parquet writers, one per (config, split), swapped into place when all are closed."""
+
+    def __init__(self, spec: BuildSpec, out: Path) -> None:
+        limits = default_limits()
+        publish = spec.publish
+        self.out = out
+        self.limits = {
+            "max_shard_bytes": size_to_bytes(publish.get("max_shard_size", limits["max_shard_bytes"])),
+            "max_row_group_bytes": size_to_bytes(
+                publish.get("max_row_group_size", limits["max_row_group_bytes"])
+            ),
+            "row_group_rows": int(publish.get("row_group_rows", limits["row_group_rows"])),
+        }
+        self.staging = out / f".staging-{os.getpid()}"
+        for stale in [self.staging, *out.glob(".staging-*")]:
+            shutil.rmtree(stale, ignore_errors=True)
+        self.writers: dict[tuple[str, str], ShardWriter] = {}
+        self.features = {"records": record_features(), "rows": row_features()}
+
+    def write(self, config: str, row: dict[str, Any]) -> None:
+        key = (config, row["split"])
+        if key not in self.writers:
+            features = self.features["records" if config == "records" else "rows"]
+            l = self.limits  # noqa: E741
+            self.writers[key] = ShardWriter(
+                self.staging / config,
+                row["split"],
+                features,
+                l["max_shard_bytes"],
+                l["max_row_group_bytes"],
+                l["row_group_rows"],
+            )
+        self.writers[key].write(row, row_bytes(row))
+
+    def swap(self) -> tuple[dict[str, list[str]], dict[str, Any]]:
+        """Close the writers, replace the published configs; returns (splits per config, Parquet report)."""
+        files: dict[str, list[str]] = defaultdict(list)
+        all_files: list[Path] = []
+        for (config, _split), writer in sorted(self.writers.items()):
+            for path in writer.close():
+                files[config].append(path.relative_to(self.staging / config).as_posix())
+                all_files.append(path)
+        limits_report = parquet_limits_report(all_files)
+        for config_dir in sorted(self.staging.iterdir()) if self.staging.exists() else []:
+            target = self.out / config_dir.name
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(config_dir, target)
+        for config in CONFIGS:
+            if config not in files and (self.out / config).exists():
+                shutil.rmtree(self.out / config)
+        shutil.rmtree(self.staging, ignore_errors=True)
+        splits = {config: sorted({name.split("-")[0] for name in names}) for config, names in files.items()}
+        return splits, limits_report
+
+
+def _collect_unit(
+    manifest: dict[str, Any], report: BuildReport, local_failures: list[dict[str, Any]]
+) -> None:
+    for failure in manifest["failures"]:
+        failure = Failure(**failure)
+        report.errors_by_kind[failure.kind] = report.errors_by_kind.get(failure.kind, 0) + 1
+        if len(report.errors) < MAX_LISTED_FAILURES:
+            report.errors.append(failure.public())
+        local_failures.append(asdict(failure))
+    for reason, count in manifest["dropped"].items():
+        report.dropped_ingest[reason] = report.dropped_ingest.get(reason, 0) + count
+    for key, count in (manifest.get("llm") or {}).items():
+        report.llm[key] = report.llm.get(key, 0) + count
+
+
+def _publish_records(
+    unit_dir: Path, qc: QualityControl, publisher: _Publisher, report: BuildReport
+) -> set[str]:
+    """Record QC of one unit; returns the ids of the dropped records (their rows go too)."""
+    dropped: set[str] = set()
+    for row in _unit_rows([unit_dir], "records.parquet"):
+        report.records_ingested += 1
+        if qc.check_record(row) is not None:
+            dropped.add(row["record_id"])
+            continue
+        report.records_kept += 1
+        publisher.write("records", row)
+    return dropped
+
+
+def _publish_rows(
+    unit_dir: Path,
+    dropped_records: set[str],
+    rejected: set[str],
+    judged_configs: set[str],
+    qc: QualityControl,
+    publisher: _Publisher,
+    report: BuildReport,
+    stats: dict[str, Counter[str]],
+) -> None:
+    for row in _unit_rows([unit_dir], "rows.parquet"):
+        config = row["config"]
+        report.rows_generated[config] = report.rows_generated.get(config, 0) + 1
+        if row["record_id"] in dropped_records:
+            qc.dropped["rows_of_dropped_image"] += 1
+            continue
+        if row["source_dataset"] in rejected and config in judged_configs:
+            qc.dropped["judge_rejected_source"] += 1
+            continue
+        if qc.check_row(row) is not None:
+            continue
+        row.pop("config")
+        publisher.write(config, row)
+        report.rows_published[config] = report.rows_published.get(config, 0) + 1
+        for dimension in ("modality", "department", "task_type", "clinical_task", "language"):
+            if row[dimension]:
+                stats[dimension][row[dimension]] += 1
+        stats["config"][config] += 1
+
+
 def finalize(
     spec: BuildSpec, out: str | Path, client_factory: ClientFactory | None = None, progress: bool = True
-) -> dict[str, Any]:
+) -> BuildReport:
     """QC, judge and publish every unit shard into the dataset folder; returns the build report."""
     from tqdm.auto import tqdm
 
@@ -319,125 +586,40 @@ def finalize(
 
     out = Path(out)
     started = time.perf_counter()
-    fingerprint = spec.fingerprint()
-    units, plan_failures = plan(spec)
-    units_dir = work_dir(out) / "units"
-    missing = [u.unit_id for u in units if not unit_done(out, u, fingerprint)]
+    key = resolve_id_key(spec, work_dir(out))
+    units, plan_failures = plan(spec, key)
+    missing = [u.unit_id for u in units if not unit_done(out, u)]
     if missing:
         raise RuntimeError(
-            f"{out}: {len(missing)} of {len(units)} work units are not ingested yet (first: {missing[0]}); "
-            "run `ingest` for every shard first"
+            f"{out}: {len(missing)} of {len(units)} work units are not ingested yet, or their sources "
+            f"changed since (first: {missing[0]}); run `ingest` for every shard first"
         )
-    unit_dirs = [units_dir / u.unit_id for u in units]
+    unit_dirs = [work_dir(out) / "units" / u.unit_id for u in units]
+    report = BuildReport(name=spec.name, spec_fingerprint=spec.fingerprint(), units=len(units))
+    local_failures: list[dict[str, Any]] = []
+    _collect_unit({"failures": [asdict(f) for f in plan_failures], "dropped": {}}, report, local_failures)
     client = (client_factory or default_client_factory(spec))(out)
-    judge_results, rejected_sources = _judge(spec, out, unit_dirs, client)
+    report.judge, rejected = _judge(spec, unit_dirs, client)
+    judged = set((spec.generation.get("judge") or {}).get("configs", ["caption", "instruct"]))
     qc = QualityControl(spec.qc, Path(spec.spec_file).parent if spec.spec_file else None)
-    limits = default_limits()
-    publish = spec.publish
-    max_shard = size_to_bytes(publish.get("max_shard_size", limits["max_shard_bytes"]))
-    max_group = size_to_bytes(publish.get("max_row_group_size", limits["max_row_group_bytes"]))
-    group_rows = int(publish.get("row_group_rows", limits["row_group_rows"]))
-    staging = out / f".staging-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    for stale in out.glob(".staging-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    features = row_features()
-    writers: dict[tuple[str, str], ShardWriter] = {}
-
-    def writer_for(config: str, split: str, feats) -> ShardWriter:
-        key = (config, split)
-        if key not in writers:
-            writers[key] = ShardWriter(staging / config, split, feats, max_shard, max_group, group_rows)
-        return writers[key]
-
-    failures: list[dict[str, Any]] = [asdict(f) for f in plan_failures]
-    failure_counts: Counter[str] = Counter(f["kind"] for f in failures)
-    dropped_ingest: Counter[str] = Counter()
+    publisher = _Publisher(spec, out)
     stats: dict[str, Counter[str]] = defaultdict(Counter)
-    llm_totals: Counter[str] = Counter()
-    records_in = records_kept = 0
-    rows_in: Counter[str] = Counter()
-    rows_out: Counter[str] = Counter()
-    record_schema = record_features()
     for unit_dir in tqdm(unit_dirs, desc="finalize", unit="unit", disable=not progress):
-        manifest = json.loads((unit_dir / "manifest.json").read_text(encoding="utf-8"))
-        for failure in manifest["failures"]:
-            failure_counts[failure["kind"]] += 1
-            if len(failures) < MAX_LISTED_FAILURES:
-                failures.append(failure)
-        dropped_ingest.update(manifest["dropped"])
-        llm_totals.update(manifest.get("llm", {}))
-        dropped_records: set[str] = set()
-        if (unit_dir / "records.parquet").is_file():
-            for row in pq.read_table(unit_dir / "records.parquet").to_pylist():
-                records_in += 1
-                if qc.check_record(row) is not None:
-                    dropped_records.add(row["record_id"])
-                    continue
-                records_kept += 1
-                writer_for("records", row["split"], record_schema).write(row, row_bytes(row))
-        if (unit_dir / "rows.parquet").is_file():
-            for row in pq.read_table(unit_dir / "rows.parquet").to_pylist():
-                config = row["config"]
-                rows_in[config] += 1
-                if row["record_id"] in dropped_records:
-                    qc.dropped["rows_of_dropped_image"] += 1
-                    continue
-                if row["source_dataset"] in rejected_sources and config in set(
-                    (spec.generation.get("judge") or {}).get("configs", ["caption", "instruct"])
-                ):
-                    qc.dropped["judge_rejected_source"] += 1
-                    continue
-                if qc.check_row(row) is not None:
-                    continue
-                row.pop("config")
-                writer_for(config, row["split"], features).write(row, row_bytes(row))
-                rows_out[config] += 1
-                for dimension in ("modality", "department", "task_type", "clinical_task", "language"):
-                    if row[dimension]:
-                        stats[dimension][row[dimension]] += 1
-                stats["config"][config] += 1
-    files: dict[str, list[str]] = defaultdict(list)
-    all_files: list[Path] = []
-    for (config, _split), writer in sorted(writers.items()):
-        for path in writer.close():
-            files[config].append(path.relative_to(staging / config).as_posix())
-            all_files.append(path)
-    limits_report = parquet_limits_report(all_files)
-    # swap the staged configs into place (old configs of a previous finalize are replaced)
-    for config_dir in sorted(staging.iterdir()) if staging.exists() else []:
-        target = out / config_dir.name
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(config_dir, target)
-    for config in ("records", "caption", "instruct", "percept", "text_single", "text_multi"):
-        if config not in files and (out / config).exists():
-            shutil.rmtree(out / config)
-    shutil.rmtree(staging, ignore_errors=True)
-    splits = {config: sorted({name.split("-")[0] for name in names}) for config, names in files.items()}
-    report = {
-        "name": spec.name,
-        "spec_fingerprint": fingerprint,
-        "spec_file": spec.spec_file,
-        "units": len(units),
-        "records": {"ingested": records_in, "kept": records_kept},
-        "rows": {"generated": dict(rows_in), "published": dict(rows_out)},
-        "splits": splits,
-        "errors": {"total": sum(failure_counts.values()), "by_kind": dict(failure_counts), "items": failures},
-        "dropped": {"ingest": dict(dropped_ingest), "qc": dict(qc.dropped)},
-        "judge": judge_results,
-        "llm": dict(llm_totals),
-        "stats": {k: dict(v.most_common()) for k, v in stats.items()},
-        "parquet": limits_report,
-        "limits": {
-            "max_shard_bytes": max_shard,
-            "max_row_group_bytes": max_group,
-            "row_group_rows": group_rows,
-        },
-        "finalize_seconds": round(time.perf_counter() - started, 2),
-    }
-    atomic_write_json(out / "build_report.json", report)
+        _collect_unit(
+            json.loads((unit_dir / "manifest.json").read_text(encoding="utf-8")), report, local_failures
+        )
+        dropped = _publish_records(unit_dir, qc, publisher, report)
+        _publish_rows(unit_dir, dropped, rejected, judged, qc, publisher, report, stats)
+    report.splits, report.parquet = publisher.swap()
+    report.limits = publisher.limits
+    report.dropped_qc = dict(qc.dropped)
+    report.stats = {k: dict(v.most_common()) for k, v in stats.items()}
+    report.finalize_seconds = round(time.perf_counter() - started, 2)
+    atomic_write_text(
+        work_dir(out) / "failures.jsonl",
+        "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in local_failures),
+    )
+    atomic_write_json(out / "build_report.json", report.to_dict())
     write_card(spec, out, report)
     return report
 
@@ -452,8 +634,8 @@ def run_build(
     client_factory: ClientFactory | None = None,
     crash_after_units: int | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Run the requested stages; returns the build report (or the ingest counts alone)."""
+) -> BuildReport | dict[str, Any]:
+    """Run the requested stages; returns the `BuildReport` (or `{"ingest": counts}` without finalize)."""
     if not isinstance(spec, BuildSpec):
         spec = load_build_spec(spec)
     out = Path(out)
@@ -465,6 +647,6 @@ def run_build(
         )
     if "finalize" in stages:
         report = finalize(spec, out, client_factory, progress)
-        report["ingest"] = result.get("ingest")
+        report.ingest = result.get("ingest")
         return report
     return result

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .spec import BuildSpec
 from .writer import atomic_write_text
+
+if TYPE_CHECKING:
+    from .build import BuildReport
 
 CONFIG_TITLES = {
     "caption": "GMAI-MM-Caption: detailed captions of whole images and boxed regions",
@@ -18,6 +21,38 @@ CONFIG_TITLES = {
     "records": "Standardised records <image, modality, label, department, bbox?> after image QC",
 }
 CONFIG_ORDER = ("caption", "instruct", "percept", "text_single", "text_multi", "records")
+
+# What each column of the sub-dataset configs holds (the card's column table).
+COLUMNS = {
+    "images": "list of images (RGB PNG, embedded); empty for text-only rows",
+    "messages": "the chat: `[{role, content}]`, user/assistant turns with string content (TRL's SFT format)",
+    "prompt": "closed-form rows: TRL's conversational prompt, one user turn `[{type: image}, {type: text}]` "
+    "holding the question with its options and answer instruction; empty list otherwise",
+    "question": "closed-form rows: the question alone (no options, no instruction); empty otherwise",
+    "options": "`mcq` rows: the option texts in letter order (A, B, ...); empty list otherwise",
+    "answer": "the reference a reward checks: the option letter (`mcq`), `yes`/`no` (`closed`), the short "
+    "answer text or box (`open`); empty for captions, instructions and dialogues",
+    "question_type": "`mcq`, `closed` (yes/no) or `open` for closed-form questions (percept); else "
+    "`caption`, `region_caption`, `instruct` or `dialogue`",
+    "question_kind": "what the question asks: `classification`, `modality`, `anatomy`, `lesion`, `yes_no`, "
+    "`region`, `grounding`, `caption`, `region_caption`, `instruct`, `dialogue`",
+    "source_dataset": "the `name` of the source in the build spec",
+    "split": "train / validation / test as given by the source",
+    "language": "`en` or `zh` (Chinese translations and corpora)",
+    "modality, department, label, task_type, clinical_task, granularity": "the annotation of the image "
+    "(GMAI-MMBench lexical tree); `label` after label standardisation",
+    "bbox": "`[x_min, y_min, x_max, y_max]` in pixels of the stored image, or null for image-level labels",
+    "generator": "`template`, `import` (text corpora) or `llm:<backend>`",
+    "row_id, record_id": "ids: `<source>/<keyed hash of the file's relative path>` plus frame/slice/box "
+    "suffixes; no file or folder name is published",
+}
+RECORD_COLUMNS = (
+    "The `records` config holds one row per standardised record: `record_id`, `image`, the annotation "
+    "columns above, `label_space` (the source's labels), `source_file` (the keyed hash of the file, not its "
+    "name), `width`, `height`, `image_md5` (of the decoded pixels), `phash` (64-bit perceptual hash) and "
+    "`meta` (JSON: frame, slice, axis, spacing, mask value, area and the DICOM Modality, PixelSpacing, "
+    "SliceThickness, PhotometricInterpretation only)."
+)
 
 
 def _size_category(rows: int) -> str:
@@ -61,24 +96,24 @@ def plot_statistics(stats: dict[str, dict[str, int]], path: Path) -> None:
     tmp.replace(path)
 
 
-def write_card(spec: BuildSpec, out: Path, report: dict[str, Any]) -> Path:
+def write_card(spec: BuildSpec, out: Path, report: BuildReport) -> Path:
     from huggingface_hub import DatasetCard, DatasetCardData
 
     from gmaivl.dataset_builders import __name__ as package_name
 
-    published = report["rows"]["published"]
-    configs = [c for c in CONFIG_ORDER if report["splits"].get(c)]
+    published = report.rows_published
+    configs = [c for c in CONFIG_ORDER if report.splits.get(c)]
     card_configs = [
         {
             "config_name": config,
             "data_files": [
-                {"split": split, "path": f"{config}/{split}-*.parquet"} for split in report["splits"][config]
+                {"split": split, "path": f"{config}/{split}-*.parquet"} for split in report.splits[config]
             ],
             **({"default": True} if config == configs[0] else {}),
         }
         for config in configs
     ]
-    languages = sorted(report["stats"].get("language", {}) or {"en": 1})
+    languages = sorted(report.stats.get("language", {}) or {"en": 1})
     data = DatasetCardData(
         configs=card_configs,
         license=spec.license,
@@ -88,7 +123,7 @@ def write_card(spec: BuildSpec, out: Path, report: dict[str, Any]) -> Path:
         pretty_name=spec.name,
         size_categories=[_size_category(sum(published.values()))],
     )
-    stats = report["stats"]
+    stats = report.stats
     if any(stats.get(d) for d in ("modality", "department", "task_type", "clinical_task")):
         plot_statistics(stats, out / "statistics.png")
     sections = [
@@ -101,7 +136,7 @@ def write_card(spec: BuildSpec, out: Path, report: dict[str, Any]) -> Path:
                 "| --- | --- | ---: |",
                 *(
                     f"| `{c}` | {CONFIG_TITLES[c]} | "
-                    f"{published.get(c, report['records']['kept'] if c == 'records' else 0)} |"
+                    f"{published.get(c, report.records_kept if c == 'records' else 0)} |"
                     for c in configs
                 ),
             ]
@@ -109,9 +144,20 @@ def write_card(spec: BuildSpec, out: Path, report: dict[str, Any]) -> Path:
         '```python\nfrom datasets import load_dataset\n\nds = load_dataset("<this repo or folder>", "'
         + (configs[0] if configs else "caption")
         + '", split="train")\n```',
-        "Rows follow the training format of TRL: `images` (list of images) and `messages` (chat turns), plus "
-        "metadata columns (`modality`, `department`, `label`, `task_type`, `clinical_task`, `granularity`, `bbox`, "
-        "`source_dataset`, `language`, ...).",
+        "Rows follow the training format of TRL: `images` (list of images) and `messages` (chat turns). "
+        "Closed-form questions (the `percept` config) also carry `prompt`, `question`, `options`, `answer` and "
+        "`question_type`, so `trl grpo --dataset_name <this repo> --dataset_config percept` and the GRPO recipes "
+        "of `gmaivl train` read them as they are.",
+        "### Columns",
+        "\n".join(
+            ["| column | contents |", "| --- | --- |", *(f"| `{k}` | {v} |" for k, v in COLUMNS.items())]
+        ),
+        "### Privacy",
+        "Ids are keyed hashes of the source files' relative paths; no file or folder name and no DICOM header "
+        "value other than Modality, PixelSpacing, SliceThickness and PhotometricInterpretation reaches this "
+        "dataset, unless a source opted in (`label_from: folder`, the default of class-folder sources, publishes "
+        "folder names as labels; `publish_paths: true` publishes relative paths). Text burned into the pixels "
+        "(annotations, names on scanned films) is not detected.",
         "## Statistics",
         "![distributions](statistics.png)" if (out / "statistics.png").exists() else "",
     ]
@@ -121,23 +167,24 @@ def write_card(spec: BuildSpec, out: Path, report: dict[str, Any]) -> Path:
                 f"### {dimension.replace('_', ' ').capitalize()}",
                 _table(stats[dimension], dimension),
             ]
-    qc = report["dropped"]
+    errors = sum(report.errors_by_kind.values())
     provenance = [
         f"- built: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')} by `{package_name}`",
-        f"- spec fingerprint: `{report['spec_fingerprint']}`; work units: {report['units']}",
-        f"- records ingested: {report['records']['ingested']}, kept after image QC: {report['records']['kept']}",
-        f"- input errors: {report['errors']['total']} ({', '.join(f'{k}: {v}' for k, v in report['errors']['by_kind'].items()) or 'none'})",
-        f"- dropped at ingest: {', '.join(f'{k}: {v}' for k, v in qc['ingest'].items()) or 'none'}",
-        f"- dropped by quality control: {', '.join(f'{k}: {v}' for k, v in qc['qc'].items()) or 'none'}",
+        f"- spec fingerprint: `{report.spec_fingerprint}`; work units: {report.units}",
+        f"- records ingested: {report.records_ingested}, kept after image QC: {report.records_kept}",
+        f"- input errors: {errors} ({', '.join(f'{k}: {v}' for k, v in report.errors_by_kind.items()) or 'none'}); "
+        "`build_report.json` lists them by source, item id and reason",
+        f"- dropped at ingest: {', '.join(f'{k}: {v}' for k, v in report.dropped_ingest.items()) or 'none'}",
+        f"- dropped by quality control: {', '.join(f'{k}: {v}' for k, v in report.dropped_qc.items()) or 'none'}",
         "- text generation: " + spec.generation.get("backend", "templates"),
     ]
-    if report.get("judge"):
+    if report.judge:
         provenance.append(
             "- quality judge (mean score of sampled rows, 1 = best; accepted when <= threshold):"
         )
         provenance += [
             f"  - {source}: {r['mean_score']} ({'accepted' if r['accepted'] else 'rejected'}, {r['scored']} scored)"
-            for source, r in report["judge"].items()
+            for source, r in report.judge.items()
         ]
     sections += ["## Build provenance", "\n".join(provenance)]
     sections += [

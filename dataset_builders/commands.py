@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -69,8 +68,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
+    """Bad specs, unreadable sources and an unreachable LLM backend are one `gmaivl: error:` line
+    (exit 2, finished work units kept); a build that published no row also exits 2."""
     from .build import run_build
     from .imaging import SourceError
+    from .llm import LLMError
     from .spec import SpecError
 
     try:
@@ -83,21 +85,23 @@ def _build(args: argparse.Namespace) -> int:
             stages=args.stages,
             progress=not args.quiet,
         )
-    except (SpecError, SourceError, RuntimeError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if "finalize" in args.stages:
-        summary = {
-            "rows": result["rows"]["published"],
-            "records": result["records"],
-            "errors": result["errors"]["by_kind"],
-            "dropped": result["dropped"],
-            "parquet": result["parquet"],
-        }
-        print(json.dumps(summary, indent=2))
-        print(f"report: {Path(args.out) / 'build_report.json'}; card: {Path(args.out) / 'README.md'}")
-    else:
+    except SpecError:
+        raise
+    except (SourceError, LLMError, RuntimeError, OSError) as error:
+        raise ValueError(str(error)) from error
+    if "finalize" not in args.stages:
         print(json.dumps(result["ingest"], indent=2))
+        return 0
+    print(json.dumps(result.summary(), indent=2))
+    report_path = Path(args.out) / "build_report.json"
+    print(f"report: {report_path}; card: {Path(args.out) / 'README.md'}")
+    if not result.usable:
+        kinds = ", ".join(f"{k}: {v}" for k, v in result.errors_by_kind.items()) or "none"
+        dropped = {**result.dropped_ingest, **result.dropped_qc}
+        raise ValueError(
+            f"{args.spec}: nothing usable was built (0 rows published; input errors: {kinds}; "
+            f"dropped: {dropped or 'none'}); see {report_path} and {Path(args.out) / '_work' / 'failures.jsonl'}"
+        )
     return 0
 
 
@@ -112,7 +116,12 @@ def _export(args: argparse.Namespace) -> int:
 def _push(args: argparse.Namespace) -> int:
     from .hub import push_folder
 
-    info = push_folder(args.folder, args.repo_id, private=args.private, revision=args.revision)
+    try:
+        info = push_folder(args.folder, args.repo_id, private=args.private, revision=args.revision)
+    except (FileNotFoundError, ValueError):
+        raise
+    except Exception as error:  # Hub, auth and network errors: one line, not a traceback
+        raise ValueError(f"push to {args.repo_id} failed: {type(error).__name__}: {error}") from error
     print(info)
     return 0
 

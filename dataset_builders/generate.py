@@ -12,7 +12,14 @@ import re
 from typing import Any
 
 from .adapters import Failure, TextSample
-from .llm import LLMClient, LLMError, validate_caption, validate_pairs, validate_translation
+from .llm import (
+    BackendUnavailable,
+    LLMClient,
+    LLMError,
+    validate_caption,
+    validate_pairs,
+    validate_translation,
+)
 from .prompts import caption_prompt as llm_caption_prompt
 from .prompts import instruction_prompt, translation_prompt
 from .records import MedicalRecord
@@ -50,11 +57,30 @@ def row_features():
             "granularity": Value("string"),
             "bbox": List(Value("float32")),
             "question_type": Value("string"),
+            "question_kind": Value("string"),
+            "question": Value("string"),
+            "options": List(Value("string")),
             "answer": Value("string"),
+            "prompt": List(
+                {"role": Value("string"), "content": List({"type": Value("string"), "text": Value("string")})}
+            ),
             "generator": Value("string"),
             "record_id": Value("string"),
         }
     )
+
+
+def conversational_prompt(text: str, images: int = 1) -> list[dict[str, Any]]:
+    """TRL's conversational prompt: one user turn, an image part per image, then the text."""
+    return [
+        {
+            "role": "user",
+            "content": [
+                *({"type": "image", "text": None} for _ in range(images)),
+                {"type": "text", "text": text},
+            ],
+        }
+    ]
 
 
 def language_of(text: str) -> str:
@@ -68,8 +94,9 @@ def _row(
     index: int,
     messages: list[dict[str, str]],
     generator: str,
-    answer: str = "",
+    qa: QA | None = None,
 ) -> dict[str, Any]:
+    closed = qa is not None and bool(qa.closed)
     return {
         "config": config,
         "row_id": f"{record.record_id}|{config}|{kind}|{index}",
@@ -85,8 +112,12 @@ def _row(
         "clinical_task": record.clinical_task,
         "granularity": record.granularity,
         "bbox": record.bbox,
-        "question_type": kind,
-        "answer": answer,
+        "question_type": qa.closed if closed else kind,
+        "question_kind": kind,
+        "question": qa.stem if closed else "",
+        "options": (qa.options or []) if closed else [],
+        "answer": qa.reference if closed else "",
+        "prompt": conversational_prompt(qa.question) if closed else [],
         "generator": generator,
         "record_id": record.record_id,
     }
@@ -116,7 +147,11 @@ def text_row(sample: TextSample, config: str | None = None) -> dict[str, Any]:
         "granularity": "",
         "bbox": None,
         "question_type": "dialogue",
+        "question_kind": "dialogue",
+        "question": "",
+        "options": [],
         "answer": "",
+        "prompt": [],
         "generator": "import",
         "record_id": sample.sample_id,
     }
@@ -145,6 +180,8 @@ class RowGenerator:
         for config in self.configs:
             try:
                 rows.extend(getattr(self, f"_{config}")(record))
+            except BackendUnavailable:
+                raise
             except LLMError as error:
                 failures.append(
                     Failure(
@@ -159,6 +196,8 @@ class RowGenerator:
                 if row["config"] in ("caption", "instruct") and self._selected_for_translation(row["row_id"]):
                     try:
                         rows.append(self._translate(row, record))
+                    except BackendUnavailable:
+                        raise
                     except LLMError as error:
                         failures.append(
                             Failure(
@@ -205,10 +244,7 @@ class RowGenerator:
         for index, qa in enumerate(
             [*percept_questions(record, self.seed), *region_questions(record, self.seed)]
         ):
-            answer = qa.answer_letter or qa.answer
-            rows.append(
-                _row(record, "percept", qa.question_type, index, _single_turn(qa), "template", answer)
-            )
+            rows.append(_row(record, "percept", qa.question_type, index, _single_turn(qa), "template", qa))
         return rows
 
     def _translate(self, row: dict[str, Any], record: MedicalRecord) -> dict[str, Any]:

@@ -28,7 +28,20 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 # other 3D formats common in challenge datasets (LUNA16 .mhd, ...), read through SimpleITK
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd")
 VOLUME_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
-DICOM_SUFFIXES = (".dcm", ".dicom", "")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+def is_dicom(path: str | Path) -> bool:
+    """A DICOM file by its suffix or by content: the `DICM` magic after the 128-byte preamble."""
+    path = Path(path)
+    if path.name.lower().endswith(DICOM_SUFFIXES):
+        return True
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
 
 
 class SourceError(ValueError):
@@ -189,20 +202,45 @@ def read_label_nifti(path: str | Path) -> np.ndarray:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """A 2D image file as a uint8 (H, W) or (H, W, 3) array; truncated files raise `SourceError`."""
+    """A 2D image file as a uint8 (H, W) or (H, W, 3) array; truncated files raise `SourceError`.
+
+    16-bit and 32-bit grayscale files are min-max scaled to 8 bits without a float copy of the
+    image (a lookup table for 16-bit data), so memory stays near the file's pixel size.
+    """
     path = Path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 image.load()
-                if image.mode in ("I;16", "I;16B", "I", "F"):
-                    return _to_uint8(np.asarray(image, dtype=np.float32))
+                if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+                    pixels = np.asarray(image)
+                    image.close()
+                    return _u16_to_uint8(pixels.astype(np.uint16, copy=False))
+                if image.mode in ("I", "F"):
+                    pixels = np.asarray(image)
+                    image.close()
+                    return _to_uint8(pixels)
                 if image.mode not in ("L", "RGB"):
                     image = image.convert("RGB")
                 return np.asarray(image)
+    except SourceError:
+        raise
     except Exception as error:
         raise SourceError(f"{path}: unreadable image ({type(error).__name__}: {error})") from error
+
+
+def _u16_to_uint8(pixels: np.ndarray, rows: int = 256) -> np.ndarray:
+    """Min-max scale uint16 pixels through a 65536-entry table, a band of rows at a time."""
+    low, high = int(pixels.min()), int(pixels.max())
+    table = np.zeros(65536, np.uint8)
+    if high > low:
+        ramp = (np.arange(65536, dtype=np.float64) - low) / (high - low)
+        table = (np.clip(ramp, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    out = np.empty(pixels.shape, np.uint8)
+    for start in range(0, pixels.shape[0], rows):
+        out[start : start + rows] = table[pixels[start : start + rows]]
+    return out
 
 
 def read_mask(path: str | Path) -> np.ndarray:
@@ -214,7 +252,7 @@ def read_mask(path: str | Path) -> np.ndarray:
         if volume.shape[0] != 1:
             raise SourceError(f"{path}: expected a 2D mask, got a volume of shape {volume.shape}")
         return volume[0]
-    if name.endswith(".dcm"):
+    if is_dicom(path):
         data, _ = read_dicom(path)
         return np.rint(data[0]).astype(np.int32)
     array = read_image(path)
@@ -223,8 +261,38 @@ def read_mask(path: str | Path) -> np.ndarray:
     return array.astype(np.int32)
 
 
+def _finite_values(array: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(finite values, mask of non-finite pixels or None); all-NaN/inf data raises `BadPixels`."""
+    if not np.issubdtype(array.dtype, np.floating):
+        return array, None
+    finite = np.isfinite(array)
+    if finite.all():
+        return array, None
+    if not finite.any():
+        raise BadPixels("non_finite_image", "every pixel is NaN or infinite")
+    return array[finite], ~finite
+
+
+class BadPixels(ValueError):
+    """An image with no usable pixels (dropped with `reason`, counted in the build report)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def _to_uint8(array: np.ndarray) -> np.ndarray:
-    return (percentile_normalize(array, 0.0, 100.0) * 255.0 + 0.5).astype(np.uint8)
+    """Min-max scale to uint8; NaN/inf pixels are ignored for the range and become 0."""
+    values, bad = _finite_values(np.asarray(array))
+    low, high = float(values.min()), float(values.max())
+    scaled = np.asarray(array, dtype=np.float32)
+    if high > low:
+        scaled = (scaled - np.float32(low)) * np.float32(1.0 / (high - low))
+    else:
+        scaled = np.zeros(scaled.shape, np.float32)
+    if bad is not None:
+        scaled[bad] = 0.0
+    return (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def to_rgb8(
@@ -233,10 +301,27 @@ def to_rgb8(
     window: str | tuple[float, float] | list[float] | None = None,
     percentiles: tuple[float, float] = (0.5, 99.5),
 ) -> np.ndarray:
-    """Scalar or colour pixels -> (H, W, 3) uint8.
+    """Scalar or colour pixels -> (H, W, 3) uint8 (see `to_uint8`)."""
+    pixels = to_uint8(array, modality, window, percentiles)
+    return pixels if pixels.ndim == 3 else gray_to_rgb(pixels)
+
+
+def gray_to_rgb(gray: np.ndarray) -> np.ndarray:
+    return gray if gray.ndim == 3 else np.repeat(gray[..., None], 3, axis=-1)
+
+
+def to_uint8(
+    array: np.ndarray,
+    modality: str,
+    window: str | tuple[float, float] | list[float] | None = None,
+    percentiles: tuple[float, float] = (0.5, 99.5),
+) -> np.ndarray:
+    """Scalar pixels -> (H, W) uint8, colour pixels -> (H, W, 3) uint8.
 
     CT (and anything given a window) is windowed in its native units; other scalar data (MR, PET,
-    ...) gets a percentile normalisation; uint8 data is kept as it is.
+    ...) gets a percentile normalisation; uint8 data is kept as it is. NaN and infinite pixels are
+    left out of the percentiles and come out black; an image without a finite pixel raises
+    `BadPixels`.
     """
     array = np.asarray(array)
     if array.ndim == 3 and array.shape[-1] in (3, 4):
@@ -246,22 +331,31 @@ def to_rgb8(
         raise ValueError(f"expected a 2D image, got shape {array.shape}")
     if window is None and modality.upper() == "CT" and array.dtype != np.uint8:
         window = "abdomen"
+    if window is None and array.dtype == np.uint8:
+        return array
+    values, bad = _finite_values(array)
     if window is not None:
         level, width = resolve_window(window)
         scaled = np.asarray(apply_window(array.astype(np.float32), level, width), dtype=np.float32)
-    elif array.dtype == np.uint8:
-        gray = array
-        return np.repeat(gray[..., None], 3, axis=-1)
-    else:
+    elif bad is None:
         scaled = np.asarray(percentile_normalize(array.astype(np.float32), *percentiles), dtype=np.float32)
-    gray = (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    return np.repeat(gray[..., None], 3, axis=-1)
+    else:  # the same normalisation, with the percentiles of the finite pixels only
+        low, high = np.percentile(values.astype(np.float64), list(percentiles))
+        if high <= low:
+            scaled = np.zeros(array.shape, np.float32)
+        else:
+            scaled = ((array.astype(np.float64) - low) / (high - low)).astype(np.float32)
+    if bad is not None:
+        scaled[bad] = 0.0
+    return (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def resize_rgb(
     rgb: np.ndarray, min_side: int | None = None, max_side: int | None = None
 ) -> tuple[np.ndarray, float, float]:
-    """Resize so the short side >= min_side and the long side <= max_side; returns scale (sx, sy)."""
+    """Resize so the short side >= min_side and the long side <= max_side; returns scale (sx, sy).
+
+    Works on (H, W) gray and (H, W, 3) colour uint8 arrays alike."""
     height, width = rgb.shape[:2]
     scale = 1.0
     if min_side and min(height, width) < min_side:

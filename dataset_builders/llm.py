@@ -5,9 +5,13 @@
 - `TransformersBackend`: a local transformers model (causal LM with its tokenizer, or a
   vision-language model with its processor), greedy decoding.
 - `LLMClient.request_json`: sends a prompt, parses and validates the JSON reply, retries up to
-  `max_attempts`; every raw reply is stored in a SQLite cache keyed by the content hash of
-  (backend, prompt version, task, prompt, image hashes, attempt), so a crashed run replays what it
-  already paid for and several worker processes share one cache.
+  `max_attempts`. Only a reply that passed validation is stored in the SQLite cache (keyed by the
+  content hash of backend, prompt version, task, prompt and image hashes), so a crashed run replays
+  what it already paid for, several worker processes share one cache, and a rejected reply is asked
+  again on the next run. Replies holding chat-template special tokens or image placeholders are
+  rejected. A 429/503 with `Retry-After` waits as long as the server asks; `breaker_failures`
+  consecutive transport failures raise `BackendUnavailable`, which stops the build (finished work
+  units stay) instead of marking every row as failed.
 """
 
 from __future__ import annotations
@@ -31,6 +35,48 @@ from .prompts import PROMPT_VERSION, SYSTEM
 
 class LLMError(RuntimeError):
     """No valid reply within the retry budget (the message shows the last reply)."""
+
+
+class BackendUnavailable(LLMError):
+    """The backend failed `breaker_failures` times in a row (down, unreachable): stop the build."""
+
+
+class RateLimited(Exception):
+    """HTTP 429 / 503 from the server; `retry_after` seconds as it asked (None when it did not)."""
+
+    def __init__(self, status: int, retry_after: float | None) -> None:
+        super().__init__(f"HTTP {status} (Retry-After: {retry_after})")
+        self.retry_after = retry_after
+
+
+# chat-template control tokens of common model families, and image placeholders
+SPECIAL_TOKENS = re.compile(
+    r"<\|[^|<>\s]{1,40}\|>"  # <|im_start|>, <|endoftext|>, <|eot_id|>, <|image_pad|> ...
+    r"|</?s>|\[/?INST\]|<<SYS>>|<</SYS>>|<start_of_turn>|<end_of_turn>|<bos>|<eos>"
+    r"|<image>|</?img>|<IMG_CONTEXT>|<image_\d+>",
+    re.IGNORECASE,
+)
+
+
+def check_reply_text(text: str) -> None:
+    """Reject text that carries chat special tokens or image placeholders into training rows."""
+    found = SPECIAL_TOKENS.search(text)
+    if found:
+        raise ValueError(f"reply contains the special token {found.group(0)!r}")
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
 
 
 class Backend(Protocol):
@@ -88,6 +134,8 @@ class OpenAIBackend:
         if self.json_mode:
             body["response_format"] = {"type": "json_object"}
         response = self._client.post(f"{self.base_url}/chat/completions", json=body)
+        if response.status_code in (429, 503):
+            raise RateLimited(response.status_code, _retry_after(response.headers.get("Retry-After")))
         response.raise_for_status()
         return str(response.json()["choices"][0]["message"]["content"] or "")
 
@@ -195,21 +243,45 @@ class LLMClient:
     """Backend + cache + validation: `request_json(task, prompt, images, validate)`."""
 
     def __init__(
-        self, backend: Backend, cache: ReplyCache | None = None, max_attempts: int = 3, backoff: float = 0.5
+        self,
+        backend: Backend,
+        cache: ReplyCache | None = None,
+        max_attempts: int = 3,
+        backoff: float = 0.5,
+        breaker_failures: int = 5,
+        max_wait: float = 600.0,
+        max_rate_limited: int = 20,
     ) -> None:
         self.backend = backend
         self.cache = cache
         self.max_attempts = max(1, int(max_attempts))
         self.backoff = backoff
+        self.breaker_failures = max(1, int(breaker_failures))
+        self.max_wait = max_wait
+        self.max_rate_limited = max_rate_limited
         self.calls = 0  # replies paid for (not served from the cache)
         self.cache_hits = 0
         self.invalid_replies = 0
+        self.rate_limited = 0
+        self.waited_seconds = 0.0
+        self._consecutive_failures = 0
 
-    def _key(self, task: str, prompt: str, image_keys: list[str], attempt: int) -> str:
-        payload = json.dumps(
-            [self.backend.identity, PROMPT_VERSION, task, SYSTEM, prompt, image_keys, attempt]
-        )
+    def counters(self) -> dict[str, int]:
+        return {
+            "calls": self.calls,
+            "cache_hits": self.cache_hits,
+            "invalid_replies": self.invalid_replies,
+            "rate_limited": self.rate_limited,
+        }
+
+    def _key(self, task: str, prompt: str, image_keys: list[str]) -> str:
+        payload = json.dumps([self.backend.identity, PROMPT_VERSION, task, SYSTEM, prompt, image_keys])
         return hashlib.sha256(payload.encode()).hexdigest()
+
+    @staticmethod
+    def _parse(reply: str, validate: Callable[[Any], Any]) -> Any:
+        check_reply_text(reply)
+        return validate(extract_json(reply))
 
     def request_json(
         self,
@@ -223,33 +295,58 @@ class LLMClient:
         keys = (
             image_keys if image_keys is not None else [hashlib.md5(i.tobytes()).hexdigest() for i in images]
         )
-        last = ""
-        for attempt in range(self.max_attempts):
-            key = self._key(task, prompt, keys, attempt)
-            reply = self.cache.get(key) if self.cache is not None else None
-            if reply is None:
-                reply = self._call(prompt, images)
-                self.calls += 1
-                if self.cache is not None:
-                    self.cache.put(key, reply)
-            else:
-                self.cache_hits += 1
-            last = reply
+        key = self._key(task, prompt, keys)
+        cached = self.cache.get(key) if self.cache is not None else None
+        if cached is not None:
             try:
-                return validate(extract_json(reply))
+                result = self._parse(cached, validate)
+                self.cache_hits += 1
+                return result
+            except (ValueError, TypeError, KeyError):
+                pass  # a cache written by older rules: ask again
+        last = ""
+        for _attempt in range(self.max_attempts):
+            reply = self._call(prompt, images)
+            self.calls += 1
+            try:
+                result = self._parse(reply, validate)
             except (ValueError, TypeError, KeyError) as error:
                 self.invalid_replies += 1
                 last = f"{reply[:200]!r} ({error})"
+                continue
+            if self.cache is not None:
+                self.cache.put(key, reply)
+            return result
         raise LLMError(f"{task}: no valid JSON reply after {self.max_attempts} attempts; last: {last}")
 
     def _call(self, prompt: str, images: list[Image.Image]) -> str:
         error: Exception | None = None
-        for attempt in range(self.max_attempts):
+        attempt = rate_limited = 0
+        while attempt < self.max_attempts:
             try:
-                return self.backend.complete(SYSTEM, prompt, images)
+                reply = self.backend.complete(SYSTEM, prompt, images)
+                self._consecutive_failures = 0
+                return reply
+            except RateLimited as exc:  # the server is up but busy: wait as long as it asks
+                rate_limited += 1
+                self.rate_limited += 1
+                if rate_limited > self.max_rate_limited:
+                    raise LLMError(f"still rate limited after {rate_limited} waits ({exc})") from None
+                wait = exc.retry_after if exc.retry_after is not None else self.backoff * (2**rate_limited)
+                wait = min(wait, self.max_wait)
+                self.waited_seconds += wait
+                time.sleep(wait)
             except Exception as exc:  # transport errors: bounded retries, never cached
                 error = exc
-                time.sleep(self.backoff * (2**attempt))
+                attempt += 1
+                self._consecutive_failures += 1
+                if self._consecutive_failures >= self.breaker_failures:
+                    where = getattr(self.backend, "base_url", self.backend.identity)
+                    raise BackendUnavailable(
+                        f"LLM backend {where} failed {self._consecutive_failures} times in a row "
+                        f"({type(exc).__name__}: {exc})"
+                    ) from None
+                time.sleep(self.backoff * (2 ** (attempt - 1)))
         raise LLMError(f"backend failed {self.max_attempts} times: {type(error).__name__}: {error}")
 
 

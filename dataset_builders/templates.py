@@ -39,13 +39,22 @@ def article(word: str) -> str:
 
 @dataclass
 class QA:
-    """One generated question/answer (possibly multi-turn through `extra_turns`)."""
+    """One generated question/answer.
+
+    `question` is the user turn as shown (options and answer instruction included), `answer` the
+    assistant turn. Closed-form questions also set `closed` ("mcq", "closed" for yes/no, "open"
+    for a short answer), `stem` (the question alone), `options` and `reference` (the option letter,
+    "yes"/"no", or the short answer): what a verifiable reward compares against.
+    """
 
     question: str
     answer: str
     question_type: str
     options: list[str] | None = None
     answer_letter: str = ""
+    closed: str = ""
+    stem: str = ""
+    reference: str = ""
 
 
 def choose_options(answer: str, pool: list[str], rng: random.Random) -> tuple[list[str], str] | None:
@@ -59,10 +68,21 @@ def choose_options(answer: str, pool: list[str], rng: random.Random) -> tuple[li
     return options, string.ascii_uppercase[options.index(answer)]
 
 
+MCQ_INSTRUCTION = "Answer with the option's letter from the given choices directly."
+YES_NO_INSTRUCTION = "Answer yes or no."
+SHORT_INSTRUCTION = "Answer with a word or a short phrase."
+
+
 def format_choices(question: str, options: list[str]) -> str:
     lines = [question, *(f"{string.ascii_uppercase[i]}. {o}" for i, o in enumerate(options))]
-    lines.append("Answer with the option's letter from the given choices directly.")
+    lines.append(MCQ_INSTRUCTION)
     return "\n".join(lines)
+
+
+def _mcq(stem: str, options: list[str], letter: str, answer_text: str, kind: str) -> QA:
+    return QA(
+        format_choices(stem, options), f"{letter}. {answer_text}", kind, options, letter, "mcq", stem, letter
+    )
 
 
 _CLASSIFICATION_QUESTIONS = {
@@ -161,26 +181,44 @@ def percept_questions(record: MedicalRecord, seed: int, modality_pool: list[str]
     chosen = choose_options(record.label, pool, rng)
     if chosen is not None:
         options, letter = chosen
-        question = _fill(rng.choice(templates), record)
-        questions.append(
-            QA(format_choices(question, options), f"{letter}. {record.label}", kind, options, letter)
-        )
+        questions.append(_mcq(_fill(rng.choice(templates), record), options, letter, record.label, kind))
     modality = modality_name(record.modality)
     names = modality_pool if modality_pool is not None else sorted(set(lexicon()["modalities"].values()))
     rng = rng_for(seed, record.record_id, "percept", "modality")
     chosen = choose_options(modality, names, rng)
     if chosen is not None and record.bbox is None:
         options, letter = chosen
-        questions.append(
-            QA(
-                format_choices(rng.choice(_MODALITY_QUESTIONS), options),
-                f"{letter}. {modality}",
-                "modality",
-                options,
-                letter,
-            )
-        )
+        questions.append(_mcq(rng.choice(_MODALITY_QUESTIONS), options, letter, modality, "modality"))
+    yes_no = yes_no_question(record, seed)
+    if yes_no is not None:
+        questions.append(yes_no)
     return questions
+
+
+_YES_NO_QUESTIONS = [
+    "Does this {modality} image show {candidate}?",
+    "Is {candidate} present in this {modality} image?",
+]
+_YES_NO_REGION_QUESTIONS = [
+    "Does the region {box} of this {modality} image contain {candidate}?",
+    "Is the structure inside the box {box} {candidate}?",
+]
+
+
+def yes_no_question(record: MedicalRecord, seed: int) -> QA | None:
+    """A closed yes/no question: about the true label or one distractor, by a seeded coin."""
+    rng = rng_for(seed, record.record_id, "yes_no")
+    distractors = sorted({p for p in record.label_space if p and p.lower() != record.label.lower()})
+    if not distractors:
+        return None
+    truth = rng.random() < 0.5
+    candidate = record.label if truth else rng.choice(distractors)
+    templates = _YES_NO_REGION_QUESTIONS if record.bbox is not None else _YES_NO_QUESTIONS
+    template = rng.choice(templates).replace("{candidate}", "{{candidate}}")
+    stem = _fill(template, record).replace("{candidate}", candidate)
+    reference = "yes" if truth else "no"
+    answer = f"{reference.capitalize()}." if truth else f"No. It shows {record.label}."
+    return QA(f"{stem}\n{YES_NO_INSTRUCTION}", answer, "yes_no", None, "", "closed", stem, reference)
 
 
 def region_questions(record: MedicalRecord, seed: int) -> list[QA]:
@@ -188,12 +226,18 @@ def region_questions(record: MedicalRecord, seed: int) -> list[QA]:
     if record.bbox is None:
         return []
     rng = rng_for(seed, record.record_id, "region")
+    stem = _fill(rng.choice(_OPEN_REGION_QUESTIONS), record)
     open_q = QA(
-        _fill(rng.choice(_OPEN_REGION_QUESTIONS), record),
+        f"{stem}\n{SHORT_INSTRUCTION}",
         record.label[:1].upper() + record.label[1:] + ".",
         "region",
+        closed="open",
+        stem=stem,
+        reference=record.label,
     )
-    ground = QA(_fill(rng.choice(_GROUNDING_QUESTIONS), record), box_text(record.bbox), "grounding")
+    stem = _fill(rng.choice(_GROUNDING_QUESTIONS), record)
+    box = box_text(record.bbox)
+    ground = QA(stem, box, "grounding", closed="open", stem=stem, reference=box)
     return [open_q, ground]
 
 

@@ -20,3 +20,25 @@ def built(demo_spec, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("built")
     report = run_build(demo_spec, out, progress=False)
     return out, report
+
+
+@pytest.fixture()
+def cli_exit(capsys):
+    """Run the console entry point `gmaivl ...`; returns (exit status, the last stderr line)."""
+    import sys
+
+    from gmaivl.cli import run
+
+    def call(argv: list[str]) -> tuple[int, str]:
+        capsys.readouterr()
+        old = sys.argv
+        sys.argv = ["gmaivl", *argv]
+        try:
+            with pytest.raises(SystemExit) as exit_info:
+                run()
+        finally:
+            sys.argv = old
+        err = capsys.readouterr().err.strip().splitlines()
+        return exit_info.value.code, err[-1] if err else ""
+
+    return call

@@ -12,6 +12,7 @@ import yaml
 from datasets import load_dataset
 from PIL import Image
 
+from gmaivl.dataset_builders import iter_records
 from gmaivl.dataset_builders.build import run_build
 from gmaivl.dataset_builders.generate import RowGenerator
 from gmaivl.dataset_builders.llm import LLMClient, LLMError, ReplyCache, TransformersBackend, extract_json
@@ -157,7 +158,8 @@ def test_llm_generation_translation_judge_and_cache(demo_spec, tmp_path, fake_se
     assert regions and all(r["messages"][1]["content"].startswith("This region") for r in regions)
     # microaneurysm captions never got valid JSON: counted, named, and the rest of the build went on
     errors = [e for e in report["errors"]["items"] if e["kind"] == "llm_invalid_reply"]
-    assert errors and all("micro_" in e["file"] for e in errors)
+    micro = {r.record_id for r in iter_records(out) if r.label == "microaneurysm"}
+    assert errors and {e["item"] for e in errors} <= micro
     assert report["errors"]["by_kind"]["llm_invalid_reply"] == len(errors)
     assert "microaneurysm" not in {r["label"] for r in english}
     assert report["llm"]["invalid_replies"] >= len(errors) * 2 + 1  # DR captions were retried once
@@ -179,15 +181,16 @@ def test_llm_generation_translation_judge_and_cache(demo_spec, tmp_path, fake_se
     assert "demo-ct" not in set(captions["source_dataset"])
     assert "demo-ct" in set(load_dataset(str(out), "percept", split="train")["source_dataset"])
 
-    # resume after losing every unit shard: the reply cache answers, nothing is paid twice
+    # resume after losing every unit shard: the reply cache answers every validated reply; the
+    # rejected ones (never cached) are asked again, so a fixed server would now be heard
     paid = fake_server.requests
     import shutil
 
     shutil.rmtree(out / "_work" / "units")
     again = run_build(spec, out, progress=False)
-    assert fake_server.requests == paid
+    assert fake_server.requests - paid == 2 * len(errors)  # max_attempts = 2 per rejected caption
     assert again["rows"] == report["rows"]
-    assert again["llm"]["calls"] == 0 and again["llm"]["cache_hits"] > 0
+    assert again["llm"]["calls"] == 2 * len(errors) and again["llm"]["cache_hits"] > 0
 
 
 def test_extract_json_tolerates_fences_and_prose():
@@ -212,7 +215,137 @@ def test_local_transformers_backend_with_tiny_model(tmp_path):
     with pytest.raises(LLMError, match="no valid JSON reply after 2 attempts"):
         client.request_json("caption", "Describe the image.", [image], validate=lambda d: d["caption"])
     assert client.calls == 2 and client.invalid_replies == 2
+    # rejected replies are not cached: the next run asks again
     replay = LLMClient(backend, ReplyCache(tmp_path / "cache.sqlite"), max_attempts=2)
     with pytest.raises(LLMError):
         replay.request_json("caption", "Describe the image.", [image], validate=lambda d: d["caption"])
-    assert replay.calls == 0 and replay.cache_hits == 2
+    assert replay.calls == 2 and replay.cache_hits == 0 and len(ReplyCache(tmp_path / "cache.sqlite")) == 0
+
+
+class ScriptedBackend:
+    """Replies from a script; an Exception instance in the script is raised instead."""
+
+    identity = "scripted"
+
+    def __init__(self, script, default: str | None = '{"caption": "A clear image of the chest."}'):
+        self.script = list(script)
+        self.default = default
+        self.calls = 0
+
+    def complete(self, system, prompt, images):
+        self.calls += 1
+        if self.script:
+            reply = self.script.pop(0)
+        else:  # like the fake server when no default is given
+            reply = self.default if self.default is not None else FakeOpenAI.reply(prompt, 2)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+
+@pytest.mark.parametrize(
+    "token", ["<|im_end|>", "<image>", "</s>", "[INST]", "<|eot_id|>", "<start_of_turn>"]
+)
+def test_replies_with_special_tokens_are_rejected_and_not_cached(tmp_path, token):
+    bad = json.dumps({"caption": f"A clear image of the chest.{token}"})
+    backend = ScriptedBackend([bad])
+    client = LLMClient(backend, ReplyCache(tmp_path / "c.sqlite"), max_attempts=2)
+    caption = client.request_json("caption", "p", validate=lambda d: d["caption"])
+    assert caption == "A clear image of the chest." and client.invalid_replies == 1 and client.calls == 2
+    cache = ReplyCache(tmp_path / "c.sqlite")
+    assert len(cache) == 1
+    # the next run replays the validated reply only
+    replay = LLMClient(ScriptedBackend([bad]), cache, max_attempts=2)
+    assert replay.request_json("caption", "p", validate=lambda d: d["caption"]) == caption
+    assert replay.calls == 0 and replay.cache_hits == 1
+
+
+class RateLimitedServer(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.hits += 1
+        if self.server.hits <= 2:
+            self.send_response(429)
+            self.send_header("Retry-After", "7")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        payload = json.dumps(
+            {"choices": [{"message": {"content": '{"caption": "A clear chest film."}'}}]}
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+def test_429_waits_as_long_as_retry_after_says(monkeypatch):
+    from gmaivl.dataset_builders import llm
+    from gmaivl.dataset_builders.llm import OpenAIBackend
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RateLimitedServer)
+    server.hits = 0
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    sleeps = []
+    monkeypatch.setattr(llm.time, "sleep", sleeps.append)
+    try:
+        backend = OpenAIBackend(f"http://127.0.0.1:{server.server_address[1]}/v1", "m", timeout=5)
+        client = LLMClient(backend, None, max_attempts=1, backoff=0.01)
+        assert client.request_json("caption", "p", validate=lambda d: d["caption"]) == "A clear chest film."
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert sleeps == [7.0, 7.0] and client.rate_limited == 2 and server.hits == 3
+
+
+def test_circuit_breaker_stops_the_build_and_keeps_finished_units(demo_spec, tmp_path, cli_exit):
+    """The server goes down mid-build: one clear error, finished units kept, the rerun resumes."""
+    import socket
+
+    demo = yaml.safe_load(demo_spec.read_text())
+    sources = [
+        {**s, "root": str(demo_spec.parent / s["root"]), "unit_size": 2}
+        for s in demo["sources"]
+        if s["name"] == "demo-fundus"
+    ]
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {"name": "b", "sources": sources, "generation": {"configs": ["caption"], "translate_fraction": 0}}
+        )
+    )
+    good = json.dumps({"caption": "The image shows a retina with clear vessels and an even background."})
+    backend = ScriptedBackend([good] * 4 + [ConnectionError("connection refused")] * 10, default=None)
+
+    def factory(out):
+        return LLMClient(backend, ReplyCache(out / "_work" / "c.sqlite"), backoff=0.0, breaker_failures=3)
+
+    out = tmp_path / "out"
+    with pytest.raises(
+        LLMError,
+        match=r"failed 3 times in a row \(ConnectionError: connection refused\); stopped after 2 of 5",
+    ):
+        run_build(spec, out, client_factory=factory, progress=False)
+    assert backend.calls == 4 + 3  # no unit after the breaker opened asked again
+    done = sorted(p.name for p in (out / "_work" / "units").iterdir() if not p.name.startswith("."))
+    assert len(done) == 2
+    backend.script = []  # the server is back
+    report = run_build(spec, out, client_factory=factory, progress=False)
+    assert report.ingest["skipped"] == 2 and report.ingest["processed"] == 3 and report.usable
+    # from the command line, a dead server is one line and exit status 2
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    generation = {
+        "backend": "openai",
+        "openai": {"base_url": f"http://127.0.0.1:{port}/v1", "model": "m", "timeout": 2},
+        "backoff": 0.0,
+        "breaker_failures": 2,
+    }
+    spec.write_text(yaml.safe_dump({"name": "b", "sources": sources, "generation": generation}))
+    code, line = cli_exit(["data", "build", "--spec", str(spec), "--out", str(tmp_path / "dead"), "--quiet"])
+    assert code == 2 and line.startswith("gmaivl: error: LLM backend http://127.0.0.1") and "in a row" in line

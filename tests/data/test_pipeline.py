@@ -55,8 +55,8 @@ def test_every_source_and_format_reaches_the_corpus(built):
 def test_percept_rows_follow_the_option_rule(built):
     out, _ = built
     ds = load_dataset(str(out), "percept", split="train")
-    choice_rows = [r for r in ds if r["question_type"] in ("classification", "anatomy", "lesion", "modality")]
-    assert choice_rows
+    choice_rows = [r for r in ds if r["question_type"] == "mcq"]
+    assert {r["question_kind"] for r in choice_rows} >= {"classification", "modality", "lesion"}
     for row in choice_rows:
         question, answer = row["messages"][0]["content"], row["messages"][1]["content"]
         options = [
@@ -65,29 +65,84 @@ def test_percept_rows_follow_the_option_rule(built):
             if len(line) > 2 and line[1:3] == ". " and line[0].isupper()
         ]
         assert 2 <= len(options) <= 5  # answer + 1..4 distractors
+        assert options == row["options"]
         assert answer[0] == row["answer"] and options["ABCDE".index(row["answer"])] == answer[3:]
-        if row["question_type"] != "modality":
+        if row["question_kind"] != "modality":
             assert answer[3:] == row["label"]
-    boxed = [r for r in ds if r["question_type"] == "grounding"]
+    boxed = [r for r in ds if r["question_kind"] == "grounding"]
     assert boxed and all(r["bbox"] is not None for r in boxed)
 
 
+def test_closed_form_rows_are_rl_ready(built):
+    """Every percept row carries what `trl grpo` and the GRPO recipes read: a conversational prompt
+    with the image, the question, options, the reference answer and its type."""
+    out, _ = built
+    ds = load_dataset(str(out), "percept", split="train")
+    kinds = {}
+    for row in ds:
+        kinds.setdefault(row["question_type"], set()).add(row["question_kind"])
+        assert row["question_type"] in ("mcq", "closed", "open")
+        (turn,) = row["prompt"]
+        assert turn["role"] == "user" and [p["type"] for p in turn["content"]] == ["image", "text"]
+        text = turn["content"][1]["text"]
+        assert text == row["messages"][0]["content"] and text.startswith(row["question"])
+        assert len(row["images"]) == 1
+        if row["question_type"] == "mcq":
+            assert row["answer"] in "ABCDE"[: len(row["options"])] and len(row["options"]) >= 2
+        elif row["question_type"] == "closed":
+            assert row["answer"] in ("yes", "no") and row["options"] == []
+            assert row["messages"][1]["content"].lower().startswith(row["answer"])
+        else:
+            assert row["answer"] and row["options"] == []
+    assert kinds["closed"] == {"yes_no"} and {"region", "grounding"} <= kinds["open"]
+    answers = [r["answer"] for r in ds if r["question_type"] == "closed"]
+    assert 0.2 < answers.count("yes") / len(answers) < 0.8  # both references occur
+    # TRL's GRPOTrainer path: a conversational prompt whose image placeholder takes the row's image
+    from trl.data_utils import is_conversational, prepare_multimodal_messages
+
+    row = ds[0]
+    assert is_conversational(row)
+    filled = prepare_multimodal_messages(row["prompt"], images=row["images"])
+    assert filled[0]["content"][0]["image"] is row["images"][0]
+    # the trainers' GRPO data step and its rewards accept the rows as they are
+    from gmaivl.trainers.grpo_data import prepare_grpo_dataset
+    from gmaivl.trainers.rewards import accuracy_reward
+
+    rl = prepare_grpo_dataset(ds, open_from_mcq=False, yes_no_ratio=0.05)
+    assert len(rl) > 0
+    rows = [ds[i] for i in range(len(ds))]
+    perfect = [
+        [{"role": "assistant", "content": f"<think>.</think><answer>{r['answer']}</answer>"}] for r in rows
+    ]
+    rewards = accuracy_reward(
+        perfect,
+        answer=[r["answer"] for r in rows],
+        question_type=[r["question_type"] for r in rows],
+        options=[r["options"] for r in rows],
+    )
+    assert rewards == [1.0] * len(rows)
+    caption = load_dataset(str(out), "caption", split="train")
+    assert all(r["prompt"] == [] and r["question"] == "" for r in caption)
+
+
 def test_bad_inputs_are_counted_and_named(built):
-    _, report = built
+    out, report = built
     kinds = report["errors"]["by_kind"]
     assert kinds["unreadable"] == 3  # truncated PNG, NIfTI and DICOM
     assert kinds["unknown_label"] == 1 and kinds["shape_mismatch"] == 1
     assert kinds["invalid_bbox"] == 1 and kinds["invalid_json"] == 1
-    messages = " ".join(item["message"] for item in report["errors"]["items"])
-    for name in (
-        "truncated.png",
-        "broken.nii",
-        "truncated.dcm",
-        "unlisted stain",
-        "wrong_shape.png",
-        "single.jsonl:6",
-    ):
-        assert name in messages
+    items = report["errors"]["items"]
+    assert len(items) == sum(kinds.values())
+    assert all(set(item) == {"source", "item", "kind", "message"} for item in items)
+    published = json.dumps(items)
+    local = (out / "_work" / "failures.jsonl").read_text(encoding="utf-8")
+    # the published report names items by id; the local work area keeps the file names
+    for name in ("truncated.png", "broken.nii", "truncated.dcm", "wrong_shape.png", "single.jsonl"):
+        assert name not in published and name in local
+    assert "unlisted stain" in published and "row 6" in published and "line 6: invalid JSON" in published
+    by_item = {(i["source"], i["item"]): i["kind"] for i in items}
+    local_rows = [json.loads(line) for line in local.splitlines()]
+    assert {(r["source"], r["item"]): r["kind"] for r in local_rows} == by_item
 
 
 def test_qc_decontaminates_and_dedups(built):
@@ -179,6 +234,14 @@ def test_records_iterator_and_card(built):
     assert {f["split"] for f in configs["caption"]["data_files"]} == {"train", "test"}
     assert (out / "statistics.png").is_file() and "statistics.png" in card.text
     assert "Build provenance" in card.text and report["spec_fingerprint"] in card.text
+    # every published column is described in the card's column table
+    from gmaivl.dataset_builders.generate import row_features
+
+    columns = next(
+        t for t in re.findall(r"((?:^\|.*\|\n)+)", card.text, flags=re.M) if t.startswith("| column |")
+    )
+    described = {n.strip() for line in columns.splitlines()[2:] for n in line.split("`")[1].split(",")}
+    assert described == set(row_features())
     # Markdown tables render only when their rows are contiguous: no blank line inside a table.
     lines = card.text.splitlines()
     for i in range(len(lines) - 2):

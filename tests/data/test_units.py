@@ -151,7 +151,9 @@ def test_spec_errors_name_file_and_field(tmp_path):
     with pytest.raises(SpecError, match="missing required field 'modality'"):
         load_build_spec(path)
     (tmp_path / "one.yaml").write_text(
-        yaml.safe_dump({"name": "inc", "type": "dicom", "modality": "CT", "department": "D", "root": "dcm"})
+        yaml.safe_dump(
+            {"name": "inc", "type": "dicom", "modality": "CT", "department": "D", "root": "dcm", "label": "x"}
+        )
     )
     path.write_text(yaml.safe_dump({"sources": [{"include": "one.yaml"}]}))
     spec = load_build_spec(path)
@@ -224,7 +226,22 @@ def test_push_uploads_dataset_files_only(built, monkeypatch):
     assert "config_name: caption" in captured["yaml"]
 
 
-def test_cli_build_small_spec(demo_spec, tmp_path, capsys):
+def test_push_failure_is_one_line(built, monkeypatch, cli_exit):
+    from huggingface_hub import HfApi
+
+    def refuse(self, repo_id, **kwargs):
+        raise PermissionError("401 Client Error: Unauthorized (invalid token)")
+
+    monkeypatch.setattr(HfApi, "create_repo", refuse)
+    out, _ = built
+    code, line = cli_exit(["data", "push", "--folder", str(out), "--repo-id", "org/x"])
+    assert (code, line) == (
+        2,
+        "gmaivl: error: push to org/x failed: PermissionError: 401 Client Error: Unauthorized (invalid token)",
+    )
+
+
+def test_cli_build_small_spec(demo_spec, tmp_path, capsys, cli_exit):
     demo = yaml.safe_load(demo_spec.read_text())
     sources = [
         {**s, "root": str(demo_spec.parent / s["root"])}
@@ -241,7 +258,11 @@ def test_cli_build_small_spec(demo_spec, tmp_path, capsys):
     assert report["rows"]["published"]["caption"] == 1 and report["rows"]["published"]["text_multi"] == 2
     bad = tmp_path / "bad.yaml"
     bad.write_text("sources: [{name: x, type: nope}]")
-    assert main(["data", "build", "--spec", str(bad), "--out", str(out), "--quiet"]) == 2
+    assert cli_exit(["data", "build", "--spec", str(bad), "--out", str(out), "--quiet"]) == (
+        2,
+        f"gmaivl: error: {bad}: source 'x': unknown type 'nope'; supported: class_folders, csv, coco, "
+        "mask_pairs, nifti, msd, dicom, text",
+    )
 
 
 def test_metaimage_volumes_through_simpleitk(tmp_path):
