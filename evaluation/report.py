@@ -27,8 +27,9 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower() or "x"
+def slug(text: str, default: str = "benchmark") -> str:
+    """A file-name-safe form of a benchmark or column name (`GMAI MMBench/VAL` -> `GMAI_MMBench_VAL`)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_.") or default
 
 
 def markdown_report(result: dict[str, Any]) -> str:
@@ -111,7 +112,7 @@ def write_reports(
     files["markdown"] = atomic_write_text(out / "results.md", md)
     for key, table in result.get("breakdowns", {}).items():
         files[f"chart:{key}"] = bar_chart(
-            table, f"{result['benchmark']}: accuracy by {key}", out / f"accuracy_by_{_slug(key)}.png"
+            table, f"{result['benchmark']}: accuracy by {key}", out / f"accuracy_by_{slug(key).lower()}.png"
         )
     if print_tables:
         print(md)

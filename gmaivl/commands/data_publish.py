@@ -1,0 +1,14 @@
+"""`gmaivl data publish`: QC and judge over all work units, then Parquet configs, report and card."""
+
+from __future__ import annotations
+
+import argparse
+
+from . import data_build
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    data_build.add_arguments(p, stages=("finalize",))
+
+
+run = data_build.run
