@@ -1,24 +1,36 @@
-"""Triton kernels for packed (varlen) attention: forward, backward preprocess, dK/dV and dQ.
+"""Triton kernels for packed (varlen) attention: forward, backward preprocess, dK/dV(+dQ) and dQ.
 
 Layout follows FlashAttention's varlen API: ``q`` is ``(total_q, H, D)``, ``k``/``v`` are
-``(total_k, H_kv, D)`` and sequence ``b`` owns rows ``cu[b]:cu[b+1]``. Each program handles one
-block of one sequence for one head, so the grid is ``(cdiv(max_seqlen, BLOCK), num_seqs, heads)``
-and programs past the end of a short sequence exit at once.
+``(total_k, H_kv, D)`` and sequence ``b`` owns rows ``cu[b]:cu[b+1]``.
 
-Numerics (FlashAttention-2): scores are scaled by ``softmax_scale * log2(e)`` once so the online
-softmax uses ``exp2``; statistics and accumulators are fp32 whatever the input dtype. The
-log-sum-exp is kept in those scaled log2 units (one rounding fewer when the backward rebuilds the
-probabilities; the Python wrapper converts it to natural log for callers), ``+inf`` for a row that
-sees no key: its output is 0 and its gradients are 0, as in flash-attn.
+Grid: one 1-D program per (tile, head), where a tile is a real (sequence, row block) pair read
+from a tile table built on the device from ``cu_seqlens`` (:mod:`gmaivl.kernels.tiles`), heaviest
+tiles first. Program ``pid`` handles head ``pid % heads`` of tile ``pid // heads``; the grid is
+an upper bound computable from the shapes, and programs past the real tile count read a ``-1``
+sequence and exit. The table holds one row per candidate block size (16, 32, 64, 128), so the
+autotuner may pick any of them.
+
+Numerics (FlashAttention-2): scores are scaled by ``softmax_scale * log2(e)`` so the online
+softmax uses ``exp2``; the running max is taken on the unscaled scores and scaled once per row,
+so ``p = exp2(s * scale - m)`` is one FFMA per score. Statistics and accumulators are fp32
+whatever the input dtype. The log-sum-exp is kept in those scaled log2 units (the Python wrapper
+converts it to natural log for callers), ``+inf`` for a row that sees no key: its output is 0 and
+its gradients are 0, as in flash-attn.
 
 Causal masking is bottom-right aligned (flash-attn >= 2.1): query ``i`` of a sequence with
 ``seqlen_q`` queries and ``seqlen_k`` keys sees key ``j`` iff ``j <= i + seqlen_k - seqlen_q``.
 Blocks entirely visible run without masks; only blocks that straddle the diagonal or the end of a
 sequence pay for masking, and blocks entirely above the diagonal are never visited.
 
-The backward is deterministic (no atomics): one kernel owns a key block and iterates over query
-blocks, summing dK/dV over every query head of its GQA group in registers; a second kernel owns a
-query block and iterates over key blocks for dQ.
+Offsets: a row index times a token stride can exceed 2^31 (one sequence of 524k tokens at
+H * D = 4096), so the base of every block is computed in int64 once; only offsets inside a block
+(at most ``BLOCK * stride``) stay int32.
+
+Backward: the dK/dV kernel owns a key block and walks the query blocks of every query head of its
+GQA group. With ``ATOMIC_DQ`` it also computes dQ = dS K for each (query, key) block pair and adds
+it to an fp32 buffer with atomics: five matrix multiplies per tile, as FlashAttention-2, at the
+cost of a summation order that varies from run to run. Without it a second kernel owns a query
+block and recomputes P and dP for dQ (seven multiplies, bit-reproducible).
 """
 
 from __future__ import annotations
@@ -28,6 +40,8 @@ import triton.language as tl
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
+#: Block sizes the tile table has a row for (row r is block 16 << r).
+TABLE_BLOCKS = (16, 32, 64, 128)
 
 
 @triton.jit
@@ -43,6 +57,28 @@ def _load_tile(ptrs, row_mask, d_mask, ROWS_MASKED: tl.constexpr, EVEN_D: tl.con
             return tl.load(ptrs)
         else:
             return tl.load(ptrs, mask=d_mask[None, :], other=0.0)
+
+
+@triton.jit
+def _table_row(BLOCK: tl.constexpr):
+    if BLOCK == 16:
+        return 0
+    elif BLOCK == 32:
+        return 1
+    elif BLOCK == 64:
+        return 2
+    else:
+        tl.static_assert(BLOCK == 128, "tile tables exist for blocks of 16, 32, 64 and 128 rows")
+        return 3
+
+
+@triton.jit
+def _next_tile(Tiles, stride_tile_row, num_heads, BLOCK: tl.constexpr):
+    """(sequence, block index, head) of this program; sequence -1 past the last real tile."""
+    pid = tl.program_id(0)
+    head = pid % num_heads
+    entry = Tiles + _table_row(BLOCK) * stride_tile_row + (pid // num_heads) * 2
+    return tl.load(entry), tl.load(entry + 1), head
 
 
 @triton.jit
@@ -70,29 +106,35 @@ def _fwd_inner(
     DOT_PREC: tl.constexpr,
 ):
     offs_n0 = tl.arange(0, BLOCK_N)
+    # int64 row offset of the first block, then pointer increments (64-bit) per block
+    k_ptrs = k_base + tl.cast(lo, tl.int64) * stride_kt + offs_n0[:, None] * stride_kt + offs_d[None, :]
+    v_ptrs = v_base + tl.cast(lo, tl.int64) * stride_vt + offs_n0[:, None] * stride_vt + offs_d[None, :]
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
         n_mask = offs_n < seqlen_k
-        k = _load_tile(k_base + offs_n[:, None] * stride_kt + offs_d[None, :], n_mask, d_mask, MASKED, EVEN_D)
-        v = _load_tile(v_base + offs_n[:, None] * stride_vt + offs_d[None, :], n_mask, d_mask, MASKED, EVEN_D)
-        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
+        k = _load_tile(k_ptrs, n_mask, d_mask, MASKED, EVEN_D)
+        v = _load_tile(v_ptrs, n_mask, d_mask, MASKED, EVEN_D)
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
         if MASKED:
             valid = n_mask[None, :]
             if CAUSAL:
                 valid = valid & (offs_n[None, :] <= offs_m[:, None] + diag)
             qk = tl.where(valid, qk, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
             # a row with no visible key so far keeps m = -inf; shift by 0 to avoid inf - inf
             m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
         else:
-            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
             m_shift = m_new
-        p = tl.math.exp2(qk - m_shift[:, None])
+        # scale and max subtraction in one FFMA per score (qk_scale > 0 keeps the max the max)
+        p = tl.math.exp2(qk * qk_scale - m_shift[:, None])
         alpha = tl.math.exp2(m_i - m_shift)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
         acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PREC)
         m_i = m_new
+        k_ptrs += BLOCK_N * stride_kt
+        v_ptrs += BLOCK_N * stride_vt
     return acc, l_i, m_i
 
 
@@ -105,6 +147,9 @@ def packed_attn_fwd_kernel(
     Lse,
     cu_seqlens_q,
     cu_seqlens_k,
+    Tiles,
+    stride_tile_row,
+    num_heads,
     stride_qt,
     stride_qh,
     stride_kt,
@@ -124,31 +169,25 @@ def packed_attn_fwd_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    seq = tl.program_id(1)
-    head = tl.program_id(2)
+    seq, pid_m, head = _next_tile(Tiles, stride_tile_row, num_heads, BLOCK_M)
+    if seq < 0:
+        return
     q_start = tl.load(cu_seqlens_q + seq)
     seqlen_q = tl.load(cu_seqlens_q + seq + 1) - q_start
     m_start = pid_m * BLOCK_M
-    if m_start >= seqlen_q:
-        return
     k_start = tl.load(cu_seqlens_k + seq)
     seqlen_k = tl.load(cu_seqlens_k + seq + 1) - k_start
     kv_head = head // GROUP
     EVEN_D: tl.constexpr = BLOCK_D == HEAD_DIM
 
-    offs_m = m_start + tl.arange(0, BLOCK_M)
+    offs_m0 = tl.arange(0, BLOCK_M)
+    offs_m = m_start + offs_m0
     offs_d = tl.arange(0, BLOCK_D)
     m_mask = offs_m < seqlen_q
     d_mask = offs_d < HEAD_DIM
 
-    q_ptrs = (
-        Q
-        + q_start.to(tl.int64) * stride_qt
-        + head * stride_qh
-        + offs_m[:, None] * stride_qt
-        + offs_d[None, :]
-    )
+    q_row = (q_start + m_start).to(tl.int64)
+    q_ptrs = Q + q_row * stride_qt + head * stride_qh + offs_m0[:, None] * stride_qt + offs_d[None, :]
     q = _load_tile(q_ptrs, m_mask, d_mask, True, EVEN_D)
     k_base = K + k_start.to(tl.int64) * stride_kt + kv_head * stride_kh
     v_base = V + k_start.to(tl.int64) * stride_vt + kv_head * stride_vh
@@ -183,15 +222,10 @@ def packed_attn_fwd_kernel(
     acc = acc / l_safe[:, None]
     lse = tl.where(empty, float("inf"), m_i + tl.math.log2(l_safe))
 
-    o_ptrs = (
-        Out
-        + q_start.to(tl.int64) * stride_ot
-        + head * stride_oh
-        + offs_m[:, None] * stride_ot
-        + offs_d[None, :]
-    )
+    o_row = (q_start + m_start).to(tl.int64)
+    o_ptrs = Out + o_row * stride_ot + head * stride_oh + offs_m0[:, None] * stride_ot + offs_d[None, :]
     tl.store(o_ptrs, acc.to(Out.dtype.element_ty), mask=m_mask[:, None] & d_mask[None, :])
-    tl.store(Lse + head * stride_lh + q_start + offs_m, lse, mask=m_mask)
+    tl.store(Lse + head.to(tl.int64) * stride_lh + q_start + offs_m, lse, mask=m_mask)
 
 
 @triton.jit
@@ -219,7 +253,7 @@ def packed_attn_bwd_preprocess_kernel(
     o = tl.load(Out + rows * stride_ot + head * stride_oh + offs_d[None, :], mask=mask, other=0.0)
     do = tl.load(DO + rows * stride_dot + head * stride_doh + offs_d[None, :], mask=mask, other=0.0)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
-    tl.store(Delta + head * stride_dh + offs_m, delta, mask=offs_m < total_q)
+    tl.store(Delta + head.to(tl.int64) * stride_dh + offs_m, delta, mask=offs_m < total_q)
 
 
 @triton.jit
@@ -230,10 +264,12 @@ def _bwd_dkdv_inner(
     v,
     q_base,
     do_base,
+    dq_base,
     lse_base,
     delta_base,
     stride_qt,
     stride_dot,
+    stride_dqt,
     offs_n,
     offs_d,
     d_mask,
@@ -244,29 +280,49 @@ def _bwd_dkdv_inner(
     lo,
     hi,
     MASKED: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    ATOMIC_DQ: tl.constexpr,
     BLOCK_M: tl.constexpr,
     EVEN_D: tl.constexpr,
     DOT_PREC: tl.constexpr,
 ):
+    """Walk query blocks [lo, hi). MASKED: rows may pass seqlen_q and (causal) straddle the diagonal."""
     offs_m0 = tl.arange(0, BLOCK_M)
+    q_ptrs = q_base + tl.cast(lo, tl.int64) * stride_qt + offs_m0[:, None] * stride_qt + offs_d[None, :]
+    do_ptrs = do_base + tl.cast(lo, tl.int64) * stride_dot + offs_m0[:, None] * stride_dot + offs_d[None, :]
+    dq_ptrs = dq_base + tl.cast(lo, tl.int64) * stride_dqt + offs_m0[:, None] * stride_dqt + offs_d[None, :]
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + offs_m0
         m_mask = offs_m < seqlen_q
-        q = _load_tile(q_base + offs_m[:, None] * stride_qt + offs_d[None, :], m_mask, d_mask, True, EVEN_D)
-        do = _load_tile(
-            do_base + offs_m[:, None] * stride_dot + offs_d[None, :], m_mask, d_mask, True, EVEN_D
-        )
-        # rows past the end get lse = +inf, hence p = 0
-        lse = tl.load(lse_base + offs_m, mask=m_mask, other=float("inf"))
-        delta = tl.load(delta_base + offs_m, mask=m_mask, other=0.0)
-        qk_t = tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * qk_scale
-        p_t = tl.math.exp2(qk_t + col_bias[:, None] - lse[None, :])
+        q = _load_tile(q_ptrs, m_mask, d_mask, MASKED, EVEN_D)
+        do = _load_tile(do_ptrs, m_mask, d_mask, MASKED, EVEN_D)
         if MASKED:
+            # rows past the end get lse = +inf, hence p = 0
+            lse = tl.load(lse_base + offs_m, mask=m_mask, other=float("inf"))
+            delta = tl.load(delta_base + offs_m, mask=m_mask, other=0.0)
+        else:
+            lse = tl.load(lse_base + offs_m)
+            delta = tl.load(delta_base + offs_m)
+        qk_t = tl.dot(k, tl.trans(q), input_precision=DOT_PREC)
+        p_t = tl.math.exp2(qk_t * qk_scale + col_bias[:, None] - lse[None, :])
+        if MASKED and CAUSAL:
             p_t = tl.where(offs_n[:, None] <= offs_m[None, :] + diag, p_t, 0.0)
         dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=DOT_PREC)
         dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
-        ds_t = p_t * (dp_t - delta[None, :])
-        dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=DOT_PREC)
+        ds_t = (p_t * (dp_t - delta[None, :])).to(q.dtype)
+        dk = tl.dot(ds_t, q, dk, input_precision=DOT_PREC)
+        if ATOMIC_DQ:
+            # the fifth multiply: this key block's share of dQ, summed across key blocks in fp32
+            dq = tl.dot(tl.trans(ds_t), k, input_precision=DOT_PREC)
+            if MASKED:
+                tl.atomic_add(dq_ptrs, dq, mask=m_mask[:, None] & d_mask[None, :], sem="relaxed")
+            elif EVEN_D:
+                tl.atomic_add(dq_ptrs, dq, sem="relaxed")
+            else:
+                tl.atomic_add(dq_ptrs, dq, mask=d_mask[None, :], sem="relaxed")
+        q_ptrs += BLOCK_M * stride_qt
+        do_ptrs += BLOCK_M * stride_dot
+        dq_ptrs += BLOCK_M * stride_dqt
     return dk, dv
 
 
@@ -280,8 +336,12 @@ def packed_attn_bwd_dkdv_kernel(
     Delta,
     DK,
     DV,
+    DQacc,
     cu_seqlens_q,
     cu_seqlens_k,
+    Tiles,
+    stride_tile_row,
+    num_heads,
     stride_qt,
     stride_qh,
     stride_kt,
@@ -294,6 +354,8 @@ def packed_attn_bwd_dkdv_kernel(
     stride_dkh,
     stride_dvt,
     stride_dvh,
+    stride_dqt,
+    stride_dqh,
     stride_lh,
     sm_scale,
     qk_scale,
@@ -302,34 +364,40 @@ def packed_attn_bwd_dkdv_kernel(
     GROUP: tl.constexpr,
     CAUSAL: tl.constexpr,
     DOT_PREC: tl.constexpr,
+    ATOMIC_DQ: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    pid_n = tl.program_id(0)
-    seq = tl.program_id(1)
-    kv_head = tl.program_id(2)
+    """dK, dV for one key block of one key/value head (and, with ATOMIC_DQ, dQ into fp32 ``DQacc``).
+
+    ``num_heads`` is the number of key/value heads here.
+    """
+    seq, pid_n, kv_head = _next_tile(Tiles, stride_tile_row, num_heads, BLOCK_N)
+    if seq < 0:
+        return
     k_start = tl.load(cu_seqlens_k + seq)
     seqlen_k = tl.load(cu_seqlens_k + seq + 1) - k_start
     n_start = pid_n * BLOCK_N
-    if n_start >= seqlen_k:
-        return
     q_start = tl.load(cu_seqlens_q + seq)
     seqlen_q = tl.load(cu_seqlens_q + seq + 1) - q_start
     EVEN_D: tl.constexpr = BLOCK_D == HEAD_DIM
 
-    offs_n = n_start + tl.arange(0, BLOCK_N)
+    offs_n0 = tl.arange(0, BLOCK_N)
+    offs_n = n_start + offs_n0
     offs_d = tl.arange(0, BLOCK_D)
     n_mask = offs_n < seqlen_k
     d_mask = offs_d < HEAD_DIM
+    k_row = (k_start + n_start).to(tl.int64)
     k = _load_tile(
-        K + k_start.to(tl.int64) * stride_kt + kv_head * stride_kh + offs_n[:, None] * stride_kt + offs_d[None, :],
+        K + k_row * stride_kt + kv_head * stride_kh + offs_n0[:, None] * stride_kt + offs_d[None, :],
         n_mask, d_mask, True, EVEN_D,
     )  # fmt: skip
     v = _load_tile(
-        V + k_start.to(tl.int64) * stride_vt + kv_head * stride_vh + offs_n[:, None] * stride_vt + offs_d[None, :],
+        V + k_row * stride_vt + kv_head * stride_vh + offs_n0[:, None] * stride_vt + offs_d[None, :],
         n_mask, d_mask, True, EVEN_D,
     )  # fmt: skip
+    # keys past the end load as zeros; -inf keeps their probabilities exactly 0
     col_bias = tl.where(n_mask, 0.0, float("-inf"))
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
@@ -343,31 +411,43 @@ def packed_attn_bwd_dkdv_kernel(
         lo = 0
         mid = 0
     mid_end = tl.minimum(mid, seqlen_q)
+    # query blocks fully inside the sequence run without row masks; the last partial one is masked
+    full_end = (seqlen_q // BLOCK_M) * BLOCK_M
+    tail = tl.maximum(mid, full_end)
 
+    q_row0 = q_start.to(tl.int64)
     for g in range(GROUP):
         head = kv_head * GROUP + g
-        q_base = Q + q_start.to(tl.int64) * stride_qt + head * stride_qh
-        do_base = DO + q_start.to(tl.int64) * stride_dot + head * stride_doh
-        lse_base = Lse + head * stride_lh + q_start
-        delta_base = Delta + head * stride_lh + q_start
+        q_base = Q + q_row0 * stride_qt + head * stride_qh
+        do_base = DO + q_row0 * stride_dot + head * stride_doh
+        dq_base = DQacc + q_row0 * stride_dqt + head * stride_dqh
+        lse_base = Lse + head.to(tl.int64) * stride_lh + q_start
+        delta_base = Delta + head.to(tl.int64) * stride_lh + q_start
         dk, dv = _bwd_dkdv_inner(
-            dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qt, stride_dot, offs_n, offs_d,
-            d_mask, col_bias, seqlen_q, diag, qk_scale, lo, mid_end, True, BLOCK_M, EVEN_D, DOT_PREC,
+            dk, dv, k, v, q_base, do_base, dq_base, lse_base, delta_base, stride_qt, stride_dot, stride_dqt,
+            offs_n, offs_d, d_mask, col_bias, seqlen_q, diag, qk_scale, lo, mid_end,
+            True, CAUSAL, ATOMIC_DQ, BLOCK_M, EVEN_D, DOT_PREC,
         )  # fmt: skip
         dk, dv = _bwd_dkdv_inner(
-            dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qt, stride_dot, offs_n, offs_d,
-            d_mask, col_bias, seqlen_q, diag, qk_scale, mid, seqlen_q, False, BLOCK_M, EVEN_D, DOT_PREC,
+            dk, dv, k, v, q_base, do_base, dq_base, lse_base, delta_base, stride_qt, stride_dot, stride_dqt,
+            offs_n, offs_d, d_mask, col_bias, seqlen_q, diag, qk_scale, mid, full_end,
+            False, CAUSAL, ATOMIC_DQ, BLOCK_M, EVEN_D, DOT_PREC,
+        )  # fmt: skip
+        dk, dv = _bwd_dkdv_inner(
+            dk, dv, k, v, q_base, do_base, dq_base, lse_base, delta_base, stride_qt, stride_dot, stride_dqt,
+            offs_n, offs_d, d_mask, col_bias, seqlen_q, diag, qk_scale, tail, seqlen_q,
+            True, CAUSAL, ATOMIC_DQ, BLOCK_M, EVEN_D, DOT_PREC,
         )  # fmt: skip
 
     dk = dk * sm_scale
     out_mask = n_mask[:, None] & d_mask[None, :]
-    dk_ptrs = DK + k_start.to(tl.int64) * stride_dkt + kv_head * stride_dkh
-    dv_ptrs = DV + k_start.to(tl.int64) * stride_dvt + kv_head * stride_dvh
+    dk_ptrs = DK + (k_start + n_start).to(tl.int64) * stride_dkt + kv_head * stride_dkh
+    dv_ptrs = DV + (k_start + n_start).to(tl.int64) * stride_dvt + kv_head * stride_dvh
     tl.store(
-        dk_ptrs + offs_n[:, None] * stride_dkt + offs_d[None, :], dk.to(DK.dtype.element_ty), mask=out_mask
+        dk_ptrs + offs_n0[:, None] * stride_dkt + offs_d[None, :], dk.to(DK.dtype.element_ty), mask=out_mask
     )
     tl.store(
-        dv_ptrs + offs_n[:, None] * stride_dvt + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=out_mask
+        dv_ptrs + offs_n0[:, None] * stride_dvt + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=out_mask
     )
 
 
@@ -397,13 +477,15 @@ def _bwd_dq_inner(
     DOT_PREC: tl.constexpr,
 ):
     offs_n0 = tl.arange(0, BLOCK_N)
+    k_ptrs = k_base + tl.cast(lo, tl.int64) * stride_kt + offs_n0[:, None] * stride_kt + offs_d[None, :]
+    v_ptrs = v_base + tl.cast(lo, tl.int64) * stride_vt + offs_n0[:, None] * stride_vt + offs_d[None, :]
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
         n_mask = offs_n < seqlen_k
-        k = _load_tile(k_base + offs_n[:, None] * stride_kt + offs_d[None, :], n_mask, d_mask, MASKED, EVEN_D)
-        v = _load_tile(v_base + offs_n[:, None] * stride_vt + offs_d[None, :], n_mask, d_mask, MASKED, EVEN_D)
-        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
-        p = tl.math.exp2(qk - lse[:, None])
+        k = _load_tile(k_ptrs, n_mask, d_mask, MASKED, EVEN_D)
+        v = _load_tile(v_ptrs, n_mask, d_mask, MASKED, EVEN_D)
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
+        p = tl.math.exp2(qk * qk_scale - lse[:, None])
         if MASKED:
             valid = n_mask[None, :]
             if CAUSAL:
@@ -412,6 +494,8 @@ def _bwd_dq_inner(
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
         ds = p * (dp - delta[:, None])
         dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PREC)
+        k_ptrs += BLOCK_N * stride_kt
+        v_ptrs += BLOCK_N * stride_vt
     return dq
 
 
@@ -426,6 +510,9 @@ def packed_attn_bwd_dq_kernel(
     DQ,
     cu_seqlens_q,
     cu_seqlens_k,
+    Tiles,
+    stride_tile_row,
+    num_heads,
     stride_qt,
     stride_qh,
     stride_kt,
@@ -448,34 +535,34 @@ def packed_attn_bwd_dq_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    seq = tl.program_id(1)
-    head = tl.program_id(2)
+    seq, pid_m, head = _next_tile(Tiles, stride_tile_row, num_heads, BLOCK_M)
+    if seq < 0:
+        return
     q_start = tl.load(cu_seqlens_q + seq)
     seqlen_q = tl.load(cu_seqlens_q + seq + 1) - q_start
     m_start = pid_m * BLOCK_M
-    if m_start >= seqlen_q:
-        return
     k_start = tl.load(cu_seqlens_k + seq)
     seqlen_k = tl.load(cu_seqlens_k + seq + 1) - k_start
     kv_head = head // GROUP
     EVEN_D: tl.constexpr = BLOCK_D == HEAD_DIM
 
-    offs_m = m_start + tl.arange(0, BLOCK_M)
+    offs_m0 = tl.arange(0, BLOCK_M)
+    offs_m = m_start + offs_m0
     offs_d = tl.arange(0, BLOCK_D)
     m_mask = offs_m < seqlen_q
     d_mask = offs_d < HEAD_DIM
-    row0 = q_start.to(tl.int64)
+    row0 = (q_start + m_start).to(tl.int64)
     q = _load_tile(
-        Q + row0 * stride_qt + head * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :],
+        Q + row0 * stride_qt + head * stride_qh + offs_m0[:, None] * stride_qt + offs_d[None, :],
         m_mask, d_mask, True, EVEN_D,
     )  # fmt: skip
     do = _load_tile(
-        DO + row0 * stride_dot + head * stride_doh + offs_m[:, None] * stride_dot + offs_d[None, :],
+        DO + row0 * stride_dot + head * stride_doh + offs_m0[:, None] * stride_dot + offs_d[None, :],
         m_mask, d_mask, True, EVEN_D,
     )  # fmt: skip
-    lse = tl.load(Lse + head * stride_lh + q_start + offs_m, mask=m_mask, other=float("inf"))
-    delta = tl.load(Delta + head * stride_lh + q_start + offs_m, mask=m_mask, other=0.0)
+    lse_base = Lse + head.to(tl.int64) * stride_lh + q_start
+    lse = tl.load(lse_base + offs_m, mask=m_mask, other=float("inf"))
+    delta = tl.load(Delta + head.to(tl.int64) * stride_lh + q_start + offs_m, mask=m_mask, other=0.0)
     k_base = K + k_start.to(tl.int64) * stride_kt + kv_head * stride_kh
     v_base = V + k_start.to(tl.int64) * stride_vt + kv_head * stride_vh
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
@@ -500,5 +587,5 @@ def packed_attn_bwd_dq_kernel(
     )  # fmt: skip
 
     dq = dq * sm_scale
-    dq_ptrs = DQ + row0 * stride_dqt + head * stride_dqh + offs_m[:, None] * stride_dqt + offs_d[None, :]
+    dq_ptrs = DQ + row0 * stride_dqt + head * stride_dqh + offs_m0[:, None] * stride_dqt + offs_d[None, :]
     tl.store(dq_ptrs, dq.to(DQ.dtype.element_ty), mask=m_mask[:, None] & d_mask[None, :])

@@ -14,6 +14,7 @@ import triton
 from triton import knobs
 
 from . import triton_packed_attention as _k
+from .tiles import tile_capacity, tile_table
 
 __all__ = ["interpreter_active", "packed_attention"]
 
@@ -96,8 +97,10 @@ def _autotuned(name: str, kernel):
 
     return triton.autotune(
         configs=AUTOTUNE_CONFIGS[name] + FP32_AUTOTUNE_CONFIGS[name],
-        key=_TUNE_KEY,
+        key=_TUNE_KEY + (["ATOMIC_DQ"] if name == "dkdv" else []),
         prune_configs_by={"early_config_prune": prune},
+        # timing a tile runs the kernel repeatedly: the atomically summed dQ must restart at 0
+        reset_to_zero=["DQacc"] if name == "dkdv" else None,
     )(kernel)
 
 
@@ -111,16 +114,15 @@ else:  # pragma: no cover - needs a GPU
     _dq_kernel = _autotuned("dq", _k.packed_attn_bwd_dq_kernel)
 
 
-def _launch(kernel, name: str, grid_rows: int, num_seqs: int, heads: int, *args, **meta) -> None:
+def _launch(kernel, name: str, heads: int, capacity, *args, **meta) -> None:
+    """Launch over the flat tile table: ``capacity(block)`` tiles per head, heads fastest."""
     if interpreter_active():
         block_m, block_n = INTERPRETER_BLOCKS[name]
-        rows = block_n if name == "dkdv" else block_m
-        kernel[(triton.cdiv(grid_rows, rows), num_seqs, heads)](
-            *args, **meta, BLOCK_M=block_m, BLOCK_N=block_n
-        )
+        block = block_n if name == "dkdv" else block_m
+        kernel[(capacity(block) * heads,)](*args, **meta, BLOCK_M=block_m, BLOCK_N=block_n)
         return
     row_key = "BLOCK_N" if name == "dkdv" else "BLOCK_M"  # pragma: no cover - needs a GPU
-    kernel[lambda m: (triton.cdiv(grid_rows, m[row_key]), num_seqs, heads)](*args, **meta)  # pragma: no cover
+    kernel[lambda m: (capacity(m[row_key]) * heads,)](*args, **meta)  # pragma: no cover
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,7 +210,7 @@ def kernel_meta(head_dim: int, group: int, causal: bool, dtype: torch.dtype) -> 
 # --------------------------------------------------------------------------------------------
 # Launchers
 # --------------------------------------------------------------------------------------------
-def _forward(q, k, v, cu_q, cu_k, max_q, causal, scale):
+def _forward(q, k, v, cu_q, cu_k, max_q, max_k, causal, scale):
     total_q, heads, head_dim = q.shape
     num_seqs = cu_q.numel() - 1
     out = torch.zeros_like(q)
@@ -216,71 +218,77 @@ def _forward(q, k, v, cu_q, cu_k, max_q, causal, scale):
     # (if any) belong to no sequence: their lse stays +inf
     lse = torch.full((heads, total_q), math.inf, device=q.device, dtype=torch.float32)
     if total_q == 0 or num_seqs == 0 or max_q == 0:
-        return out, lse
+        return out, lse, None
+    tiles_q = tile_table(cu_q, cu_k, total_q, max_q, causal)
     _launch(
-        _fwd_kernel, "fwd", max_q, num_seqs, heads,
-        q, k, v, out, lse, cu_q, cu_k,
+        _fwd_kernel, "fwd", heads, lambda block: tile_capacity(total_q, num_seqs, max_q, block),
+        q, k, v, out, lse, cu_q, cu_k, tiles_q, tiles_q.stride(0), heads,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         out.stride(0), out.stride(1), lse.stride(0),
         scale * _k.LOG2E, triton.next_power_of_2(max_q),
         **kernel_meta(head_dim, heads // k.shape[1], causal, q.dtype),
     )  # fmt: skip
-    return out, lse
+    return out, lse, tiles_q
 
 
-def _backward(do, q, k, v, out, lse, cu_q, cu_k, max_q, max_k, causal, scale):
+def _backward(do, q, k, v, out, lse, cu_q, cu_k, tiles_q, max_q, max_k, causal, scale, deterministic):
     total_q, heads, head_dim = q.shape
-    kv_heads = k.shape[1]
+    total_k, kv_heads = k.shape[0], k.shape[1]
     num_seqs = cu_q.numel() - 1
-    dq = torch.zeros_like(q)
     dk = torch.zeros_like(k)
     dv = torch.zeros_like(v)
-    if total_q == 0 or k.shape[0] == 0 or num_seqs == 0:
-        return dq, dk, dv
+    if total_q == 0 or total_k == 0 or num_seqs == 0 or max_q == 0 or max_k == 0:
+        return torch.zeros_like(q), dk, dv
     common = kernel_meta(head_dim, heads // kv_heads, causal, q.dtype)
     delta = torch.empty((heads, total_q), device=q.device, dtype=torch.float32)
     _k.packed_attn_bwd_preprocess_kernel[(triton.cdiv(total_q, _PREPROCESS_BLOCK_M), heads)](
         out, do, delta, out.stride(0), out.stride(1), do.stride(0), do.stride(1), delta.stride(0), total_q,
         HEAD_DIM=head_dim, BLOCK_D=common["BLOCK_D"], BLOCK_M=_PREPROCESS_BLOCK_M,
     )  # fmt: skip
-    if max_k > 0:
-        _launch(
-            _dkdv_kernel, "dkdv", max_k, num_seqs, kv_heads,
-            q, k, v, do, lse, delta, dk, dv, cu_q, cu_k,
-            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-            do.stride(0), do.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), lse.stride(0),
-            scale, scale * _k.LOG2E, triton.next_power_of_2(max_q),
-            **common,
-        )  # fmt: skip
-    if max_q > 0:
-        _launch(
-            _dq_kernel, "dq", max_q, num_seqs, heads,
-            q, k, v, do, lse, delta, dq, cu_q, cu_k,
-            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-            do.stride(0), do.stride(1), dq.stride(0), dq.stride(1), lse.stride(0),
-            scale, scale * _k.LOG2E, triton.next_power_of_2(max_q),
-            **common,
-        )  # fmt: skip
+    # 5-GEMM path: dQ summed in fp32 with atomics inside the dK/dV pass; deterministic: own pass
+    dq = torch.zeros_like(q) if deterministic else torch.zeros(q.shape, device=q.device, dtype=torch.float32)
+    tiles_k = tile_table(cu_k, cu_q, total_k, max_k, causal, rows_are_queries=False)
+    _launch(
+        _dkdv_kernel, "dkdv", kv_heads, lambda block: tile_capacity(total_k, num_seqs, max_k, block),
+        q, k, v, do, lse, delta, dk, dv, dq, cu_q, cu_k, tiles_k, tiles_k.stride(0), kv_heads,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        do.stride(0), do.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
+        dq.stride(0), dq.stride(1), lse.stride(0),
+        scale, scale * _k.LOG2E, triton.next_power_of_2(max_q),
+        **common, ATOMIC_DQ=not deterministic,
+    )  # fmt: skip
+    if not deterministic:
+        return (dq * scale).to(q.dtype), dk, dv
+    _launch(
+        _dq_kernel, "dq", heads, lambda block: tile_capacity(total_q, num_seqs, max_q, block),
+        q, k, v, do, lse, delta, dq, cu_q, cu_k, tiles_q, tiles_q.stride(0), heads,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        do.stride(0), do.stride(1), dq.stride(0), dq.stride(1), lse.stride(0),
+        scale, scale * _k.LOG2E, triton.next_power_of_2(max_q),
+        **common,
+    )  # fmt: skip
     return dq, dk, dv
 
 
 class _PackedAttentionFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, cu_q, cu_k, max_q, max_k, causal, scale):
-        out, lse = _forward(q, k, v, cu_q, cu_k, max_q, causal, scale)
-        ctx.save_for_backward(q, k, v, out, lse, cu_q, cu_k)
+    def forward(ctx, q, k, v, cu_q, cu_k, max_q, max_k, causal, scale, deterministic):
+        out, lse, tiles_q = _forward(q, k, v, cu_q, cu_k, max_q, max_k, causal, scale)
+        ctx.save_for_backward(q, k, v, out, lse, cu_q, cu_k, tiles_q)
         ctx.max_q, ctx.max_k, ctx.causal, ctx.scale = max_q, max_k, causal, scale
+        ctx.deterministic = deterministic
         ctx.mark_non_differentiable(lse)
         return out, lse
 
     @staticmethod
     def backward(ctx, dout, _dlse):
-        q, k, v, out, lse, cu_q, cu_k = ctx.saved_tensors
+        q, k, v, out, lse, cu_q, cu_k, tiles_q = ctx.saved_tensors
         dout = _last_dim_contiguous(dout)
         dq, dk, dv = _backward(
-            dout, q, k, v, out, lse, cu_q, cu_k, ctx.max_q, ctx.max_k, ctx.causal, ctx.scale
-        )
-        return dq, dk, dv, None, None, None, None, None, None
+            dout, q, k, v, out, lse, cu_q, cu_k, tiles_q, ctx.max_q, ctx.max_k, ctx.causal, ctx.scale,
+            ctx.deterministic,
+        )  # fmt: skip
+        return dq, dk, dv, None, None, None, None, None, None, None
 
 
 def packed_attention(
@@ -294,6 +302,7 @@ def packed_attention(
     causal: bool = True,
     softmax_scale: float | None = None,
     return_lse: bool = False,
+    deterministic: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Attention over sequences packed along the first axis, like ``flash_attn_varlen_func``.
 
@@ -304,9 +313,12 @@ def packed_attention(
             rows ``cu[b]:cu[b+1]``. Zero-length sequences are allowed.
         max_seqlen_q, max_seqlen_k: the longest query / key sequence (int or one-element tensor).
         causal: bottom-right aligned causal mask (flash-attn >= 2.1) when ``seqlen_q != seqlen_k``.
-        softmax_scale: defaults to ``D ** -0.5``.
+        softmax_scale: defaults to ``D ** -0.5``; must be positive.
         return_lse: also return the log-sum-exp ``(H, total_q)`` fp32, natural log, ``+inf`` for
             rows that see no key (those rows output 0).
+        deterministic: compute dQ in its own pass (bit-reproducible backward, two more matrix
+            multiplies per tile) instead of summing it with fp32 atomics inside the dK/dV pass
+            (flash-attn's default and ``deterministic`` flag).
 
     Returns:
         ``out`` ``(total_q, H, D)`` in the input dtype, or ``(out, lse)``.
@@ -315,10 +327,12 @@ def packed_attention(
     max_q = _to_int(max_seqlen_q, "max_seqlen_q")
     max_k = _to_int(max_seqlen_k, "max_seqlen_k")
     scale = float(softmax_scale) if softmax_scale is not None else q.shape[-1] ** -0.5
+    if not scale > 0.0:  # the kernels take the running max of unscaled scores
+        raise ValueError(f"softmax_scale must be positive, got {softmax_scale!r}")
     q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
     # the kernels index cu_seqlens as dense arrays; a strided view would be misread silently
     cu_seqlens_q, cu_seqlens_k = cu_seqlens_q.contiguous(), cu_seqlens_k.contiguous()
     out, lse_log2 = _PackedAttentionFn.apply(
-        q, k, v, cu_seqlens_q, cu_seqlens_k, max_q, max_k, bool(causal), scale
+        q, k, v, cu_seqlens_q, cu_seqlens_k, max_q, max_k, bool(causal), scale, bool(deterministic)
     )
     return (out, lse_log2 * _k.LN2) if return_lse else out

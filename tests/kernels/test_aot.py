@@ -14,7 +14,7 @@ from gmaivl.kernels.varlen import AUTOTUNE_CONFIGS, FP32_AUTOTUNE_CONFIGS, tuned
 def test_every_kernel_argument_has_a_type():
     for kernel in KERNELS.values():
         constants = dict.fromkeys(
-            ["HEAD_DIM", "GROUP", "CAUSAL", "DOT_PREC", "BLOCK_D", "BLOCK_M", "BLOCK_N"], 1
+            ["HEAD_DIM", "GROUP", "CAUSAL", "DOT_PREC", "ATOMIC_DQ", "BLOCK_D", "BLOCK_M", "BLOCK_N"], 1
         )
         signature, attrs = _signature(kernel, "bf16", constants)
         assert list(signature) == kernel.arg_names
@@ -26,7 +26,7 @@ def test_tuned_configs_depend_on_head_dim_and_dtype():
     assert tuned_configs("fwd", 64) == AUTOTUNE_CONFIGS["fwd"]
     big = tuned_configs("fwd", 256)
     assert big and all(c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 64 for c in big)
-    for name in KERNELS:  # fp32 (IEEE dot products) never gets a 16-bit tile
+    for name in AUTOTUNE_CONFIGS:  # fp32 (IEEE dot products) never gets a 16-bit tile
         fp32 = tuned_configs(name, 64, fp32=True)
         assert fp32 and all(any(c is t for t in FP32_AUTOTUNE_CONFIGS[name]) for c in fp32)
         assert tuned_configs(name, 256, fp32=True)  # always at least one tile
