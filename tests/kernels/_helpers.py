@@ -44,15 +44,29 @@ def max_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def run_and_compare(
-    lens_q, lens_k, heads, kv_heads, head_dim, dtype, causal, scale=1.0, seed=0, grad_out=None, atol=0.0
+    lens_q,
+    lens_k,
+    heads,
+    kv_heads,
+    head_dim,
+    dtype,
+    causal,
+    scale=1.0,
+    seed=0,
+    grad_out=None,
+    atol=0.0,
+    deterministic=False,
 ) -> dict:
     """Run kernel, wide reference and same-dtype reference; assert the 2x / 3x rule; return tensors.
 
     ``atol`` adds to the floor where an exact answer makes the PyTorch error 0 (e.g. one key).
+    ``deterministic`` picks the two-pass backward instead of the atomic dQ one.
     """
     q, k, v, cu_q, cu_k = make_inputs(lens_q, lens_k, heads, kv_heads, head_dim, dtype, scale, seed)
     max_q, max_k = max(lens_q, default=0), max(lens_k, default=0)
-    out, lse = packed_attention(q, k, v, cu_q, cu_k, max_q, max_k, causal=causal, return_lse=True)
+    out, lse = packed_attention(
+        q, k, v, cu_q, cu_k, max_q, max_k, causal=causal, return_lse=True, deterministic=deterministic
+    )
     if grad_out is None:
         grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1)).to(dtype)
     grads = torch.autograd.grad(out, (q, k, v), grad_out)
