@@ -41,24 +41,44 @@ _PREPROCESS_BLOCK_M = 64 if not interpreter_active() else 128
 _TUNE_KEY = ["SEQ_BUCKET", "HEAD_DIM", "GROUP", "CAUSAL", "DOT_PREC"]
 
 
-def _configs(pairs, warps, stages):
-    return [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-        for bm, bn in pairs
-        for w in warps
-        for s in stages
-    ]
-
-
 def _tile(bm: int, bn: int, warps: int, stages: int = 2) -> triton.Config:
     return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages)
 
 
-#: The tiles each kernel is autotuned over on a GPU for fp16/bf16 (`gmaivl.kernels.aot` compiles them all).
+#: The tiles each kernel is autotuned over on a GPU for fp16/bf16, per head-dim tile BLOCK_D
+#: <= 64, <= 128, <= 256: (BLOCK_M, BLOCK_N, warps, stages). Built from the sm_90 compile report
+#: of these kernels (`gmaivl kernels compile-report`, kernels/README.md): only tiles that compile
+#: without register spills there; 128 x 128 forward tiles are admitted where they do not spill.
+_TILE_TABLE: dict[str, tuple[list[tuple[int, int, int, int]], ...]] = {
+    "fwd": (
+        [
+            (128, 128, 8, 2),
+            (128, 128, 8, 3),
+            (128, 64, 4, 3),
+            (128, 64, 8, 3),
+            (64, 64, 4, 3),
+            (128, 32, 4, 3),
+        ],
+        [(128, 128, 8, 2), (128, 64, 8, 2), (128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3), (64, 64, 8, 3)],
+        [(64, 64, 8, 2), (64, 32, 4, 2), (64, 32, 8, 2), (32, 32, 4, 2)],
+    ),
+    "dkdv": (  # BLOCK_M queries walked per key block of BLOCK_N
+        [(32, 128, 8, 2), (64, 128, 8, 2), (64, 64, 4, 3), (64, 64, 8, 3), (32, 64, 4, 3)],
+        [(32, 128, 8, 2), (64, 64, 8, 3), (32, 64, 8, 2), (32, 64, 8, 3), (16, 64, 8, 3), (32, 64, 4, 3)],
+        [(16, 64, 8, 2), (32, 32, 8, 2), (16, 32, 4, 2)],
+    ),
+    "dq": (
+        [(128, 64, 8, 2), (64, 128, 4, 2), (64, 128, 8, 2), (64, 64, 4, 3), (128, 32, 8, 3)],
+        [(128, 64, 8, 2), (64, 64, 8, 3), (64, 32, 4, 3), (64, 32, 8, 3), (128, 32, 8, 3)],
+        [(64, 32, 8, 2), (32, 32, 4, 2)],
+    ),
+}
+TUNED_TILES: dict[str, tuple[list[triton.Config], ...]] = {
+    name: tuple([_tile(*t) for t in bucket] for bucket in buckets) for name, buckets in _TILE_TABLE.items()
+}
+#: Every 16-bit tile of a kernel (the autotuner's full list; `tuned_configs` picks by head dim).
 AUTOTUNE_CONFIGS: dict[str, list[triton.Config]] = {
-    "fwd": _configs([(128, 64), (128, 32), (64, 64), (64, 32), (128, 128)], [4, 8], [2, 3, 4]),
-    "dkdv": _configs([(32, 128), (64, 128), (32, 64), (64, 64), (16, 64)], [4, 8], [2, 3]),
-    "dq": _configs([(128, 64), (128, 32), (64, 64), (64, 32), (64, 128)], [4, 8], [2, 3]),
+    name: [c for bucket in buckets for c in bucket] for name, buckets in TUNED_TILES.items()
 }
 #: fp32 inputs take IEEE fp32 dot products (FMA, not tensor cores): their operands and
 #: accumulators need about twice the registers, and the 16-bit tiles spill kilobytes on sm_90
@@ -77,17 +97,19 @@ FP32_AUTOTUNE_CONFIGS: dict[str, list[triton.Config]] = {
 }
 
 
-# Largest tile area (BLOCK_M * BLOCK_N) per head-dim tile BLOCK_D <= 64, <= 128, <= 256.
-_TILE_AREA_LIMITS = {False: (128 * 128, 128 * 64, 64 * 64), True: (64 * 32, 32 * 32, 16 * 32)}
+# fp32: largest tile area (BLOCK_M * BLOCK_N) per head-dim tile BLOCK_D <= 64, <= 128, <= 256.
+_FP32_TILE_AREA_LIMITS = (64 * 32, 32 * 32, 16 * 32)
 
 
 def tuned_configs(name: str, head_dim: int, fp32: bool = False) -> list[triton.Config]:
-    """The tiles the autotuner tries for a kernel: by dtype, minus tiles too large for the head dim."""
-    pool = (FP32_AUTOTUNE_CONFIGS if fp32 else AUTOTUNE_CONFIGS)[name]
+    """The tiles the autotuner tries for a kernel, by dtype and head dim."""
     block_d = _block_d(head_dim)
-    limit = _TILE_AREA_LIMITS[fp32][0 if block_d <= 64 else 1 if block_d <= 128 else 2]
+    bucket = 0 if block_d <= 64 else 1 if block_d <= 128 else 2
+    if not fp32:
+        return TUNED_TILES[name][bucket]
+    pool = FP32_AUTOTUNE_CONFIGS[name]
     area = lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"]  # noqa: E731
-    return [c for c in pool if area(c) <= limit] or [min(pool, key=area)]
+    return [c for c in pool if area(c) <= _FP32_TILE_AREA_LIMITS[bucket]] or [min(pool, key=area)]
 
 
 def _autotuned(name: str, kernel):
@@ -196,14 +218,24 @@ def _block_d(head_dim: int) -> int:
     return max(16, triton.next_power_of_2(head_dim))
 
 
-def kernel_meta(head_dim: int, group: int, causal: bool, dtype: torch.dtype) -> dict:
+def kernel_meta(
+    head_dim: int, group: int, causal: bool, dtype: torch.dtype, long_offsets: bool = False
+) -> dict:
     """The compile-time arguments of the fwd / dK-dV / dQ kernels, tile sizes aside."""
     return dict(
         HEAD_DIM=head_dim,
         GROUP=group,
         CAUSAL=causal,
         DOT_PREC=_dot_precision(dtype),
+        LONG_OFFSETS=long_offsets,
         BLOCK_D=_block_d(head_dim),
+    )
+
+
+def needs_long_offsets(*tensors: torch.Tensor) -> bool:
+    """Whether some element of these tensors lies 2^31 or more elements past its base pointer."""
+    return any(
+        sum((n - 1) * s for n, s in zip(t.shape, t.stride())) >= 2**31 - 1 for t in tensors if t.numel()
     )
 
 
@@ -226,7 +258,7 @@ def _forward(q, k, v, cu_q, cu_k, max_q, max_k, causal, scale):
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         out.stride(0), out.stride(1), lse.stride(0),
         scale * _k.LOG2E, triton.next_power_of_2(max_q),
-        **kernel_meta(head_dim, heads // k.shape[1], causal, q.dtype),
+        **kernel_meta(head_dim, heads // k.shape[1], causal, q.dtype, needs_long_offsets(q, k, v, out)),
     )  # fmt: skip
     return out, lse, tiles_q
 
@@ -239,14 +271,15 @@ def _backward(do, q, k, v, out, lse, cu_q, cu_k, tiles_q, max_q, max_k, causal, 
     dv = torch.zeros_like(v)
     if total_q == 0 or total_k == 0 or num_seqs == 0 or max_q == 0 or max_k == 0:
         return torch.zeros_like(q), dk, dv
-    common = kernel_meta(head_dim, heads // kv_heads, causal, q.dtype)
+    # 5-GEMM path: dQ summed in fp32 with atomics inside the dK/dV pass; deterministic: own pass
+    dq = torch.zeros_like(q) if deterministic else torch.zeros(q.shape, device=q.device, dtype=torch.float32)
+    long_offsets = needs_long_offsets(q, k, v, do, dq, dk, dv)
+    common = kernel_meta(head_dim, heads // kv_heads, causal, q.dtype, long_offsets)
     delta = torch.empty((heads, total_q), device=q.device, dtype=torch.float32)
     _k.packed_attn_bwd_preprocess_kernel[(triton.cdiv(total_q, _PREPROCESS_BLOCK_M), heads)](
         out, do, delta, out.stride(0), out.stride(1), do.stride(0), do.stride(1), delta.stride(0), total_q,
         HEAD_DIM=head_dim, BLOCK_D=common["BLOCK_D"], BLOCK_M=_PREPROCESS_BLOCK_M,
     )  # fmt: skip
-    # 5-GEMM path: dQ summed in fp32 with atomics inside the dK/dV pass; deterministic: own pass
-    dq = torch.zeros_like(q) if deterministic else torch.zeros(q.shape, device=q.device, dtype=torch.float32)
     tiles_k = tile_table(cu_k, cu_q, total_k, max_k, causal, rows_are_queries=False)
     _launch(
         _dkdv_kernel, "dkdv", kv_heads, lambda block: tile_capacity(total_k, num_seqs, max_k, block),

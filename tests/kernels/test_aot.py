@@ -14,7 +14,18 @@ from gmaivl.kernels.varlen import AUTOTUNE_CONFIGS, FP32_AUTOTUNE_CONFIGS, tuned
 def test_every_kernel_argument_has_a_type():
     for kernel in KERNELS.values():
         constants = dict.fromkeys(
-            ["HEAD_DIM", "GROUP", "CAUSAL", "DOT_PREC", "ATOMIC_DQ", "BLOCK_D", "BLOCK_M", "BLOCK_N"], 1
+            [
+                "HEAD_DIM",
+                "GROUP",
+                "CAUSAL",
+                "DOT_PREC",
+                "LONG_OFFSETS",
+                "ATOMIC_DQ",
+                "BLOCK_D",
+                "BLOCK_M",
+                "BLOCK_N",
+            ],
+            1,
         )
         signature, attrs = _signature(kernel, "bf16", constants)
         assert list(signature) == kernel.arg_names
