@@ -34,9 +34,14 @@ def test_every_kernel_argument_has_a_type():
 
 
 def test_tuned_configs_depend_on_head_dim_and_dtype():
-    assert tuned_configs("fwd", 64) == AUTOTUNE_CONFIGS["fwd"]
+    for name in AUTOTUNE_CONFIGS:  # each head-dim bucket's list is part of the autotuner's list
+        for head_dim in (32, 64, 80, 128, 256):
+            tiles = tuned_configs(name, head_dim)
+            assert tiles and all(any(c is t for t in AUTOTUNE_CONFIGS[name]) for c in tiles)
     big = tuned_configs("fwd", 256)
     assert big and all(c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 64 for c in big)
+    # 128 x 128 forward tiles are re-admitted at head dim 128 (they compile without spills)
+    assert any(c.kwargs["BLOCK_M"] == c.kwargs["BLOCK_N"] == 128 for c in tuned_configs("fwd", 128))
     for name in AUTOTUNE_CONFIGS:  # fp32 (IEEE dot products) never gets a 16-bit tile
         fp32 = tuned_configs(name, 64, fp32=True)
         assert fp32 and all(any(c is t for t in FP32_AUTOTUNE_CONFIGS[name]) for c in fp32)
@@ -90,4 +95,4 @@ def test_the_autotuner_itself_prunes_by_dtype():
     tuner.nargs = {}  # what a launch would set; the constexprs come as keyword arguments
     meta = dict(HEAD_DIM=64, GROUP=1, CAUSAL=True, BLOCK_D=64)
     assert tuner.prune_configs(meta | {"DOT_PREC": "ieee"}) == FP32_AUTOTUNE_CONFIGS["dkdv"]
-    assert tuner.prune_configs(meta | {"DOT_PREC": "tf32"}) == AUTOTUNE_CONFIGS["dkdv"]
+    assert tuner.prune_configs(meta | {"DOT_PREC": "tf32"}) == tuned_configs("dkdv", 64)
