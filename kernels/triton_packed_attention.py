@@ -120,15 +120,21 @@ def _fwd_inner(
     EVEN_D: tl.constexpr,
     DOT_PREC: tl.constexpr,
     LONG_OFFSETS: tl.constexpr,
+    USE_TMA: tl.constexpr,
 ):
+    """k_base / v_base: the sequence's row 0 of one head, pointers or (USE_TMA) tensor descriptors."""
     offs_n0 = tl.arange(0, BLOCK_N)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
         n_mask = offs_n < seqlen_k
-        k_ptrs = _rows_ptrs(k_base, start_n, offs_n0, offs_d, stride_kt, LONG_OFFSETS)
-        v_ptrs = _rows_ptrs(v_base, start_n, offs_n0, offs_d, stride_vt, LONG_OFFSETS)
-        k = _load_tile(k_ptrs, n_mask, d_mask, MASKED, EVEN_D)
-        v = _load_tile(v_ptrs, n_mask, d_mask, MASKED, EVEN_D)
+        if USE_TMA:  # bounds-checked bulk copies: rows past the sequence and columns past D are 0
+            k = k_base.load([start_n, 0])
+            v = v_base.load([start_n, 0])
+        else:
+            k_ptrs = _rows_ptrs(k_base, start_n, offs_n0, offs_d, stride_kt, LONG_OFFSETS)
+            v_ptrs = _rows_ptrs(v_base, start_n, offs_n0, offs_d, stride_vt, LONG_OFFSETS)
+            k = _load_tile(k_ptrs, n_mask, d_mask, MASKED, EVEN_D)
+            v = _load_tile(v_ptrs, n_mask, d_mask, MASKED, EVEN_D)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
         if MASKED:
             valid = n_mask[None, :]
@@ -179,10 +185,13 @@ def packed_attn_fwd_kernel(
     CAUSAL: tl.constexpr,
     DOT_PREC: tl.constexpr,
     LONG_OFFSETS: tl.constexpr,
+    USE_TMA: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
+    """USE_TMA (Hopper+): Q, K, V tiles come through tensor descriptors bounded by the sequence
+    (device-side ``tl.make_tensor_descriptor``; the launcher checks 16-byte alignment)."""
     seq, pid_m, head = _next_tile(Tiles, stride_tile_row, num_heads, BLOCK_M)
     if seq < 0:
         return
@@ -200,11 +209,24 @@ def packed_attn_fwd_kernel(
     m_mask = offs_m < seqlen_q
     d_mask = offs_d < HEAD_DIM
 
-    q_row = (q_start + m_start).to(tl.int64)
-    q_ptrs = Q + q_row * stride_qt + head * stride_qh + offs_m0[:, None] * stride_qt + offs_d[None, :]
-    q = _load_tile(q_ptrs, m_mask, d_mask, True, EVEN_D)
     k_base = K + k_start.to(tl.int64) * stride_kt + kv_head * stride_kh
     v_base = V + k_start.to(tl.int64) * stride_vt + kv_head * stride_vh
+    if USE_TMA:
+        q_desc = tl.make_tensor_descriptor(
+            Q + q_start.to(tl.int64) * stride_qt + head * stride_qh,
+            shape=[seqlen_q, HEAD_DIM], strides=[stride_qt, 1], block_shape=[BLOCK_M, BLOCK_D],
+        )  # fmt: skip
+        q = q_desc.load([m_start, 0])
+        k_base = tl.make_tensor_descriptor(
+            k_base, shape=[seqlen_k, HEAD_DIM], strides=[stride_kt, 1], block_shape=[BLOCK_N, BLOCK_D]
+        )
+        v_base = tl.make_tensor_descriptor(
+            v_base, shape=[seqlen_k, HEAD_DIM], strides=[stride_vt, 1], block_shape=[BLOCK_N, BLOCK_D]
+        )
+    else:
+        q_row = (q_start + m_start).to(tl.int64)
+        q_ptrs = Q + q_row * stride_qt + head * stride_qh + offs_m0[:, None] * stride_qt + offs_d[None, :]
+        q = _load_tile(q_ptrs, m_mask, d_mask, True, EVEN_D)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -224,11 +246,11 @@ def packed_attn_fwd_kernel(
 
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k, diag,
-        qk_scale, 0, full_hi, False, CAUSAL, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS,
+        qk_scale, 0, full_hi, False, CAUSAL, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS, USE_TMA,
     )  # fmt: skip
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k, diag,
-        qk_scale, full_hi, hi, True, CAUSAL, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS,
+        qk_scale, full_hi, hi, True, CAUSAL, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS, USE_TMA,
     )  # fmt: skip
 
     empty = l_i == 0.0

@@ -119,7 +119,7 @@ def _autotuned(name: str, kernel):
 
     return triton.autotune(
         configs=AUTOTUNE_CONFIGS[name] + FP32_AUTOTUNE_CONFIGS[name],
-        key=_TUNE_KEY + (["ATOMIC_DQ"] if name == "dkdv" else []),
+        key=_TUNE_KEY + {"dkdv": ["ATOMIC_DQ"], "fwd": ["USE_TMA"]}.get(name, []),
         prune_configs_by={"early_config_prune": prune},
         # timing a tile runs the kernel repeatedly: the atomically summed dQ must restart at 0
         reset_to_zero=["DQacc"] if name == "dkdv" else None,
@@ -134,6 +134,29 @@ else:  # pragma: no cover - needs a GPU
     _fwd_kernel = _autotuned("fwd", _k.packed_attn_fwd_kernel)
     _dkdv_kernel = _autotuned("dkdv", _k.packed_attn_bwd_dkdv_kernel)
     _dq_kernel = _autotuned("dq", _k.packed_attn_bwd_dq_kernel)
+
+
+#: Tensor descriptors (TMA) for the forward's Q/K/V loads: "auto" on compute capability >= 9 when
+#: the tensors are 16-byte aligned, "on" wherever aligned (the CPU interpreter too: tests), "off".
+TMA_MODE = "auto"
+
+
+def _tma_usable(*tensors: torch.Tensor) -> bool:
+    """Descriptors need 16-byte aligned bases, token and head strides (else pointer loads)."""
+    if TMA_MODE == "off" or (TMA_MODE == "auto" and interpreter_active()):
+        return False
+    t0 = tensors[0]
+    if TMA_MODE == "auto" and not (t0.is_cuda and torch.cuda.get_device_capability(t0.device)[0] >= 9):
+        return False
+    return all(
+        t.data_ptr() % 16 == 0 and (t.stride(0) * t.element_size()) % 16 == 0
+        and (t.stride(1) * t.element_size()) % 16 == 0 and t.stride(2) == 1
+        for t in tensors
+    )  # fmt: skip
+
+
+def _tma_scratch(size: int, alignment: int, stream) -> torch.Tensor:
+    return torch.empty(size, device="cuda", dtype=torch.int8)
 
 
 def _launch(kernel, name: str, heads: int, capacity, *args, **meta) -> None:
@@ -252,6 +275,9 @@ def _forward(q, k, v, cu_q, cu_k, max_q, max_k, causal, scale):
     if total_q == 0 or num_seqs == 0 or max_q == 0:
         return out, lse, None
     tiles_q = tile_table(cu_q, cu_k, total_q, max_q, causal)
+    use_tma = _tma_usable(q, k, v)
+    if use_tma and q.is_cuda:  # pragma: no cover - needs a GPU
+        triton.set_allocator(_tma_scratch)  # device-side descriptors live in global scratch memory
     _launch(
         _fwd_kernel, "fwd", heads, lambda block: tile_capacity(total_q, num_seqs, max_q, block),
         q, k, v, out, lse, cu_q, cu_k, tiles_q, tiles_q.stride(0), heads,
@@ -259,6 +285,7 @@ def _forward(q, k, v, cu_q, cu_k, max_q, max_k, causal, scale):
         out.stride(0), out.stride(1), lse.stride(0),
         scale * _k.LOG2E, triton.next_power_of_2(max_q),
         **kernel_meta(head_dim, heads // k.shape[1], causal, q.dtype, needs_long_offsets(q, k, v, out)),
+        USE_TMA=use_tma,
     )  # fmt: skip
     return out, lse, tiles_q
 

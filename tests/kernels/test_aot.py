@@ -20,6 +20,7 @@ def test_every_kernel_argument_has_a_type():
                 "CAUSAL",
                 "DOT_PREC",
                 "LONG_OFFSETS",
+                "USE_TMA",
                 "ATOMIC_DQ",
                 "BLOCK_D",
                 "BLOCK_M",
