@@ -46,7 +46,7 @@ KERNEL_CONSTANTS = {
     "dkdv": {"ATOMIC_DQ": True},
     "dkdv_det": {"ATOMIC_DQ": False},
 }
-TUNE_LIST = {"dkdv_det": "dkdv", "fwd_tma": "fwd"}
+TUNE_LIST = {"dkdv_det": "dkdv"}
 #: Opt-in shared memory per block (bytes), from NVIDIA's CUDA C++ Programming Guide, Table 23.
 SHARED_MEMORY_LIMIT = {80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 120: 101376}
 _TORCH_DTYPE = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}

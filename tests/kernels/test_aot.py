@@ -45,7 +45,9 @@ def test_tuned_configs_depend_on_head_dim_and_dtype():
     assert any(c.kwargs["BLOCK_M"] == c.kwargs["BLOCK_N"] == 128 for c in tuned_configs("fwd", 64))
     for name in AUTOTUNE_CONFIGS:  # fp32 (IEEE dot products) never gets a 16-bit tile
         fp32 = tuned_configs(name, 64, fp32=True)
-        assert fp32 and all(any(c is t for t in FP32_AUTOTUNE_CONFIGS[name]) for c in fp32)
+        assert fp32 and all(
+            any(c is t for t in FP32_AUTOTUNE_CONFIGS[name.removesuffix("_tma")]) for c in fp32
+        )
         assert tuned_configs(name, 256, fp32=True)  # always at least one tile
 
 
@@ -97,6 +99,11 @@ def test_the_autotuner_itself_prunes_by_dtype():
     meta = dict(HEAD_DIM=64, GROUP=1, CAUSAL=True, BLOCK_D=64)
     assert tuner.prune_configs(meta | {"DOT_PREC": "ieee"}) == FP32_AUTOTUNE_CONFIGS["dkdv"]
     assert tuner.prune_configs(meta | {"DOT_PREC": "tf32"}) == tuned_configs("dkdv", 64)
+    fwd = _autotuned("fwd", k.packed_attn_fwd_kernel)
+    fwd.nargs = {}
+    meta = dict(HEAD_DIM=128, GROUP=1, CAUSAL=True, BLOCK_D=128, DOT_PREC="tf32")
+    assert fwd.prune_configs(meta | {"USE_TMA": True}) == tuned_configs("fwd_tma", 128)
+    assert fwd.prune_configs(meta | {"USE_TMA": False}) == tuned_configs("fwd", 128)
 
 
 def test_autotune_lists_hold_no_tile_that_spills_in_the_committed_report():
@@ -112,7 +119,7 @@ def test_autotune_lists_hold_no_tile_that_spills_in_the_committed_report():
         (r["kernel"], r["head_dim"], r["block_m"], r["block_n"], r["num_warps"], r["num_stages"]): r
         for r in rows
     }
-    for name in ("fwd", "dkdv", "dkdv_det", "dq"):
+    for name in ("fwd", "fwd_tma", "dkdv", "dkdv_det", "dq"):
         for head_dim in (64, 128):
             for c in tuned_configs(aot.TUNE_LIST.get(name, name), head_dim):
                 key = (name, head_dim, c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
