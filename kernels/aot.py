@@ -56,7 +56,7 @@ _FP32_POINTERS = {"Lse", "Delta", "DQacc"}
 _INT_POINTERS = {"cu_seqlens_q", "cu_seqlens_k", "Tiles"}
 _FLOAT_SCALARS = {"qk_scale", "sm_scale"}
 # integers a real launch does not see as multiples of 16 (the others are strides of (T, H, D) tensors)
-_UNALIGNED_INTS = {"stride_lh", "SEQ_BUCKET", "stride_tile_row", "num_heads"}
+_UNALIGNED_INTS = {"stride_lh", "SEQ_BUCKET", "stride_tile_row", "num_heads", "window_left"}
 
 
 @dataclass(frozen=True)

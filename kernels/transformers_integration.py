@@ -24,8 +24,10 @@ position ``t``) the filled length is the last query's position + 1, read from 2-
 ``position_ids``. Keys and queries that cannot be matched up that way are refused, never guessed.
 
 Sliding-window layers (``sliding_window`` passed in, a ``module.sliding_window`` as Qwen2-MoE
-sets without passing it, or ``config.layer_types[layer_idx] == "sliding_attention"``) are refused
-when a sequence is longer than the window: the kernels have no band mask yet.
+sets without passing it, or ``config.layer_types[layer_idx] == "sliding_attention"``) run with the
+window as a band in the kernels: query ``i`` sees keys ``j`` with ``i - window < j <= i``
+(transformers' convention, flash-attn's ``window_size=(window - 1, 0)``). A bidirectional layer
+with a window is refused.
 """
 
 from __future__ import annotations
@@ -85,15 +87,6 @@ def _sliding_window(module: torch.nn.Module, sliding_window: int | None) -> int 
     return sliding_window or None  # 0 (Qwen2-MoE without use_sliding_window) means none
 
 
-def _refuse_window(window: int | None, longest_key_span: int) -> None:
-    if window is not None and window < longest_key_span:
-        raise NotImplementedError(
-            f"gmaivl_packed attention has no sliding window: this layer attends to {window} tokens but a "
-            f"sequence has {longest_key_span} keys; use attn_implementation='sdpa' for sliding-window "
-            "layers or disable use_sliding_window in the config"
-        )
-
-
 def _filled_cache_length(position_ids: torch.Tensor | None, q_len: int, kv_len: int) -> int:
     """Keys actually written when a cache (maybe static, preallocated) comes without a padding mask."""
     if position_ids is None or position_ids.dim() != 2:
@@ -148,6 +141,11 @@ def gmaivl_packed_attention_forward(
             f"gmaivl_packed attention needs equal q/k and v head dims, got {head_dim} and {value.shape[-1]}"
         )
     window = _sliding_window(module, sliding_window)
+    if window is not None and not is_causal:
+        raise NotImplementedError(
+            f"gmaivl_packed attention has sliding windows only for causal layers (window {window})"
+        )
+    window_size = (-1, -1) if window is None else (window - 1, 0)
     if attention_mask is not None and attention_mask.dim() != 2:
         raise ValueError(
             "gmaivl_packed attention takes a 2-D padding mask (batch, keys), got shape "
@@ -170,7 +168,6 @@ def gmaivl_packed_attention_forward(
         idx_k = mask.reshape(-1).nonzero().reshape(-1)
         cu_k = torch.nn.functional.pad(lens_k.cumsum(0, dtype=torch.int32), (1, 0))
         max_k = int(lens_k.max().item())
-        _refuse_window(window, max_k)
         if q_len == kv_len:
             idx_q, cu_q, max_q = idx_k, cu_k, max_k
         else:  # queries are the last q_len positions (left padding or decoding with a cache)
@@ -181,7 +178,7 @@ def gmaivl_packed_attention_forward(
             max_q = int(lens_q.max().item())
         out = packed_attention(
             _unpad(q, idx_q), _unpad(k, idx_k), _unpad(v, idx_k), cu_q, cu_k, max_q, max_k,
-            causal=is_causal, softmax_scale=scaling,
+            causal=is_causal, softmax_scale=scaling, window_size=window_size,
         )  # fmt: skip
         padded = out.new_zeros(batch * q_len, heads, head_dim)
         padded = padded.index_copy(0, idx_q, out)
@@ -209,12 +206,11 @@ def gmaivl_packed_attention_forward(
             cu_q = torch.arange(batch + 1, device=q.device, dtype=torch.int32) * q_len
             cu_k = torch.arange(batch + 1, device=q.device, dtype=torch.int32) * kv_len
             max_q, max_k = q_len, kv_len
-    _refuse_window(window, int(max_k))
     out = packed_attention(
         q.reshape(batch * q_len, heads, head_dim),
         k.reshape(batch * kv_len, k.shape[2], head_dim),
         v.reshape(batch * kv_len, v.shape[2], head_dim),
-        cu_q, cu_k, max_q, max_k, causal=is_causal, softmax_scale=scaling,
+        cu_q, cu_k, max_q, max_k, causal=is_causal, softmax_scale=scaling, window_size=window_size,
     )  # fmt: skip
     return out.view(batch, q_len, heads, head_dim), None
 

@@ -75,6 +75,28 @@ def _rows_ptrs(base, start, offs0, offs_d, stride, LONG_OFFSETS: tl.constexpr):
 
 
 @triton.jit
+def _query_block_key_ranges(m_start, seqlen_q, seqlen_k, diag, win, CAUSAL: tl.constexpr, BLOCK_M, BLOCK_N):
+    """Key ranges of a query block, multiples of BLOCK_N: (lo, full_lo, full_hi, hi).
+
+    Row ``i`` sees keys ``i + diag - win <= j <= i + diag`` under the causal mask (``win`` huge
+    without a window). [lo, hi) holds every key some row sees; [full_lo, full_hi) the keys every
+    row sees (no mask needed there).
+    """
+    if CAUSAL:
+        m_last = tl.minimum(m_start + BLOCK_M, seqlen_q) - 1
+        hi = tl.maximum(tl.minimum(seqlen_k, m_last + 1 + diag), 0)
+        full_hi = (tl.maximum(tl.minimum(seqlen_k, m_start + 1 + diag), 0) // BLOCK_N) * BLOCK_N
+        lo = (tl.maximum(m_start + diag - win, 0) // BLOCK_N) * BLOCK_N
+        full_lo = ((tl.maximum(m_last + diag - win, 0) + BLOCK_N - 1) // BLOCK_N) * BLOCK_N
+    else:
+        hi = seqlen_k
+        full_hi = (seqlen_k // BLOCK_N) * BLOCK_N
+        lo = 0
+        full_lo = 0
+    return lo, full_lo, full_hi, hi
+
+
+@triton.jit
 def _table_row(BLOCK: tl.constexpr):
     if BLOCK == 16:
         return 0
@@ -111,6 +133,7 @@ def _fwd_inner(
     d_mask,
     seqlen_k,
     diag,
+    win,
     qk_scale,
     lo,
     hi,
@@ -139,7 +162,8 @@ def _fwd_inner(
         if MASKED:
             valid = n_mask[None, :]
             if CAUSAL:
-                valid = valid & (offs_n[None, :] <= offs_m[:, None] + diag)
+                rel = offs_n[None, :] - (offs_m[:, None] + diag)  # key minus the row's diagonal
+                valid = valid & (rel <= 0) & (rel >= -win)  # causal, and the window's band
             qk = tl.where(valid, qk, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
             # a row with no visible key so far keeps m = -inf; shift by 0 to avoid inf - inf
@@ -179,6 +203,7 @@ def packed_attn_fwd_kernel(
     stride_oh,
     stride_lh,
     qk_scale,
+    window_left,
     SEQ_BUCKET,
     HEAD_DIM: tl.constexpr,
     GROUP: tl.constexpr,
@@ -233,24 +258,26 @@ def packed_attn_fwd_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
     diag = seqlen_k - seqlen_q
-    if CAUSAL:
-        # the last valid row of this block sees keys < row + 1 + diag
-        hi = tl.minimum(seqlen_k, tl.minimum(m_start + BLOCK_M, seqlen_q) + diag)
-        # every row of the block sees keys < m_start + 1 + diag
-        full_hi = tl.minimum(seqlen_k, m_start + 1 + diag)
-    else:
-        hi = seqlen_k
-        full_hi = seqlen_k
-    hi = tl.maximum(hi, 0)
-    full_hi = (tl.maximum(full_hi, 0) // BLOCK_N) * BLOCK_N
+    lo, full_lo, full_hi, hi = _query_block_key_ranges(
+        m_start, seqlen_q, seqlen_k, diag, window_left, CAUSAL, BLOCK_M, BLOCK_N
+    )
 
+    # keys the window's lower edge cuts for some rows (masked), keys every row sees (no masks), then
+    # keys the diagonal or the sequence end cuts (masked)
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k, diag,
-        qk_scale, 0, full_hi, False, CAUSAL, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS, USE_TMA,
+        window_left, qk_scale, lo, tl.minimum(full_lo, hi), True, CAUSAL, BLOCK_N, EVEN_D, DOT_PREC,
+        LONG_OFFSETS, USE_TMA,
     )  # fmt: skip
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k, diag,
-        qk_scale, full_hi, hi, True, CAUSAL, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS, USE_TMA,
+        window_left, qk_scale, full_lo, full_hi, False, CAUSAL, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS,
+        USE_TMA,
+    )  # fmt: skip
+    acc, l_i, m_i = _fwd_inner(
+        acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k, diag,
+        window_left, qk_scale, tl.maximum(full_lo, full_hi), hi, True, CAUSAL, BLOCK_N, EVEN_D, DOT_PREC,
+        LONG_OFFSETS, USE_TMA,
     )  # fmt: skip
 
     empty = l_i == 0.0
@@ -312,6 +339,7 @@ def _bwd_dkdv_inner(
     col_bias,
     seqlen_q,
     diag,
+    win,
     qk_scale,
     lo,
     hi,
@@ -342,7 +370,8 @@ def _bwd_dkdv_inner(
         qk_t = tl.dot(k, tl.trans(q), input_precision=DOT_PREC)
         p_t = tl.math.exp2(qk_t * qk_scale + col_bias[:, None] - lse[None, :])
         if MASKED and CAUSAL:
-            p_t = tl.where(offs_n[:, None] <= offs_m[None, :] + diag, p_t, 0.0)
+            rel = offs_n[:, None] - (offs_m[None, :] + diag)
+            p_t = tl.where((rel <= 0) & (rel >= -win), p_t, 0.0)
         dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=DOT_PREC)
         dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
         ds_t = (p_t * (dp_t - delta[None, :])).to(q.dtype)
@@ -393,6 +422,7 @@ def packed_attn_bwd_dkdv_kernel(
     stride_lh,
     sm_scale,
     qk_scale,
+    window_left,
     SEQ_BUCKET,
     HEAD_DIM: tl.constexpr,
     GROUP: tl.constexpr,
@@ -438,16 +468,23 @@ def packed_attn_bwd_dkdv_kernel(
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
 
     diag = seqlen_k - seqlen_q
+    # query blocks fully inside the sequence run without row masks; the last partial one is masked
+    full_end = (seqlen_q // BLOCK_M) * BLOCK_M
+    q_end = seqlen_q
     if CAUSAL:
         # first query that sees key n_start, and first query block that sees the whole key block
         lo = (tl.maximum(n_start - diag, 0) // BLOCK_M) * BLOCK_M
         mid = ((tl.maximum(n_start + BLOCK_N - 1 - diag, 0) + BLOCK_M - 1) // BLOCK_M) * BLOCK_M
+        # window: query i sees key j only while i <= j - diag + win
+        n_last = tl.minimum(n_start + BLOCK_N, seqlen_k) - 1
+        q_end = tl.maximum(tl.minimum(seqlen_q, n_last - diag + window_left + 1), 0)
+        full_end = tl.minimum(
+            full_end, (tl.maximum(n_start - diag + window_left + 1, 0) // BLOCK_M) * BLOCK_M
+        )
     else:
         lo = 0
         mid = 0
-    mid_end = tl.minimum(mid, seqlen_q)
-    # query blocks fully inside the sequence run without row masks; the last partial one is masked
-    full_end = (seqlen_q // BLOCK_M) * BLOCK_M
+    mid_end = tl.minimum(mid, q_end)
     tail = tl.maximum(mid, full_end)
 
     q_row0 = q_start.to(tl.int64)
@@ -460,17 +497,17 @@ def packed_attn_bwd_dkdv_kernel(
         delta_base = Delta + head.to(tl.int64) * stride_lh + q_start
         dk, dv = _bwd_dkdv_inner(
             dk, dv, k, v, q_base, do_base, dq_base, lse_base, delta_base, stride_qt, stride_dot, stride_dqt,
-            offs_n, offs_d, d_mask, col_bias, seqlen_q, diag, qk_scale, lo, mid_end,
+            offs_n, offs_d, d_mask, col_bias, seqlen_q, diag, window_left, qk_scale, lo, mid_end,
             True, CAUSAL, ATOMIC_DQ, BLOCK_M, EVEN_D, DOT_PREC, LONG_OFFSETS,
         )  # fmt: skip
         dk, dv = _bwd_dkdv_inner(
             dk, dv, k, v, q_base, do_base, dq_base, lse_base, delta_base, stride_qt, stride_dot, stride_dqt,
-            offs_n, offs_d, d_mask, col_bias, seqlen_q, diag, qk_scale, mid, full_end,
+            offs_n, offs_d, d_mask, col_bias, seqlen_q, diag, window_left, qk_scale, mid, full_end,
             False, CAUSAL, ATOMIC_DQ, BLOCK_M, EVEN_D, DOT_PREC, LONG_OFFSETS,
         )  # fmt: skip
         dk, dv = _bwd_dkdv_inner(
             dk, dv, k, v, q_base, do_base, dq_base, lse_base, delta_base, stride_qt, stride_dot, stride_dqt,
-            offs_n, offs_d, d_mask, col_bias, seqlen_q, diag, qk_scale, tail, seqlen_q,
+            offs_n, offs_d, d_mask, col_bias, seqlen_q, diag, window_left, qk_scale, tail, q_end,
             True, CAUSAL, ATOMIC_DQ, BLOCK_M, EVEN_D, DOT_PREC, LONG_OFFSETS,
         )  # fmt: skip
 
@@ -502,6 +539,7 @@ def _bwd_dq_inner(
     d_mask,
     seqlen_k,
     diag,
+    win,
     qk_scale,
     lo,
     hi,
@@ -525,7 +563,8 @@ def _bwd_dq_inner(
         if MASKED:
             valid = n_mask[None, :]
             if CAUSAL:
-                valid = valid & (offs_n[None, :] <= offs_m[:, None] + diag)
+                rel = offs_n[None, :] - (offs_m[:, None] + diag)  # key minus the row's diagonal
+                valid = valid & (rel <= 0) & (rel >= -win)  # causal, and the window's band
             p = tl.where(valid, p, 0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
         ds = p * (dp - delta[:, None])
@@ -560,6 +599,7 @@ def packed_attn_bwd_dq_kernel(
     stride_lh,
     sm_scale,
     qk_scale,
+    window_left,
     SEQ_BUCKET,
     HEAD_DIM: tl.constexpr,
     GROUP: tl.constexpr,
@@ -603,22 +643,23 @@ def packed_attn_bwd_dq_kernel(
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
     diag = seqlen_k - seqlen_q
-    if CAUSAL:
-        hi = tl.minimum(seqlen_k, tl.minimum(m_start + BLOCK_M, seqlen_q) + diag)
-        full_hi = tl.minimum(seqlen_k, m_start + 1 + diag)
-    else:
-        hi = seqlen_k
-        full_hi = seqlen_k
-    hi = tl.maximum(hi, 0)
-    full_hi = (tl.maximum(full_hi, 0) // BLOCK_N) * BLOCK_N
+    lo, full_lo, full_hi, hi = _query_block_key_ranges(
+        m_start, seqlen_q, seqlen_k, diag, window_left, CAUSAL, BLOCK_M, BLOCK_N
+    )
 
     dq = _bwd_dq_inner(
         dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k, diag,
-        qk_scale, 0, full_hi, False, CAUSAL, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS,
+        window_left, qk_scale, lo, tl.minimum(full_lo, hi), True, CAUSAL, BLOCK_N, EVEN_D, DOT_PREC,
+        LONG_OFFSETS,
     )  # fmt: skip
     dq = _bwd_dq_inner(
         dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k, diag,
-        qk_scale, full_hi, hi, True, CAUSAL, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS,
+        window_left, qk_scale, full_lo, full_hi, False, CAUSAL, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS,
+    )  # fmt: skip
+    dq = _bwd_dq_inner(
+        dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k, diag,
+        window_left, qk_scale, tl.maximum(full_lo, full_hi), hi, True, CAUSAL, BLOCK_N, EVEN_D, DOT_PREC,
+        LONG_OFFSETS,
     )  # fmt: skip
 
     dq = dq * sm_scale

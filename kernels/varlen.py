@@ -234,6 +234,21 @@ def _validate(q, k, v, cu_q, cu_k) -> None:
     _check_device(q)
 
 
+NO_WINDOW = 2**29  # a left window no sequence reaches (kept small enough for int32 sums)
+
+
+def _window_left(window_size: tuple[int, int], causal: bool) -> int:
+    left, right = (int(x) for x in window_size)
+    if left < 0 and right < 0:
+        return NO_WINDOW
+    if not causal or left < 0 or right not in (0, -1):
+        raise NotImplementedError(
+            f"packed_attention supports only causal sliding windows, window_size=(left >= 0, 0) with "
+            f"causal=True; got window_size={tuple(window_size)}, causal={causal}"
+        )
+    return min(left, NO_WINDOW)
+
+
 def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
@@ -272,7 +287,7 @@ def needs_long_offsets(*tensors: torch.Tensor) -> bool:
 # --------------------------------------------------------------------------------------------
 # Launchers
 # --------------------------------------------------------------------------------------------
-def _forward(q, k, v, cu_q, cu_k, max_q, max_k, causal, scale):
+def _forward(q, k, v, cu_q, cu_k, max_q, max_k, causal, scale, window):
     total_q, heads, head_dim = q.shape
     num_seqs = cu_q.numel() - 1
     out = torch.zeros_like(q)
@@ -290,14 +305,14 @@ def _forward(q, k, v, cu_q, cu_k, max_q, max_k, causal, scale):
         q, k, v, out, lse, cu_q, cu_k, tiles_q, tiles_q.stride(0), heads,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         out.stride(0), out.stride(1), lse.stride(0),
-        scale * _k.LOG2E, triton.next_power_of_2(max_q),
+        scale * _k.LOG2E, window, triton.next_power_of_2(max_q),
         **kernel_meta(head_dim, heads // k.shape[1], causal, q.dtype, needs_long_offsets(q, k, v, out)),
         USE_TMA=use_tma,
     )  # fmt: skip
     return out, lse, tiles_q
 
 
-def _backward(do, q, k, v, out, lse, cu_q, cu_k, tiles_q, max_q, max_k, causal, scale, deterministic):
+def _backward(do, q, k, v, out, lse, cu_q, cu_k, tiles_q, max_q, max_k, causal, scale, window, deterministic):
     total_q, heads, head_dim = q.shape
     total_k, kv_heads = k.shape[0], k.shape[1]
     num_seqs = cu_q.numel() - 1
@@ -321,7 +336,7 @@ def _backward(do, q, k, v, out, lse, cu_q, cu_k, tiles_q, max_q, max_k, causal, 
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         do.stride(0), do.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
         dq.stride(0), dq.stride(1), lse.stride(0),
-        scale, scale * _k.LOG2E, triton.next_power_of_2(max_q),
+        scale, scale * _k.LOG2E, window, triton.next_power_of_2(max_q),
         **common, ATOMIC_DQ=not deterministic,
     )  # fmt: skip
     if not deterministic:
@@ -331,7 +346,7 @@ def _backward(do, q, k, v, out, lse, cu_q, cu_k, tiles_q, max_q, max_k, causal, 
         q, k, v, do, lse, delta, dq, cu_q, cu_k, tiles_q, tiles_q.stride(0), heads,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         do.stride(0), do.stride(1), dq.stride(0), dq.stride(1), lse.stride(0),
-        scale, scale * _k.LOG2E, triton.next_power_of_2(max_q),
+        scale, scale * _k.LOG2E, window, triton.next_power_of_2(max_q),
         **common,
     )  # fmt: skip
     return dq, dk, dv
@@ -339,8 +354,9 @@ def _backward(do, q, k, v, out, lse, cu_q, cu_k, tiles_q, max_q, max_k, causal, 
 
 class _PackedAttentionFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, cu_q, cu_k, max_q, max_k, causal, scale, deterministic):
-        out, lse, tiles_q = _forward(q, k, v, cu_q, cu_k, max_q, max_k, causal, scale)
+    def forward(ctx, q, k, v, cu_q, cu_k, max_q, max_k, causal, scale, window, deterministic):
+        out, lse, tiles_q = _forward(q, k, v, cu_q, cu_k, max_q, max_k, causal, scale, window)
+        ctx.window = window
         ctx.save_for_backward(q, k, v, out, lse, cu_q, cu_k, tiles_q)
         ctx.max_q, ctx.max_k, ctx.causal, ctx.scale = max_q, max_k, causal, scale
         ctx.deterministic = deterministic
@@ -353,9 +369,9 @@ class _PackedAttentionFn(torch.autograd.Function):
         dout = _last_dim_contiguous(dout)
         dq, dk, dv = _backward(
             dout, q, k, v, out, lse, cu_q, cu_k, tiles_q, ctx.max_q, ctx.max_k, ctx.causal, ctx.scale,
-            ctx.deterministic,
+            ctx.window, ctx.deterministic,
         )  # fmt: skip
-        return dq, dk, dv, None, None, None, None, None, None, None
+        return dq, dk, dv, None, None, None, None, None, None, None, None
 
 
 def packed_attention(
@@ -370,6 +386,7 @@ def packed_attention(
     softmax_scale: float | None = None,
     return_lse: bool = False,
     deterministic: bool = False,
+    window_size: tuple[int, int] = (-1, -1),
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Attention over sequences packed along the first axis, like ``flash_attn_varlen_func``.
 
@@ -386,6 +403,10 @@ def packed_attention(
         deterministic: compute dQ in its own pass (bit-reproducible backward, two more matrix
             multiplies per tile) instead of summing it with fp32 atomics inside the dK/dV pass
             (flash-attn's default and ``deterministic`` flag).
+        window_size: flash-attn's ``(left, right)`` local window; ``(-1, -1)`` is none. Only causal
+            sliding windows: ``left >= 0`` with ``right`` 0 or -1 and ``causal=True``; query ``i``
+            then sees keys ``i + diag - left .. i + diag`` (``diag = seqlen_k - seqlen_q``), a band
+            the kernels skip outside of.
 
     Returns:
         ``out`` ``(total_q, H, D)`` in the input dtype, or ``(out, lse)``.
@@ -396,10 +417,11 @@ def packed_attention(
     scale = float(softmax_scale) if softmax_scale is not None else q.shape[-1] ** -0.5
     if not scale > 0.0:  # the kernels take the running max of unscaled scores
         raise ValueError(f"softmax_scale must be positive, got {softmax_scale!r}")
+    window = _window_left(window_size, causal)
     q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
     # the kernels index cu_seqlens as dense arrays; a strided view would be misread silently
     cu_seqlens_q, cu_seqlens_k = cu_seqlens_q.contiguous(), cu_seqlens_k.contiguous()
     out, lse_log2 = _PackedAttentionFn.apply(
-        q, k, v, cu_seqlens_q, cu_seqlens_k, max_q, max_k, bool(causal), scale, bool(deterministic)
+        q, k, v, cu_seqlens_q, cu_seqlens_k, max_q, max_k, bool(causal), scale, window, bool(deterministic)
     )
     return (out, lse_log2 * _k.LN2) if return_lse else out

@@ -74,6 +74,32 @@ def test_different_query_and_key_lengths(dtype, causal):
     assert torch.all(res["out"][5 + 40 + 33 : 5 + 40 + 33 + 7] == 0)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "window", "deterministic"),
+    [(torch.float32, 7, False), (torch.float16, 20, True), (torch.float32, 0, True)],
+    ids=["fp32-w7-atomic", "fp16-w20-det", "fp32-w0-diagonal-only"],
+)
+def test_causal_sliding_window(dtype, window, deterministic):
+    """window_size=(w, 0): query i sees keys i+diag-w .. i+diag, a band the kernels skip outside of.
+
+    Lengths straddle the tiles and the window; seqlen_q != seqlen_k keeps the band bottom-right.
+    """
+    lens_q = [5, 40, 33, 0, 70, 20]
+    lens_k = [17, 9, 33, 6, 70, 65]
+    res = run_and_compare(
+        lens_q, lens_k, 4, 2, 32, dtype, True, seed=window, deterministic=deterministic, window_left=window,
+        atol=1e-5 if dtype == torch.float32 else 1e-3,
+    )  # fmt: skip
+    if window == 0:  # each query sees exactly its diagonal key: the output is that value row
+        q0, k0 = 5 + 40 + 33, 17 + 9 + 33 + 6  # sequence 4 (70 x 70)
+        torch.testing.assert_close(
+            res["out"][q0 : q0 + 70].float(),
+            res["v"][k0 : k0 + 70].detach().float().repeat_interleave(2, 1),
+            rtol=0,
+            atol=1e-5,
+        )
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "fp16"])
 def test_single_key_causal_nan_regression(dtype):
     """One key under causal masking: only the last query sees it; no NaN anywhere, also in grads."""
@@ -256,6 +282,8 @@ def test_all_sequences_empty_and_trailing_tokens():
         ),
         (lambda a: {**a, "max_seqlen_q": -1}, ValueError),
         (lambda a: {**a, "softmax_scale": -0.1}, ValueError),  # the running max assumes a positive scale
+        (lambda a: {**a, "causal": False, "window_size": (4, 4)}, NotImplementedError),  # bidirectional band
+        (lambda a: {**a, "window_size": (4, 2)}, NotImplementedError),  # keys past the diagonal
     ],
 )
 def test_bad_input_is_rejected_with_a_clear_error(change, error):

@@ -202,20 +202,29 @@ def _sliding_models():
     return {"qwen2_moe": Qwen2MoeForCausalLM(moe).eval(), "qwen2-layer-types": Qwen2ForCausalLM(dense).eval()}
 
 
-def test_sliding_window_is_refused_when_it_binds():
-    """Qwen2-MoE keeps its window on the module without passing it: it must still be seen.
+@pytest.mark.parametrize("name", ["qwen2_moe", "qwen2-layer-types"])
+def test_sliding_window_layers_match_sdpa(name):
+    """The window is a band in the kernels, read from wherever the model keeps it.
 
-    Sequences longer than the window raise; sequences within it give sdpa's logits.
+    Qwen2-MoE keeps it on the module without passing it; the Qwen2 config names sliding layers in
+    layer_types. A 20-token sequence over an 8-token window, and a pack of 14 + 11 tokens, give
+    sdpa's logits; without the window they would not.
     """
-    for name, model in _sliding_models().items():
-        long_ids = torch.randint(0, 128, (1, 20), generator=torch.Generator().manual_seed(5))
-        model.set_attn_implementation(ATTENTION_NAME)
-        with pytest.raises(NotImplementedError, match="no sliding window"), torch.no_grad():
-            model(input_ids=long_ids, use_cache=False)
-        ids, pos = long_ids[:, :14], torch.tensor([[*range(8), *range(6)]])  # packed: 8 + 6 tokens
-        ref = _logits(model, "sdpa", input_ids=ids, position_ids=pos)
-        out = _logits(model, ATTENTION_NAME, input_ids=ids, position_ids=pos)
-        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5, msg=name)
+    model = _sliding_models()[name]
+    ids = torch.randint(0, 128, (1, 25), generator=torch.Generator().manual_seed(5))
+    for inputs in (
+        {"input_ids": ids[:, :20]},
+        {"input_ids": ids, "position_ids": torch.tensor([[*range(14), *range(11)]])},
+    ):
+        ref = _logits(model, "sdpa", **inputs)
+        out = _logits(model, ATTENTION_NAME, **inputs)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    narrow = _logits(model, ATTENTION_NAME, input_ids=ids[:, :20])
+    model.config.sliding_window = 1000  # the window matters: a wide one changes the logits
+    for layer in model.model.layers:
+        if getattr(layer.self_attn, "sliding_window", None):
+            layer.self_attn.sliding_window = 1000
+    assert (_logits(model, ATTENTION_NAME, input_ids=ids[:, :20]) - narrow).abs().max() > 1e-3
 
 
 def test_unsupported_features_raise_clear_errors():
@@ -227,7 +236,9 @@ def test_unsupported_features_raise_clear_errors():
         fn(module, q, q, q, None, dropout=0.1)
     with pytest.raises(NotImplementedError, match="softcap"):
         fn(module, q, q, q, None, softcap=30.0)
-    with pytest.raises(NotImplementedError, match="sliding window"):
-        fn(module, q, q, q, None, sliding_window=2)
+    bidirectional = torch.nn.Module()
+    bidirectional.is_causal = False
+    with pytest.raises(NotImplementedError, match="sliding windows only for causal"):
+        fn(bidirectional, q, q, q, None, sliding_window=2)
     with pytest.raises(ValueError, match="2-D padding mask"):
         fn(module, q, q, q, torch.ones(1, 1, 4, 4, dtype=torch.bool))
