@@ -35,18 +35,22 @@ from .varlen import MAX_HEAD_DIM, kernel_meta, tuned_configs
 KERNELS = {
     "fwd": _k.packed_attn_fwd_kernel,
     "fwd_tma": _k.packed_attn_fwd_kernel,  # Q/K/V through tensor descriptors (Hopper+)
+    "fwd_window": _k.packed_attn_fwd_kernel,  # a causal sliding window (band)
     "dkdv": _k.packed_attn_bwd_dkdv_kernel,  # default backward: dQ by atomics (5 GEMMs)
     "dkdv_det": _k.packed_attn_bwd_dkdv_kernel,  # deterministic=True: dK/dV only, then "dq"
+    "dkdv_window": _k.packed_attn_bwd_dkdv_kernel,  # atomic dQ with a causal sliding window
     "dq": _k.packed_attn_bwd_dq_kernel,
 }
 #: Compile-time arguments that tell the kernels' variants apart, and whose autotune list each uses.
 KERNEL_CONSTANTS = {
     "fwd": {"USE_TMA": False},
     "fwd_tma": {"USE_TMA": True},
+    "fwd_window": {"USE_TMA": False, "WINDOW": True},
     "dkdv": {"ATOMIC_DQ": True},
     "dkdv_det": {"ATOMIC_DQ": False},
+    "dkdv_window": {"ATOMIC_DQ": True, "WINDOW": True},
 }
-TUNE_LIST = {"dkdv_det": "dkdv"}
+TUNE_LIST = {"dkdv_det": "dkdv", "fwd_window": "fwd", "dkdv_window": "dkdv"}
 #: Opt-in shared memory per block (bytes), from NVIDIA's CUDA C++ Programming Guide, Table 23.
 SHARED_MEMORY_LIMIT = {80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 120: 101376}
 _TORCH_DTYPE = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}

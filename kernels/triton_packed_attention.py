@@ -75,7 +75,9 @@ def _rows_ptrs(base, start, offs0, offs_d, stride, LONG_OFFSETS: tl.constexpr):
 
 
 @triton.jit
-def _query_block_key_ranges(m_start, seqlen_q, seqlen_k, diag, win, CAUSAL: tl.constexpr, BLOCK_M, BLOCK_N):
+def _query_block_key_ranges(
+    m_start, seqlen_q, seqlen_k, diag, win, CAUSAL: tl.constexpr, WINDOW: tl.constexpr, BLOCK_M, BLOCK_N
+):
     """Key ranges of a query block, multiples of BLOCK_N: (lo, full_lo, full_hi, hi).
 
     Row ``i`` sees keys ``i + diag - win <= j <= i + diag`` under the causal mask (``win`` huge
@@ -86,8 +88,12 @@ def _query_block_key_ranges(m_start, seqlen_q, seqlen_k, diag, win, CAUSAL: tl.c
         m_last = tl.minimum(m_start + BLOCK_M, seqlen_q) - 1
         hi = tl.maximum(tl.minimum(seqlen_k, m_last + 1 + diag), 0)
         full_hi = (tl.maximum(tl.minimum(seqlen_k, m_start + 1 + diag), 0) // BLOCK_N) * BLOCK_N
-        lo = (tl.maximum(m_start + diag - win, 0) // BLOCK_N) * BLOCK_N
-        full_lo = ((tl.maximum(m_last + diag - win, 0) + BLOCK_N - 1) // BLOCK_N) * BLOCK_N
+        if WINDOW:
+            lo = (tl.maximum(m_start + diag - win, 0) // BLOCK_N) * BLOCK_N
+            full_lo = ((tl.maximum(m_last + diag - win, 0) + BLOCK_N - 1) // BLOCK_N) * BLOCK_N
+        else:
+            lo = 0
+            full_lo = 0
     else:
         hi = seqlen_k
         full_hi = (seqlen_k // BLOCK_N) * BLOCK_N
@@ -139,6 +145,7 @@ def _fwd_inner(
     hi,
     MASKED: tl.constexpr,
     CAUSAL: tl.constexpr,
+    WINDOW: tl.constexpr,
     BLOCK_N: tl.constexpr,
     EVEN_D: tl.constexpr,
     DOT_PREC: tl.constexpr,
@@ -163,7 +170,9 @@ def _fwd_inner(
             valid = n_mask[None, :]
             if CAUSAL:
                 rel = offs_n[None, :] - (offs_m[:, None] + diag)  # key minus the row's diagonal
-                valid = valid & (rel <= 0) & (rel >= -win)  # causal, and the window's band
+                valid = valid & (rel <= 0)
+                if WINDOW:  # the band's lower edge
+                    valid = valid & (rel >= -win)
             qk = tl.where(valid, qk, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
             # a row with no visible key so far keeps m = -inf; shift by 0 to avoid inf - inf
@@ -210,6 +219,7 @@ def packed_attn_fwd_kernel(
     CAUSAL: tl.constexpr,
     DOT_PREC: tl.constexpr,
     LONG_OFFSETS: tl.constexpr,
+    WINDOW: tl.constexpr,
     USE_TMA: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -259,24 +269,25 @@ def packed_attn_fwd_kernel(
 
     diag = seqlen_k - seqlen_q
     lo, full_lo, full_hi, hi = _query_block_key_ranges(
-        m_start, seqlen_q, seqlen_k, diag, window_left, CAUSAL, BLOCK_M, BLOCK_N
+        m_start, seqlen_q, seqlen_k, diag, window_left, CAUSAL, WINDOW, BLOCK_M, BLOCK_N
     )
 
     # keys the window's lower edge cuts for some rows (masked), keys every row sees (no masks), then
     # keys the diagonal or the sequence end cuts (masked)
+    if WINDOW:
+        acc, l_i, m_i = _fwd_inner(
+            acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k, diag,
+            window_left, qk_scale, lo, tl.minimum(full_lo, hi), True, CAUSAL, WINDOW, BLOCK_N, EVEN_D,
+            DOT_PREC, LONG_OFFSETS, USE_TMA,
+        )  # fmt: skip
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k, diag,
-        window_left, qk_scale, lo, tl.minimum(full_lo, hi), True, CAUSAL, BLOCK_N, EVEN_D, DOT_PREC,
-        LONG_OFFSETS, USE_TMA,
-    )  # fmt: skip
-    acc, l_i, m_i = _fwd_inner(
-        acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k, diag,
-        window_left, qk_scale, full_lo, full_hi, False, CAUSAL, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS,
+        window_left, qk_scale, full_lo, full_hi, False, CAUSAL, WINDOW, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS,
         USE_TMA,
     )  # fmt: skip
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k, diag,
-        window_left, qk_scale, tl.maximum(full_lo, full_hi), hi, True, CAUSAL, BLOCK_N, EVEN_D, DOT_PREC,
+        window_left, qk_scale, tl.maximum(full_lo, full_hi), hi, True, CAUSAL, WINDOW, BLOCK_N, EVEN_D, DOT_PREC,
         LONG_OFFSETS, USE_TMA,
     )  # fmt: skip
 
@@ -345,6 +356,7 @@ def _bwd_dkdv_inner(
     hi,
     MASKED: tl.constexpr,
     CAUSAL: tl.constexpr,
+    WINDOW: tl.constexpr,
     ATOMIC_DQ: tl.constexpr,
     BLOCK_M: tl.constexpr,
     EVEN_D: tl.constexpr,
@@ -371,7 +383,10 @@ def _bwd_dkdv_inner(
         p_t = tl.math.exp2(qk_t * qk_scale + col_bias[:, None] - lse[None, :])
         if MASKED and CAUSAL:
             rel = offs_n[:, None] - (offs_m[None, :] + diag)
-            p_t = tl.where((rel <= 0) & (rel >= -win), p_t, 0.0)
+            visible = rel <= 0
+            if WINDOW:  # the band's lower edge
+                visible = visible & (rel >= -win)
+            p_t = tl.where(visible, p_t, 0.0)
         dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=DOT_PREC)
         dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
         ds_t = (p_t * (dp_t - delta[None, :])).to(q.dtype)
@@ -429,6 +444,7 @@ def packed_attn_bwd_dkdv_kernel(
     CAUSAL: tl.constexpr,
     DOT_PREC: tl.constexpr,
     LONG_OFFSETS: tl.constexpr,
+    WINDOW: tl.constexpr,
     ATOMIC_DQ: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -498,17 +514,17 @@ def packed_attn_bwd_dkdv_kernel(
         dk, dv = _bwd_dkdv_inner(
             dk, dv, k, v, q_base, do_base, dq_base, lse_base, delta_base, stride_qt, stride_dot, stride_dqt,
             offs_n, offs_d, d_mask, col_bias, seqlen_q, diag, window_left, qk_scale, lo, mid_end,
-            True, CAUSAL, ATOMIC_DQ, BLOCK_M, EVEN_D, DOT_PREC, LONG_OFFSETS,
+            True, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, EVEN_D, DOT_PREC, LONG_OFFSETS,
         )  # fmt: skip
         dk, dv = _bwd_dkdv_inner(
             dk, dv, k, v, q_base, do_base, dq_base, lse_base, delta_base, stride_qt, stride_dot, stride_dqt,
             offs_n, offs_d, d_mask, col_bias, seqlen_q, diag, window_left, qk_scale, mid, full_end,
-            False, CAUSAL, ATOMIC_DQ, BLOCK_M, EVEN_D, DOT_PREC, LONG_OFFSETS,
+            False, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, EVEN_D, DOT_PREC, LONG_OFFSETS,
         )  # fmt: skip
         dk, dv = _bwd_dkdv_inner(
             dk, dv, k, v, q_base, do_base, dq_base, lse_base, delta_base, stride_qt, stride_dot, stride_dqt,
             offs_n, offs_d, d_mask, col_bias, seqlen_q, diag, window_left, qk_scale, tail, q_end,
-            True, CAUSAL, ATOMIC_DQ, BLOCK_M, EVEN_D, DOT_PREC, LONG_OFFSETS,
+            True, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, EVEN_D, DOT_PREC, LONG_OFFSETS,
         )  # fmt: skip
 
     dk = dk * sm_scale
@@ -545,6 +561,7 @@ def _bwd_dq_inner(
     hi,
     MASKED: tl.constexpr,
     CAUSAL: tl.constexpr,
+    WINDOW: tl.constexpr,
     BLOCK_N: tl.constexpr,
     EVEN_D: tl.constexpr,
     DOT_PREC: tl.constexpr,
@@ -564,7 +581,9 @@ def _bwd_dq_inner(
             valid = n_mask[None, :]
             if CAUSAL:
                 rel = offs_n[None, :] - (offs_m[:, None] + diag)  # key minus the row's diagonal
-                valid = valid & (rel <= 0) & (rel >= -win)  # causal, and the window's band
+                valid = valid & (rel <= 0)
+                if WINDOW:  # the band's lower edge
+                    valid = valid & (rel >= -win)
             p = tl.where(valid, p, 0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
         ds = p * (dp - delta[:, None])
@@ -606,6 +625,7 @@ def packed_attn_bwd_dq_kernel(
     CAUSAL: tl.constexpr,
     DOT_PREC: tl.constexpr,
     LONG_OFFSETS: tl.constexpr,
+    WINDOW: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -644,21 +664,22 @@ def packed_attn_bwd_dq_kernel(
 
     diag = seqlen_k - seqlen_q
     lo, full_lo, full_hi, hi = _query_block_key_ranges(
-        m_start, seqlen_q, seqlen_k, diag, window_left, CAUSAL, BLOCK_M, BLOCK_N
+        m_start, seqlen_q, seqlen_k, diag, window_left, CAUSAL, WINDOW, BLOCK_M, BLOCK_N
     )
 
+    if WINDOW:
+        dq = _bwd_dq_inner(
+            dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k,
+            diag, window_left, qk_scale, lo, tl.minimum(full_lo, hi), True, CAUSAL, WINDOW, BLOCK_N, EVEN_D,
+            DOT_PREC, LONG_OFFSETS,
+        )  # fmt: skip
     dq = _bwd_dq_inner(
         dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k, diag,
-        window_left, qk_scale, lo, tl.minimum(full_lo, hi), True, CAUSAL, BLOCK_N, EVEN_D, DOT_PREC,
-        LONG_OFFSETS,
+        window_left, qk_scale, full_lo, full_hi, False, CAUSAL, WINDOW, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS,
     )  # fmt: skip
     dq = _bwd_dq_inner(
         dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k, diag,
-        window_left, qk_scale, full_lo, full_hi, False, CAUSAL, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS,
-    )  # fmt: skip
-    dq = _bwd_dq_inner(
-        dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k, diag,
-        window_left, qk_scale, tl.maximum(full_lo, full_hi), hi, True, CAUSAL, BLOCK_N, EVEN_D, DOT_PREC,
+        window_left, qk_scale, tl.maximum(full_lo, full_hi), hi, True, CAUSAL, WINDOW, BLOCK_N, EVEN_D, DOT_PREC,
         LONG_OFFSETS,
     )  # fmt: skip
 

@@ -38,7 +38,7 @@ INTERPRETER_BLOCKS: dict[str, tuple[int, int]] = {
     "dq": (32, 16),
 }
 _PREPROCESS_BLOCK_M = 64 if not interpreter_active() else 128
-_TUNE_KEY = ["SEQ_BUCKET", "HEAD_DIM", "GROUP", "CAUSAL", "DOT_PREC"]
+_TUNE_KEY = ["SEQ_BUCKET", "HEAD_DIM", "GROUP", "CAUSAL", "DOT_PREC", "WINDOW"]
 
 
 def _tile(bm: int, bn: int, warps: int, stages: int = 2) -> triton.Config:
@@ -264,7 +264,12 @@ def _block_d(head_dim: int) -> int:
 
 
 def kernel_meta(
-    head_dim: int, group: int, causal: bool, dtype: torch.dtype, long_offsets: bool = False
+    head_dim: int,
+    group: int,
+    causal: bool,
+    dtype: torch.dtype,
+    long_offsets: bool = False,
+    window: bool = False,
 ) -> dict:
     """The compile-time arguments of the fwd / dK-dV / dQ kernels, tile sizes aside."""
     return dict(
@@ -273,6 +278,7 @@ def kernel_meta(
         CAUSAL=causal,
         DOT_PREC=_dot_precision(dtype),
         LONG_OFFSETS=long_offsets,
+        WINDOW=window,
         BLOCK_D=_block_d(head_dim),
     )
 
@@ -306,7 +312,9 @@ def _forward(q, k, v, cu_q, cu_k, max_q, max_k, causal, scale, window):
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         out.stride(0), out.stride(1), lse.stride(0),
         scale * _k.LOG2E, window, triton.next_power_of_2(max_q),
-        **kernel_meta(head_dim, heads // k.shape[1], causal, q.dtype, needs_long_offsets(q, k, v, out)),
+        **kernel_meta(
+            head_dim, heads // k.shape[1], causal, q.dtype, needs_long_offsets(q, k, v, out), window < NO_WINDOW
+        ),
         USE_TMA=use_tma,
     )  # fmt: skip
     return out, lse, tiles_q
@@ -323,7 +331,7 @@ def _backward(do, q, k, v, out, lse, cu_q, cu_k, tiles_q, max_q, max_k, causal, 
     # 5-GEMM path: dQ summed in fp32 with atomics inside the dK/dV pass; deterministic: own pass
     dq = torch.zeros_like(q) if deterministic else torch.zeros(q.shape, device=q.device, dtype=torch.float32)
     long_offsets = needs_long_offsets(q, k, v, do, dq, dk, dv)
-    common = kernel_meta(head_dim, heads // kv_heads, causal, q.dtype, long_offsets)
+    common = kernel_meta(head_dim, heads // kv_heads, causal, q.dtype, long_offsets, window < NO_WINDOW)
     delta = torch.empty((heads, total_q), device=q.device, dtype=torch.float32)
     _k.packed_attn_bwd_preprocess_kernel[(triton.cdiv(total_q, _PREPROCESS_BLOCK_M), heads)](
         out, do, delta, out.stride(0), out.stride(1), do.stride(0), do.stride(1), delta.stride(0), total_q,

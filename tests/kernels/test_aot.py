@@ -21,6 +21,7 @@ def test_every_kernel_argument_has_a_type():
                 "DOT_PREC",
                 "LONG_OFFSETS",
                 "USE_TMA",
+                "WINDOW",
                 "ATOMIC_DQ",
                 "BLOCK_D",
                 "BLOCK_M",
