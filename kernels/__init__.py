@@ -1,8 +1,8 @@
 """Hand-written Triton kernels for packed (padding-free) attention.
 
 ``packed_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal=True,
-softmax_scale=None, return_lse=False)`` has the shapes and semantics of FlashAttention's
-``flash_attn_varlen_func``: q ``(total_q, H, D)``, k/v ``(total_k, H_kv, D)``, int32 cumulative
+softmax_scale=None, return_lse=False, deterministic=False, window_size=(-1, -1))`` has the shapes
+and semantics of FlashAttention's ``flash_attn_varlen_func``: q ``(total_q, H, D)``, k/v ``(total_k, H_kv, D)``, int32 cumulative
 sequence lengths, GQA/MQA without repeating K/V, causal (bottom-right aligned) or bidirectional,
 head dims up to 256, fp16/bf16/fp32, with a Triton backward.
 

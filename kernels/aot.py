@@ -34,19 +34,33 @@ from .varlen import MAX_HEAD_DIM, kernel_meta, tuned_configs
 
 KERNELS = {
     "fwd": _k.packed_attn_fwd_kernel,
-    "dkdv": _k.packed_attn_bwd_dkdv_kernel,
+    "fwd_tma": _k.packed_attn_fwd_kernel,  # Q/K/V through tensor descriptors (Hopper+)
+    "fwd_window": _k.packed_attn_fwd_kernel,  # a causal sliding window (band)
+    "dkdv": _k.packed_attn_bwd_dkdv_kernel,  # default backward: dQ by atomics (5 GEMMs)
+    "dkdv_det": _k.packed_attn_bwd_dkdv_kernel,  # deterministic=True: dK/dV only, then "dq"
+    "dkdv_window": _k.packed_attn_bwd_dkdv_kernel,  # atomic dQ with a causal sliding window
     "dq": _k.packed_attn_bwd_dq_kernel,
 }
+#: Compile-time arguments that tell the kernels' variants apart, and whose autotune list each uses.
+KERNEL_CONSTANTS = {
+    "fwd": {"USE_TMA": False},
+    "fwd_tma": {"USE_TMA": True},
+    "fwd_window": {"USE_TMA": False, "WINDOW": True},
+    "dkdv": {"ATOMIC_DQ": True},
+    "dkdv_det": {"ATOMIC_DQ": False},
+    "dkdv_window": {"ATOMIC_DQ": True, "WINDOW": True},
+}
+TUNE_LIST = {"dkdv_det": "dkdv", "fwd_window": "fwd", "dkdv_window": "dkdv"}
 #: Opt-in shared memory per block (bytes), from NVIDIA's CUDA C++ Programming Guide, Table 23.
 SHARED_MEMORY_LIMIT = {80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 120: 101376}
 _TORCH_DTYPE = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 # what each argument is, by name (see the kernels' signatures)
 _TENSORS = {"Q", "K", "V", "Out", "DO", "DQ", "DK", "DV"}
-_FP32_POINTERS = {"Lse", "Delta"}
-_INT_POINTERS = {"cu_seqlens_q", "cu_seqlens_k"}
+_FP32_POINTERS = {"Lse", "Delta", "DQacc"}
+_INT_POINTERS = {"cu_seqlens_q", "cu_seqlens_k", "Tiles"}
 _FLOAT_SCALARS = {"qk_scale", "sm_scale"}
 # integers a real launch does not see as multiples of 16 (the others are strides of (T, H, D) tensors)
-_UNALIGNED_INTS = {"stride_lh", "SEQ_BUCKET"}
+_UNALIGNED_INTS = {"stride_lh", "SEQ_BUCKET", "stride_tile_row", "num_heads", "window_left"}
 
 
 @dataclass(frozen=True)
@@ -133,8 +147,10 @@ def compile_one(
         num_stages=config.num_stages,
     )
     kernel = KERNELS[name]
-    constants = kernel_meta(head_dim, group, causal, _TORCH_DTYPE[dtype]) | dict(
-        BLOCK_M=block_m, BLOCK_N=block_n
+    constants = (
+        kernel_meta(head_dim, group, causal, _TORCH_DTYPE[dtype])
+        | KERNEL_CONSTANTS.get(name, {})
+        | dict(BLOCK_M=block_m, BLOCK_N=block_n)
     )
     signature, attrs = _signature(kernel, dtype, constants)
     try:
@@ -190,7 +206,7 @@ def compile_report(
         for head_dim in head_dims
         for is_causal in causal
         for group in groups
-        for config in tuned_configs(name, head_dim, fp32=dtype == "fp32")[:max_configs]
+        for config in tuned_configs(TUNE_LIST.get(name, name), head_dim, fp32=dtype == "fp32")[:max_configs]
     ]
     if jobs <= 1:
         yield from (compile_one(name, config, **kw) for name, config, kw in tasks)

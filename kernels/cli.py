@@ -56,8 +56,8 @@ def _check(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .benchmarks.bench_packed_attention import run
 
-    run(args)
-    return 0
+    results = run(args)
+    return 1 if any("gmaivl" in r["wrong"] for r in results) else 0
 
 
 def _compile_report(args: argparse.Namespace) -> int:

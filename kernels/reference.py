@@ -29,8 +29,12 @@ def packed_attention_reference(
     softmax_scale: float | None = None,
     upcast: bool = True,
     return_lse: bool = False,
+    window_left: int | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Reference attention; rows that see no key give 0 output (and lse ``+inf``)."""
+    """Reference attention; rows that see no key give 0 output (and lse ``+inf``).
+
+    ``window_left`` (causal only): query ``i`` also needs ``j >= i + seqlen_k - seqlen_q - window_left``.
+    """
     dtype = q.dtype
     if upcast:
         wide = torch.float64 if dtype in (torch.float32, torch.float64) else torch.float32
@@ -51,6 +55,8 @@ def packed_attention_reference(
             rows = torch.arange(sq, device=q.device)[:, None]
             cols = torch.arange(sk, device=q.device)[None, :]
             visible = cols <= rows + (sk - sq)
+            if window_left is not None:
+                visible &= cols >= rows + (sk - sq) - window_left
         scores = scores.masked_fill(~visible, float("-inf"))
         acc_dtype = torch.promote_types(scores.dtype, torch.float32)
         lse = torch.logsumexp(scores.to(acc_dtype), dim=-1)

@@ -17,6 +17,17 @@ boundaries then come, in this order of preference, from:
    follow its predecessor by +1 (the rule transformers' sdpa/eager masks use), and at each row;
 4. otherwise each batch row is one sequence (decoding with a KV cache included: causal masking
    is bottom-right aligned, so the new queries see the whole cache).
+
+A static cache hands over its whole preallocated length, unfilled slots included. With a padding
+mask those slots lie past the mask and are cut off; without one (no padding, so slot ``t`` holds
+position ``t``) the filled length is the last query's position + 1, read from 2-D
+``position_ids``. Keys and queries that cannot be matched up that way are refused, never guessed.
+
+Sliding-window layers (``sliding_window`` passed in, a ``module.sliding_window`` as Qwen2-MoE
+sets without passing it, or ``config.layer_types[layer_idx] == "sliding_attention"``) run with the
+window as a band in the kernels: query ``i`` sees keys ``j`` with ``i - window < j <= i``
+(transformers' convention, flash-attn's ``window_size=(window - 1, 0)``). A bidirectional layer
+with a window is refused.
 """
 
 from __future__ import annotations
@@ -61,6 +72,39 @@ def _first_present(kwargs: dict, *names: str):
     return None
 
 
+def _sliding_window(module: torch.nn.Module, sliding_window: int | None) -> int | None:
+    """The layer's attention window in tokens (transformers: key j visible iff j > i - window)."""
+    if sliding_window is None:
+        sliding_window = getattr(module, "sliding_window", None)
+    config = getattr(module, "config", None)
+    layer_idx = getattr(module, "layer_idx", None)
+    layer_types = getattr(config, "layer_types", None)
+    is_sliding_layer = (
+        layer_types is not None and layer_idx is not None and layer_idx < len(layer_types)
+    ) and layer_types[layer_idx] == "sliding_attention"
+    if sliding_window is None and is_sliding_layer:
+        sliding_window = getattr(config, "sliding_window", None)
+    return sliding_window or None  # 0 (Qwen2-MoE without use_sliding_window) means none
+
+
+def _filled_cache_length(position_ids: torch.Tensor | None, q_len: int, kv_len: int) -> int:
+    """Keys actually written when a cache (maybe static, preallocated) comes without a padding mask."""
+    if position_ids is None or position_ids.dim() != 2:
+        raise ValueError(
+            f"gmaivl_packed attention got {q_len} queries over {kv_len} cached keys with neither an "
+            "attention_mask nor 2-D position_ids, so it cannot tell written cache slots from unwritten "
+            "ones (a static cache is preallocated); pass the 2-D attention_mask"
+        )
+    filled = int(position_ids[:, -1].max().item()) + 1
+    if not q_len <= filled <= kv_len:
+        raise ValueError(
+            f"gmaivl_packed attention: the last query is at position {filled - 1} but the cache holds "
+            f"{kv_len} keys for {q_len} queries, so positions do not index cache slots; pass the 2-D "
+            "attention_mask"
+        )
+    return filled
+
+
 def _unpad(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, *x.shape[2:]).index_select(0, indices)
 
@@ -96,11 +140,12 @@ def gmaivl_packed_attention_forward(
         raise NotImplementedError(
             f"gmaivl_packed attention needs equal q/k and v head dims, got {head_dim} and {value.shape[-1]}"
         )
-    if sliding_window is not None and sliding_window < kv_len:
+    window = _sliding_window(module, sliding_window)
+    if window is not None and not is_causal:
         raise NotImplementedError(
-            f"gmaivl_packed attention has no sliding window (window {sliding_window} < {kv_len} keys); "
-            "disable use_sliding_window in the config"
+            f"gmaivl_packed attention has sliding windows only for causal layers (window {window})"
         )
+    window_size = (-1, -1) if window is None else (window - 1, 0)
     if attention_mask is not None and attention_mask.dim() != 2:
         raise ValueError(
             "gmaivl_packed attention takes a 2-D padding mask (batch, keys), got shape "
@@ -133,12 +178,17 @@ def gmaivl_packed_attention_forward(
             max_q = int(lens_q.max().item())
         out = packed_attention(
             _unpad(q, idx_q), _unpad(k, idx_k), _unpad(v, idx_k), cu_q, cu_k, max_q, max_k,
-            causal=is_causal, softmax_scale=scaling,
+            causal=is_causal, softmax_scale=scaling, window_size=window_size,
         )  # fmt: skip
         padded = out.new_zeros(batch * q_len, heads, head_dim)
         padded = padded.index_copy(0, idx_q, out)
         return padded.view(batch, q_len, heads, head_dim), None
 
+    position_ids = kwargs.get("position_ids")
+    if q_len < kv_len and kwargs.get("cu_seq_lens_k") is None:
+        # decoding over a cache: a static cache also hands over its unwritten slots
+        kv_len = _filled_cache_length(position_ids, q_len, kv_len)
+        k, v = k[:, :kv_len], v[:, :kv_len]
     cu_q = kwargs.get("cu_seq_lens_q")
     cu_k = kwargs.get("cu_seq_lens_k")
     max_q = _first_present(kwargs, "max_length_q", "max_seqlen_q")
@@ -146,7 +196,6 @@ def gmaivl_packed_attention_forward(
     if cu_q is not None and cu_k is not None and max_q is not None and max_k is not None:
         cu_q, cu_k = cu_q.to(device=q.device, dtype=torch.int32), cu_k.to(device=q.device, dtype=torch.int32)
     else:
-        position_ids = kwargs.get("position_ids")
         if position_ids is not None and q_len == kv_len and q_len > 1:
             position_ids = position_ids.to(q.device)
             if position_ids.dim() == 2 and position_ids.shape[0] != batch:
@@ -161,7 +210,7 @@ def gmaivl_packed_attention_forward(
         q.reshape(batch * q_len, heads, head_dim),
         k.reshape(batch * kv_len, k.shape[2], head_dim),
         v.reshape(batch * kv_len, v.shape[2], head_dim),
-        cu_q, cu_k, max_q, max_k, causal=is_causal, softmax_scale=scaling,
+        cu_q, cu_k, max_q, max_k, causal=is_causal, softmax_scale=scaling, window_size=window_size,
     )  # fmt: skip
     return out.view(batch, q_len, heads, head_dim), None
 

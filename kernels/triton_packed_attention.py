@@ -1,24 +1,36 @@
-"""Triton kernels for packed (varlen) attention: forward, backward preprocess, dK/dV and dQ.
+"""Triton kernels for packed (varlen) attention: forward, backward preprocess, dK/dV(+dQ) and dQ.
 
 Layout follows FlashAttention's varlen API: ``q`` is ``(total_q, H, D)``, ``k``/``v`` are
-``(total_k, H_kv, D)`` and sequence ``b`` owns rows ``cu[b]:cu[b+1]``. Each program handles one
-block of one sequence for one head, so the grid is ``(cdiv(max_seqlen, BLOCK), num_seqs, heads)``
-and programs past the end of a short sequence exit at once.
+``(total_k, H_kv, D)`` and sequence ``b`` owns rows ``cu[b]:cu[b+1]``.
 
-Numerics (FlashAttention-2): scores are scaled by ``softmax_scale * log2(e)`` once so the online
-softmax uses ``exp2``; statistics and accumulators are fp32 whatever the input dtype. The
-log-sum-exp is kept in those scaled log2 units (one rounding fewer when the backward rebuilds the
-probabilities; the Python wrapper converts it to natural log for callers), ``+inf`` for a row that
-sees no key: its output is 0 and its gradients are 0, as in flash-attn.
+Grid: one 1-D program per (tile, head), where a tile is a real (sequence, row block) pair read
+from a tile table built on the device from ``cu_seqlens`` (:mod:`gmaivl.kernels.tiles`), heaviest
+tiles first. Program ``pid`` handles head ``pid % heads`` of tile ``pid // heads``; the grid is
+an upper bound computable from the shapes, and programs past the real tile count read a ``-1``
+sequence and exit. The table holds one row per candidate block size (16, 32, 64, 128), so the
+autotuner may pick any of them.
+
+Numerics (FlashAttention-2): scores are scaled by ``softmax_scale * log2(e)`` so the online
+softmax uses ``exp2``; the running max is taken on the unscaled scores and scaled once per row,
+so ``p = exp2(s * scale - m)`` is one FFMA per score. Statistics and accumulators are fp32
+whatever the input dtype. The log-sum-exp is kept in those scaled log2 units (the Python wrapper
+converts it to natural log for callers), ``+inf`` for a row that sees no key: its output is 0 and
+its gradients are 0, as in flash-attn.
 
 Causal masking is bottom-right aligned (flash-attn >= 2.1): query ``i`` of a sequence with
 ``seqlen_q`` queries and ``seqlen_k`` keys sees key ``j`` iff ``j <= i + seqlen_k - seqlen_q``.
 Blocks entirely visible run without masks; only blocks that straddle the diagonal or the end of a
 sequence pay for masking, and blocks entirely above the diagonal are never visited.
 
-The backward is deterministic (no atomics): one kernel owns a key block and iterates over query
-blocks, summing dK/dV over every query head of its GQA group in registers; a second kernel owns a
-query block and iterates over key blocks for dQ.
+Offsets: a row index times a token stride can exceed 2^31 (one sequence of 524k tokens at
+H * D = 4096), so the base of every block is computed in int64 once; only offsets inside a block
+(at most ``BLOCK * stride``) stay int32.
+
+Backward: the dK/dV kernel owns a key block and walks the query blocks of every query head of its
+GQA group. With ``ATOMIC_DQ`` it also computes dQ = dS K for each (query, key) block pair and adds
+it to an fp32 buffer with atomics: five matrix multiplies per tile, as FlashAttention-2, at the
+cost of a summation order that varies from run to run. Without it a second kernel owns a query
+block and recomputes P and dP for dQ (seven multiplies, bit-reproducible).
 """
 
 from __future__ import annotations
@@ -28,6 +40,8 @@ import triton.language as tl
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
+#: Block sizes the tile table has a row for (row r is block 16 << r).
+TABLE_BLOCKS = (16, 32, 64, 128)
 
 
 @triton.jit
@@ -46,6 +60,71 @@ def _load_tile(ptrs, row_mask, d_mask, ROWS_MASKED: tl.constexpr, EVEN_D: tl.con
 
 
 @triton.jit
+def _rows_ptrs(base, start, offs0, offs_d, stride, LONG_OFFSETS: tl.constexpr):
+    """Pointers to rows ``start + offs0`` of a sequence (``base`` is its row 0 of one head).
+
+    LONG_OFFSETS (some row x stride of a tensor reaches 2^31): the block's first row is offset in
+    int64 (a scalar) and only offsets inside the block stay int32. Otherwise all int32, which lets
+    the compiler recompute offsets per block instead of keeping a hoisted 2-D offset tensor live
+    (about 45 more registers for the d=128 forward on sm_90, compile report).
+    """
+    if LONG_OFFSETS:
+        return base + tl.cast(start, tl.int64) * stride + (offs0[:, None] * stride + offs_d[None, :])
+    else:
+        return base + (start + offs0)[:, None] * stride + offs_d[None, :]
+
+
+@triton.jit
+def _query_block_key_ranges(
+    m_start, seqlen_q, seqlen_k, diag, win, CAUSAL: tl.constexpr, WINDOW: tl.constexpr, BLOCK_M, BLOCK_N
+):
+    """Key ranges of a query block, multiples of BLOCK_N: (lo, full_lo, full_hi, hi).
+
+    Row ``i`` sees keys ``i + diag - win <= j <= i + diag`` under the causal mask (``win`` huge
+    without a window). [lo, hi) holds every key some row sees; [full_lo, full_hi) the keys every
+    row sees (no mask needed there).
+    """
+    if CAUSAL:
+        m_last = tl.minimum(m_start + BLOCK_M, seqlen_q) - 1
+        hi = tl.maximum(tl.minimum(seqlen_k, m_last + 1 + diag), 0)
+        full_hi = (tl.maximum(tl.minimum(seqlen_k, m_start + 1 + diag), 0) // BLOCK_N) * BLOCK_N
+        if WINDOW:
+            lo = (tl.maximum(m_start + diag - win, 0) // BLOCK_N) * BLOCK_N
+            full_lo = ((tl.maximum(m_last + diag - win, 0) + BLOCK_N - 1) // BLOCK_N) * BLOCK_N
+        else:
+            lo = 0
+            full_lo = 0
+    else:
+        hi = seqlen_k
+        full_hi = (seqlen_k // BLOCK_N) * BLOCK_N
+        lo = 0
+        full_lo = 0
+    return lo, full_lo, full_hi, hi
+
+
+@triton.jit
+def _table_row(BLOCK: tl.constexpr):
+    if BLOCK == 16:
+        return 0
+    elif BLOCK == 32:
+        return 1
+    elif BLOCK == 64:
+        return 2
+    else:
+        tl.static_assert(BLOCK == 128, "tile tables exist for blocks of 16, 32, 64 and 128 rows")
+        return 3
+
+
+@triton.jit
+def _next_tile(Tiles, stride_tile_row, num_heads, BLOCK: tl.constexpr):
+    """(sequence, block index, head) of this program; sequence -1 past the last real tile."""
+    pid = tl.program_id(0)
+    head = pid % num_heads
+    entry = Tiles + _table_row(BLOCK) * stride_tile_row + (pid // num_heads) * 2
+    return tl.load(entry), tl.load(entry + 1), head
+
+
+@triton.jit
 def _fwd_inner(
     acc,
     l_i,
@@ -60,34 +139,49 @@ def _fwd_inner(
     d_mask,
     seqlen_k,
     diag,
+    win,
     qk_scale,
     lo,
     hi,
     MASKED: tl.constexpr,
     CAUSAL: tl.constexpr,
+    WINDOW: tl.constexpr,
     BLOCK_N: tl.constexpr,
     EVEN_D: tl.constexpr,
     DOT_PREC: tl.constexpr,
+    LONG_OFFSETS: tl.constexpr,
+    USE_TMA: tl.constexpr,
 ):
+    """k_base / v_base: the sequence's row 0 of one head, pointers or (USE_TMA) tensor descriptors."""
     offs_n0 = tl.arange(0, BLOCK_N)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
         n_mask = offs_n < seqlen_k
-        k = _load_tile(k_base + offs_n[:, None] * stride_kt + offs_d[None, :], n_mask, d_mask, MASKED, EVEN_D)
-        v = _load_tile(v_base + offs_n[:, None] * stride_vt + offs_d[None, :], n_mask, d_mask, MASKED, EVEN_D)
-        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
+        if USE_TMA:  # bounds-checked bulk copies: rows past the sequence and columns past D are 0
+            k = k_base.load([start_n, 0])
+            v = v_base.load([start_n, 0])
+        else:
+            k_ptrs = _rows_ptrs(k_base, start_n, offs_n0, offs_d, stride_kt, LONG_OFFSETS)
+            v_ptrs = _rows_ptrs(v_base, start_n, offs_n0, offs_d, stride_vt, LONG_OFFSETS)
+            k = _load_tile(k_ptrs, n_mask, d_mask, MASKED, EVEN_D)
+            v = _load_tile(v_ptrs, n_mask, d_mask, MASKED, EVEN_D)
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
         if MASKED:
             valid = n_mask[None, :]
             if CAUSAL:
-                valid = valid & (offs_n[None, :] <= offs_m[:, None] + diag)
+                rel = offs_n[None, :] - (offs_m[:, None] + diag)  # key minus the row's diagonal
+                valid = valid & (rel <= 0)
+                if WINDOW:  # the band's lower edge
+                    valid = valid & (rel >= -win)
             qk = tl.where(valid, qk, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
             # a row with no visible key so far keeps m = -inf; shift by 0 to avoid inf - inf
             m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
         else:
-            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
             m_shift = m_new
-        p = tl.math.exp2(qk - m_shift[:, None])
+        # scale and max subtraction in one FFMA per score (qk_scale > 0 keeps the max the max)
+        p = tl.math.exp2(qk * qk_scale - m_shift[:, None])
         alpha = tl.math.exp2(m_i - m_shift)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
@@ -105,6 +199,9 @@ def packed_attn_fwd_kernel(
     Lse,
     cu_seqlens_q,
     cu_seqlens_k,
+    Tiles,
+    stride_tile_row,
+    num_heads,
     stride_qt,
     stride_qh,
     stride_kt,
@@ -115,67 +212,83 @@ def packed_attn_fwd_kernel(
     stride_oh,
     stride_lh,
     qk_scale,
+    window_left,
     SEQ_BUCKET,
     HEAD_DIM: tl.constexpr,
     GROUP: tl.constexpr,
     CAUSAL: tl.constexpr,
     DOT_PREC: tl.constexpr,
+    LONG_OFFSETS: tl.constexpr,
+    WINDOW: tl.constexpr,
+    USE_TMA: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    seq = tl.program_id(1)
-    head = tl.program_id(2)
+    """USE_TMA (Hopper+): Q, K, V tiles come through tensor descriptors bounded by the sequence
+    (device-side ``tl.make_tensor_descriptor``; the launcher checks 16-byte alignment)."""
+    seq, pid_m, head = _next_tile(Tiles, stride_tile_row, num_heads, BLOCK_M)
+    if seq < 0:
+        return
     q_start = tl.load(cu_seqlens_q + seq)
     seqlen_q = tl.load(cu_seqlens_q + seq + 1) - q_start
     m_start = pid_m * BLOCK_M
-    if m_start >= seqlen_q:
-        return
     k_start = tl.load(cu_seqlens_k + seq)
     seqlen_k = tl.load(cu_seqlens_k + seq + 1) - k_start
     kv_head = head // GROUP
     EVEN_D: tl.constexpr = BLOCK_D == HEAD_DIM
 
-    offs_m = m_start + tl.arange(0, BLOCK_M)
+    offs_m0 = tl.arange(0, BLOCK_M)
+    offs_m = m_start + offs_m0
     offs_d = tl.arange(0, BLOCK_D)
     m_mask = offs_m < seqlen_q
     d_mask = offs_d < HEAD_DIM
 
-    q_ptrs = (
-        Q
-        + q_start.to(tl.int64) * stride_qt
-        + head * stride_qh
-        + offs_m[:, None] * stride_qt
-        + offs_d[None, :]
-    )
-    q = _load_tile(q_ptrs, m_mask, d_mask, True, EVEN_D)
     k_base = K + k_start.to(tl.int64) * stride_kt + kv_head * stride_kh
     v_base = V + k_start.to(tl.int64) * stride_vt + kv_head * stride_vh
+    if USE_TMA:
+        q_desc = tl.make_tensor_descriptor(
+            Q + q_start.to(tl.int64) * stride_qt + head * stride_qh,
+            shape=[seqlen_q, HEAD_DIM], strides=[stride_qt, 1], block_shape=[BLOCK_M, BLOCK_D],
+        )  # fmt: skip
+        q = q_desc.load([m_start, 0])
+        k_base = tl.make_tensor_descriptor(
+            k_base, shape=[seqlen_k, HEAD_DIM], strides=[stride_kt, 1], block_shape=[BLOCK_N, BLOCK_D]
+        )
+        v_base = tl.make_tensor_descriptor(
+            v_base, shape=[seqlen_k, HEAD_DIM], strides=[stride_vt, 1], block_shape=[BLOCK_N, BLOCK_D]
+        )
+    else:
+        q_row = (q_start + m_start).to(tl.int64)
+        q_ptrs = Q + q_row * stride_qt + head * stride_qh + offs_m0[:, None] * stride_qt + offs_d[None, :]
+        q = _load_tile(q_ptrs, m_mask, d_mask, True, EVEN_D)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
     diag = seqlen_k - seqlen_q
-    if CAUSAL:
-        # the last valid row of this block sees keys < row + 1 + diag
-        hi = tl.minimum(seqlen_k, tl.minimum(m_start + BLOCK_M, seqlen_q) + diag)
-        # every row of the block sees keys < m_start + 1 + diag
-        full_hi = tl.minimum(seqlen_k, m_start + 1 + diag)
-    else:
-        hi = seqlen_k
-        full_hi = seqlen_k
-    hi = tl.maximum(hi, 0)
-    full_hi = (tl.maximum(full_hi, 0) // BLOCK_N) * BLOCK_N
+    lo, full_lo, full_hi, hi = _query_block_key_ranges(
+        m_start, seqlen_q, seqlen_k, diag, window_left, CAUSAL, WINDOW, BLOCK_M, BLOCK_N
+    )
 
+    # keys the window's lower edge cuts for some rows (masked), keys every row sees (no masks), then
+    # keys the diagonal or the sequence end cuts (masked)
+    if WINDOW:
+        acc, l_i, m_i = _fwd_inner(
+            acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k, diag,
+            window_left, qk_scale, lo, tl.minimum(full_lo, hi), True, CAUSAL, WINDOW, BLOCK_N, EVEN_D,
+            DOT_PREC, LONG_OFFSETS, USE_TMA,
+        )  # fmt: skip
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k, diag,
-        qk_scale, 0, full_hi, False, CAUSAL, BLOCK_N, EVEN_D, DOT_PREC,
+        window_left, qk_scale, full_lo, full_hi, False, CAUSAL, WINDOW, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS,
+        USE_TMA,
     )  # fmt: skip
     acc, l_i, m_i = _fwd_inner(
         acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k, diag,
-        qk_scale, full_hi, hi, True, CAUSAL, BLOCK_N, EVEN_D, DOT_PREC,
+        window_left, qk_scale, tl.maximum(full_lo, full_hi), hi, True, CAUSAL, WINDOW, BLOCK_N, EVEN_D, DOT_PREC,
+        LONG_OFFSETS, USE_TMA,
     )  # fmt: skip
 
     empty = l_i == 0.0
@@ -183,15 +296,10 @@ def packed_attn_fwd_kernel(
     acc = acc / l_safe[:, None]
     lse = tl.where(empty, float("inf"), m_i + tl.math.log2(l_safe))
 
-    o_ptrs = (
-        Out
-        + q_start.to(tl.int64) * stride_ot
-        + head * stride_oh
-        + offs_m[:, None] * stride_ot
-        + offs_d[None, :]
-    )
+    o_row = (q_start + m_start).to(tl.int64)
+    o_ptrs = Out + o_row * stride_ot + head * stride_oh + offs_m0[:, None] * stride_ot + offs_d[None, :]
     tl.store(o_ptrs, acc.to(Out.dtype.element_ty), mask=m_mask[:, None] & d_mask[None, :])
-    tl.store(Lse + head * stride_lh + q_start + offs_m, lse, mask=m_mask)
+    tl.store(Lse + head.to(tl.int64) * stride_lh + q_start + offs_m, lse, mask=m_mask)
 
 
 @triton.jit
@@ -219,7 +327,7 @@ def packed_attn_bwd_preprocess_kernel(
     o = tl.load(Out + rows * stride_ot + head * stride_oh + offs_d[None, :], mask=mask, other=0.0)
     do = tl.load(DO + rows * stride_dot + head * stride_doh + offs_d[None, :], mask=mask, other=0.0)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
-    tl.store(Delta + head * stride_dh + offs_m, delta, mask=offs_m < total_q)
+    tl.store(Delta + head.to(tl.int64) * stride_dh + offs_m, delta, mask=offs_m < total_q)
 
 
 @triton.jit
@@ -230,43 +338,69 @@ def _bwd_dkdv_inner(
     v,
     q_base,
     do_base,
+    dq_base,
     lse_base,
     delta_base,
     stride_qt,
     stride_dot,
+    stride_dqt,
     offs_n,
     offs_d,
     d_mask,
     col_bias,
     seqlen_q,
     diag,
+    win,
     qk_scale,
     lo,
     hi,
     MASKED: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    WINDOW: tl.constexpr,
+    ATOMIC_DQ: tl.constexpr,
     BLOCK_M: tl.constexpr,
     EVEN_D: tl.constexpr,
     DOT_PREC: tl.constexpr,
+    LONG_OFFSETS: tl.constexpr,
 ):
+    """Walk query blocks [lo, hi). MASKED: rows may pass seqlen_q and (causal) straddle the diagonal."""
     offs_m0 = tl.arange(0, BLOCK_M)
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + offs_m0
         m_mask = offs_m < seqlen_q
-        q = _load_tile(q_base + offs_m[:, None] * stride_qt + offs_d[None, :], m_mask, d_mask, True, EVEN_D)
-        do = _load_tile(
-            do_base + offs_m[:, None] * stride_dot + offs_d[None, :], m_mask, d_mask, True, EVEN_D
-        )
-        # rows past the end get lse = +inf, hence p = 0
-        lse = tl.load(lse_base + offs_m, mask=m_mask, other=float("inf"))
-        delta = tl.load(delta_base + offs_m, mask=m_mask, other=0.0)
-        qk_t = tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * qk_scale
-        p_t = tl.math.exp2(qk_t + col_bias[:, None] - lse[None, :])
+        q_ptrs = _rows_ptrs(q_base, start_m, offs_m0, offs_d, stride_qt, LONG_OFFSETS)
+        do_ptrs = _rows_ptrs(do_base, start_m, offs_m0, offs_d, stride_dot, LONG_OFFSETS)
+        q = _load_tile(q_ptrs, m_mask, d_mask, MASKED, EVEN_D)
+        do = _load_tile(do_ptrs, m_mask, d_mask, MASKED, EVEN_D)
         if MASKED:
-            p_t = tl.where(offs_n[:, None] <= offs_m[None, :] + diag, p_t, 0.0)
+            # rows past the end get lse = +inf, hence p = 0
+            lse = tl.load(lse_base + offs_m, mask=m_mask, other=float("inf"))
+            delta = tl.load(delta_base + offs_m, mask=m_mask, other=0.0)
+        else:
+            lse = tl.load(lse_base + offs_m)
+            delta = tl.load(delta_base + offs_m)
+        qk_t = tl.dot(k, tl.trans(q), input_precision=DOT_PREC)
+        p_t = tl.math.exp2(qk_t * qk_scale + col_bias[:, None] - lse[None, :])
+        if MASKED and CAUSAL:
+            rel = offs_n[:, None] - (offs_m[None, :] + diag)
+            visible = rel <= 0
+            if WINDOW:  # the band's lower edge
+                visible = visible & (rel >= -win)
+            p_t = tl.where(visible, p_t, 0.0)
         dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=DOT_PREC)
         dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
-        ds_t = p_t * (dp_t - delta[None, :])
-        dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=DOT_PREC)
+        ds_t = (p_t * (dp_t - delta[None, :])).to(q.dtype)
+        dk = tl.dot(ds_t, q, dk, input_precision=DOT_PREC)
+        if ATOMIC_DQ:
+            # the fifth multiply: this key block's share of dQ, summed across key blocks in fp32
+            dq = tl.dot(tl.trans(ds_t), k, input_precision=DOT_PREC)
+            dq_ptrs = _rows_ptrs(dq_base, start_m, offs_m0, offs_d, stride_dqt, LONG_OFFSETS)
+            if MASKED:
+                tl.atomic_add(dq_ptrs, dq, mask=m_mask[:, None] & d_mask[None, :], sem="relaxed")
+            elif EVEN_D:
+                tl.atomic_add(dq_ptrs, dq, sem="relaxed")
+            else:
+                tl.atomic_add(dq_ptrs, dq, mask=d_mask[None, :], sem="relaxed")
     return dk, dv
 
 
@@ -280,8 +414,12 @@ def packed_attn_bwd_dkdv_kernel(
     Delta,
     DK,
     DV,
+    DQacc,
     cu_seqlens_q,
     cu_seqlens_k,
+    Tiles,
+    stride_tile_row,
+    num_heads,
     stride_qt,
     stride_qh,
     stride_kt,
@@ -294,80 +432,110 @@ def packed_attn_bwd_dkdv_kernel(
     stride_dkh,
     stride_dvt,
     stride_dvh,
+    stride_dqt,
+    stride_dqh,
     stride_lh,
     sm_scale,
     qk_scale,
+    window_left,
     SEQ_BUCKET,
     HEAD_DIM: tl.constexpr,
     GROUP: tl.constexpr,
     CAUSAL: tl.constexpr,
     DOT_PREC: tl.constexpr,
+    LONG_OFFSETS: tl.constexpr,
+    WINDOW: tl.constexpr,
+    ATOMIC_DQ: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    pid_n = tl.program_id(0)
-    seq = tl.program_id(1)
-    kv_head = tl.program_id(2)
+    """dK, dV for one key block of one key/value head (and, with ATOMIC_DQ, dQ into fp32 ``DQacc``).
+
+    ``num_heads`` is the number of key/value heads here.
+    """
+    seq, pid_n, kv_head = _next_tile(Tiles, stride_tile_row, num_heads, BLOCK_N)
+    if seq < 0:
+        return
     k_start = tl.load(cu_seqlens_k + seq)
     seqlen_k = tl.load(cu_seqlens_k + seq + 1) - k_start
     n_start = pid_n * BLOCK_N
-    if n_start >= seqlen_k:
-        return
     q_start = tl.load(cu_seqlens_q + seq)
     seqlen_q = tl.load(cu_seqlens_q + seq + 1) - q_start
     EVEN_D: tl.constexpr = BLOCK_D == HEAD_DIM
 
-    offs_n = n_start + tl.arange(0, BLOCK_N)
+    offs_n0 = tl.arange(0, BLOCK_N)
+    offs_n = n_start + offs_n0
     offs_d = tl.arange(0, BLOCK_D)
     n_mask = offs_n < seqlen_k
     d_mask = offs_d < HEAD_DIM
+    k_row = (k_start + n_start).to(tl.int64)
     k = _load_tile(
-        K + k_start.to(tl.int64) * stride_kt + kv_head * stride_kh + offs_n[:, None] * stride_kt + offs_d[None, :],
+        K + k_row * stride_kt + kv_head * stride_kh + offs_n0[:, None] * stride_kt + offs_d[None, :],
         n_mask, d_mask, True, EVEN_D,
     )  # fmt: skip
     v = _load_tile(
-        V + k_start.to(tl.int64) * stride_vt + kv_head * stride_vh + offs_n[:, None] * stride_vt + offs_d[None, :],
+        V + k_row * stride_vt + kv_head * stride_vh + offs_n0[:, None] * stride_vt + offs_d[None, :],
         n_mask, d_mask, True, EVEN_D,
     )  # fmt: skip
+    # keys past the end load as zeros; -inf keeps their probabilities exactly 0
     col_bias = tl.where(n_mask, 0.0, float("-inf"))
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
 
     diag = seqlen_k - seqlen_q
+    # query blocks fully inside the sequence run without row masks; the last partial one is masked
+    full_end = (seqlen_q // BLOCK_M) * BLOCK_M
+    q_end = seqlen_q
     if CAUSAL:
         # first query that sees key n_start, and first query block that sees the whole key block
         lo = (tl.maximum(n_start - diag, 0) // BLOCK_M) * BLOCK_M
         mid = ((tl.maximum(n_start + BLOCK_N - 1 - diag, 0) + BLOCK_M - 1) // BLOCK_M) * BLOCK_M
+        # window: query i sees key j only while i <= j - diag + win
+        n_last = tl.minimum(n_start + BLOCK_N, seqlen_k) - 1
+        q_end = tl.maximum(tl.minimum(seqlen_q, n_last - diag + window_left + 1), 0)
+        full_end = tl.minimum(
+            full_end, (tl.maximum(n_start - diag + window_left + 1, 0) // BLOCK_M) * BLOCK_M
+        )
     else:
         lo = 0
         mid = 0
-    mid_end = tl.minimum(mid, seqlen_q)
+    mid_end = tl.minimum(mid, q_end)
+    tail = tl.maximum(mid, full_end)
 
+    q_row0 = q_start.to(tl.int64)
     for g in range(GROUP):
         head = kv_head * GROUP + g
-        q_base = Q + q_start.to(tl.int64) * stride_qt + head * stride_qh
-        do_base = DO + q_start.to(tl.int64) * stride_dot + head * stride_doh
-        lse_base = Lse + head * stride_lh + q_start
-        delta_base = Delta + head * stride_lh + q_start
+        q_base = Q + q_row0 * stride_qt + head * stride_qh
+        do_base = DO + q_row0 * stride_dot + head * stride_doh
+        dq_base = DQacc + q_row0 * stride_dqt + head * stride_dqh
+        lse_base = Lse + head.to(tl.int64) * stride_lh + q_start
+        delta_base = Delta + head.to(tl.int64) * stride_lh + q_start
         dk, dv = _bwd_dkdv_inner(
-            dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qt, stride_dot, offs_n, offs_d,
-            d_mask, col_bias, seqlen_q, diag, qk_scale, lo, mid_end, True, BLOCK_M, EVEN_D, DOT_PREC,
+            dk, dv, k, v, q_base, do_base, dq_base, lse_base, delta_base, stride_qt, stride_dot, stride_dqt,
+            offs_n, offs_d, d_mask, col_bias, seqlen_q, diag, window_left, qk_scale, lo, mid_end,
+            True, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, EVEN_D, DOT_PREC, LONG_OFFSETS,
         )  # fmt: skip
         dk, dv = _bwd_dkdv_inner(
-            dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qt, stride_dot, offs_n, offs_d,
-            d_mask, col_bias, seqlen_q, diag, qk_scale, mid, seqlen_q, False, BLOCK_M, EVEN_D, DOT_PREC,
+            dk, dv, k, v, q_base, do_base, dq_base, lse_base, delta_base, stride_qt, stride_dot, stride_dqt,
+            offs_n, offs_d, d_mask, col_bias, seqlen_q, diag, window_left, qk_scale, mid, full_end,
+            False, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, EVEN_D, DOT_PREC, LONG_OFFSETS,
+        )  # fmt: skip
+        dk, dv = _bwd_dkdv_inner(
+            dk, dv, k, v, q_base, do_base, dq_base, lse_base, delta_base, stride_qt, stride_dot, stride_dqt,
+            offs_n, offs_d, d_mask, col_bias, seqlen_q, diag, window_left, qk_scale, tail, q_end,
+            True, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, EVEN_D, DOT_PREC, LONG_OFFSETS,
         )  # fmt: skip
 
     dk = dk * sm_scale
     out_mask = n_mask[:, None] & d_mask[None, :]
-    dk_ptrs = DK + k_start.to(tl.int64) * stride_dkt + kv_head * stride_dkh
-    dv_ptrs = DV + k_start.to(tl.int64) * stride_dvt + kv_head * stride_dvh
+    dk_ptrs = DK + (k_start + n_start).to(tl.int64) * stride_dkt + kv_head * stride_dkh
+    dv_ptrs = DV + (k_start + n_start).to(tl.int64) * stride_dvt + kv_head * stride_dvh
     tl.store(
-        dk_ptrs + offs_n[:, None] * stride_dkt + offs_d[None, :], dk.to(DK.dtype.element_ty), mask=out_mask
+        dk_ptrs + offs_n0[:, None] * stride_dkt + offs_d[None, :], dk.to(DK.dtype.element_ty), mask=out_mask
     )
     tl.store(
-        dv_ptrs + offs_n[:, None] * stride_dvt + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=out_mask
+        dv_ptrs + offs_n0[:, None] * stride_dvt + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=out_mask
     )
 
 
@@ -387,27 +555,35 @@ def _bwd_dq_inner(
     d_mask,
     seqlen_k,
     diag,
+    win,
     qk_scale,
     lo,
     hi,
     MASKED: tl.constexpr,
     CAUSAL: tl.constexpr,
+    WINDOW: tl.constexpr,
     BLOCK_N: tl.constexpr,
     EVEN_D: tl.constexpr,
     DOT_PREC: tl.constexpr,
+    LONG_OFFSETS: tl.constexpr,
 ):
     offs_n0 = tl.arange(0, BLOCK_N)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
         n_mask = offs_n < seqlen_k
-        k = _load_tile(k_base + offs_n[:, None] * stride_kt + offs_d[None, :], n_mask, d_mask, MASKED, EVEN_D)
-        v = _load_tile(v_base + offs_n[:, None] * stride_vt + offs_d[None, :], n_mask, d_mask, MASKED, EVEN_D)
-        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
-        p = tl.math.exp2(qk - lse[:, None])
+        k_ptrs = _rows_ptrs(k_base, start_n, offs_n0, offs_d, stride_kt, LONG_OFFSETS)
+        v_ptrs = _rows_ptrs(v_base, start_n, offs_n0, offs_d, stride_vt, LONG_OFFSETS)
+        k = _load_tile(k_ptrs, n_mask, d_mask, MASKED, EVEN_D)
+        v = _load_tile(v_ptrs, n_mask, d_mask, MASKED, EVEN_D)
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
+        p = tl.math.exp2(qk * qk_scale - lse[:, None])
         if MASKED:
             valid = n_mask[None, :]
             if CAUSAL:
-                valid = valid & (offs_n[None, :] <= offs_m[:, None] + diag)
+                rel = offs_n[None, :] - (offs_m[:, None] + diag)  # key minus the row's diagonal
+                valid = valid & (rel <= 0)
+                if WINDOW:  # the band's lower edge
+                    valid = valid & (rel >= -win)
             p = tl.where(valid, p, 0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
         ds = p * (dp - delta[:, None])
@@ -426,6 +602,9 @@ def packed_attn_bwd_dq_kernel(
     DQ,
     cu_seqlens_q,
     cu_seqlens_k,
+    Tiles,
+    stride_tile_row,
+    num_heads,
     stride_qt,
     stride_qh,
     stride_kt,
@@ -439,66 +618,71 @@ def packed_attn_bwd_dq_kernel(
     stride_lh,
     sm_scale,
     qk_scale,
+    window_left,
     SEQ_BUCKET,
     HEAD_DIM: tl.constexpr,
     GROUP: tl.constexpr,
     CAUSAL: tl.constexpr,
     DOT_PREC: tl.constexpr,
+    LONG_OFFSETS: tl.constexpr,
+    WINDOW: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    seq = tl.program_id(1)
-    head = tl.program_id(2)
+    seq, pid_m, head = _next_tile(Tiles, stride_tile_row, num_heads, BLOCK_M)
+    if seq < 0:
+        return
     q_start = tl.load(cu_seqlens_q + seq)
     seqlen_q = tl.load(cu_seqlens_q + seq + 1) - q_start
     m_start = pid_m * BLOCK_M
-    if m_start >= seqlen_q:
-        return
     k_start = tl.load(cu_seqlens_k + seq)
     seqlen_k = tl.load(cu_seqlens_k + seq + 1) - k_start
     kv_head = head // GROUP
     EVEN_D: tl.constexpr = BLOCK_D == HEAD_DIM
 
-    offs_m = m_start + tl.arange(0, BLOCK_M)
+    offs_m0 = tl.arange(0, BLOCK_M)
+    offs_m = m_start + offs_m0
     offs_d = tl.arange(0, BLOCK_D)
     m_mask = offs_m < seqlen_q
     d_mask = offs_d < HEAD_DIM
-    row0 = q_start.to(tl.int64)
+    row0 = (q_start + m_start).to(tl.int64)
     q = _load_tile(
-        Q + row0 * stride_qt + head * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :],
+        Q + row0 * stride_qt + head * stride_qh + offs_m0[:, None] * stride_qt + offs_d[None, :],
         m_mask, d_mask, True, EVEN_D,
     )  # fmt: skip
     do = _load_tile(
-        DO + row0 * stride_dot + head * stride_doh + offs_m[:, None] * stride_dot + offs_d[None, :],
+        DO + row0 * stride_dot + head * stride_doh + offs_m0[:, None] * stride_dot + offs_d[None, :],
         m_mask, d_mask, True, EVEN_D,
     )  # fmt: skip
-    lse = tl.load(Lse + head * stride_lh + q_start + offs_m, mask=m_mask, other=float("inf"))
-    delta = tl.load(Delta + head * stride_lh + q_start + offs_m, mask=m_mask, other=0.0)
+    lse_base = Lse + head.to(tl.int64) * stride_lh + q_start
+    lse = tl.load(lse_base + offs_m, mask=m_mask, other=float("inf"))
+    delta = tl.load(Delta + head.to(tl.int64) * stride_lh + q_start + offs_m, mask=m_mask, other=0.0)
     k_base = K + k_start.to(tl.int64) * stride_kt + kv_head * stride_kh
     v_base = V + k_start.to(tl.int64) * stride_vt + kv_head * stride_vh
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
     diag = seqlen_k - seqlen_q
-    if CAUSAL:
-        hi = tl.minimum(seqlen_k, tl.minimum(m_start + BLOCK_M, seqlen_q) + diag)
-        full_hi = tl.minimum(seqlen_k, m_start + 1 + diag)
-    else:
-        hi = seqlen_k
-        full_hi = seqlen_k
-    hi = tl.maximum(hi, 0)
-    full_hi = (tl.maximum(full_hi, 0) // BLOCK_N) * BLOCK_N
+    lo, full_lo, full_hi, hi = _query_block_key_ranges(
+        m_start, seqlen_q, seqlen_k, diag, window_left, CAUSAL, WINDOW, BLOCK_M, BLOCK_N
+    )
 
+    if WINDOW:
+        dq = _bwd_dq_inner(
+            dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k,
+            diag, window_left, qk_scale, lo, tl.minimum(full_lo, hi), True, CAUSAL, WINDOW, BLOCK_N, EVEN_D,
+            DOT_PREC, LONG_OFFSETS,
+        )  # fmt: skip
     dq = _bwd_dq_inner(
         dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k, diag,
-        qk_scale, 0, full_hi, False, CAUSAL, BLOCK_N, EVEN_D, DOT_PREC,
+        window_left, qk_scale, full_lo, full_hi, False, CAUSAL, WINDOW, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS,
     )  # fmt: skip
     dq = _bwd_dq_inner(
         dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k, diag,
-        qk_scale, full_hi, hi, True, CAUSAL, BLOCK_N, EVEN_D, DOT_PREC,
+        window_left, qk_scale, tl.maximum(full_lo, full_hi), hi, True, CAUSAL, WINDOW, BLOCK_N, EVEN_D, DOT_PREC,
+        LONG_OFFSETS,
     )  # fmt: skip
 
     dq = dq * sm_scale
-    dq_ptrs = DQ + row0 * stride_dqt + head * stride_dqh + offs_m[:, None] * stride_dqt + offs_d[None, :]
+    dq_ptrs = DQ + row0 * stride_dqt + head * stride_dqh + offs_m0[:, None] * stride_dqt + offs_d[None, :]
     tl.store(dq_ptrs, dq.to(DQ.dtype.element_ty), mask=m_mask[:, None] & d_mask[None, :])

@@ -14,6 +14,7 @@ import triton
 from triton import knobs
 
 from . import triton_packed_attention as _k
+from .tiles import tile_capacity, tile_table
 
 __all__ = ["interpreter_active", "packed_attention"]
 
@@ -37,27 +38,51 @@ INTERPRETER_BLOCKS: dict[str, tuple[int, int]] = {
     "dq": (32, 16),
 }
 _PREPROCESS_BLOCK_M = 64 if not interpreter_active() else 128
-_TUNE_KEY = ["SEQ_BUCKET", "HEAD_DIM", "GROUP", "CAUSAL", "DOT_PREC"]
-
-
-def _configs(pairs, warps, stages):
-    return [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-        for bm, bn in pairs
-        for w in warps
-        for s in stages
-    ]
+_TUNE_KEY = ["SEQ_BUCKET", "HEAD_DIM", "GROUP", "CAUSAL", "DOT_PREC", "WINDOW"]
 
 
 def _tile(bm: int, bn: int, warps: int, stages: int = 2) -> triton.Config:
     return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages)
 
 
-#: The tiles each kernel is autotuned over on a GPU for fp16/bf16 (`gmaivl.kernels.aot` compiles them all).
+#: The tiles each kernel is autotuned over on a GPU for fp16/bf16, per head-dim tile BLOCK_D
+#: <= 64, <= 128, <= 256: (BLOCK_M, BLOCK_N, warps, stages). Built from the sm_90 bf16 causal
+#: compile report of these kernels (benchmarks/results/compile_report_sm90_bf16_causal.md,
+#: 2026-11-30): only tiles that compile there without register spills. Dropped for spilling:
+#: fwd 128x128 w8 s2 at d=128 (24 B), fwd 128x64 w4 s3 at d=64 (24 B), dK/dV 32x128 w8 s2
+#: (80 B), 64x64 w8 s3 (208 B) and 32x64 w4 s3 (152 B) at d=128 and 64x64 w4 s3 at d=64 (32 B).
+#: 128 x 128 forward tiles are in where they do not spill (d <= 64). Head dims above 128 were not
+#: compiled in that report: their small tiles are the earlier list's.
+_TILE_TABLE: dict[str, tuple[list[tuple[int, int, int, int]], ...]] = {
+    "fwd": (
+        [(128, 128, 8, 2), (128, 128, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 4, 3)],
+        [(128, 64, 8, 2), (128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3), (64, 64, 8, 3)],
+        [(64, 64, 8, 2), (64, 32, 4, 2), (64, 32, 8, 2), (32, 32, 4, 2)],
+    ),
+    # the forward with tensor descriptors (sm_90+) needs ~40 fewer registers per tile (139 vs 181
+    # at 128 x 64 w8, d=128): 128 x 128 at d=128 compiles there without spills (189 registers)
+    "fwd_tma": (
+        [(128, 128, 8, 2), (128, 64, 8, 3), (64, 64, 4, 3)],
+        [(128, 128, 8, 2), (128, 64, 8, 2), (128, 64, 8, 3), (64, 64, 8, 3)],
+        [(64, 64, 8, 2), (64, 32, 4, 2), (64, 32, 8, 2), (32, 32, 4, 2)],
+    ),
+    "dkdv": (  # BLOCK_M queries walked per key block of BLOCK_N
+        [(32, 128, 8, 2), (64, 128, 8, 2), (64, 64, 8, 3), (32, 64, 4, 3)],
+        [(32, 64, 8, 2), (32, 64, 8, 3), (16, 64, 8, 3)],
+        [(16, 64, 8, 2), (32, 32, 8, 2), (16, 32, 4, 2)],
+    ),
+    "dq": (
+        [(128, 64, 8, 2), (64, 128, 4, 2), (64, 128, 8, 2), (64, 64, 4, 3), (128, 32, 8, 3)],
+        [(128, 64, 8, 2), (64, 64, 8, 3), (64, 32, 4, 3), (64, 32, 8, 3), (128, 32, 8, 3)],
+        [(64, 32, 8, 2), (32, 32, 4, 2)],
+    ),
+}
+TUNED_TILES: dict[str, tuple[list[triton.Config], ...]] = {
+    name: tuple([_tile(*t) for t in bucket] for bucket in buckets) for name, buckets in _TILE_TABLE.items()
+}
+#: Every 16-bit tile of a kernel (the autotuner's full list; `tuned_configs` picks by head dim).
 AUTOTUNE_CONFIGS: dict[str, list[triton.Config]] = {
-    "fwd": _configs([(128, 64), (128, 32), (64, 64), (64, 32), (128, 128)], [4, 8], [2, 3, 4]),
-    "dkdv": _configs([(32, 128), (64, 128), (32, 64), (64, 64), (16, 64)], [4, 8], [2, 3]),
-    "dq": _configs([(128, 64), (128, 32), (64, 64), (64, 32), (64, 128)], [4, 8], [2, 3]),
+    name: [c for bucket in buckets for c in bucket] for name, buckets in TUNED_TILES.items()
 }
 #: fp32 inputs take IEEE fp32 dot products (FMA, not tensor cores): their operands and
 #: accumulators need about twice the registers, and the 16-bit tiles spill kilobytes on sm_90
@@ -76,28 +101,35 @@ FP32_AUTOTUNE_CONFIGS: dict[str, list[triton.Config]] = {
 }
 
 
-# Largest tile area (BLOCK_M * BLOCK_N) per head-dim tile BLOCK_D <= 64, <= 128, <= 256.
-_TILE_AREA_LIMITS = {False: (128 * 128, 128 * 64, 64 * 64), True: (64 * 32, 32 * 32, 16 * 32)}
+# fp32: largest tile area (BLOCK_M * BLOCK_N) per head-dim tile BLOCK_D <= 64, <= 128, <= 256.
+_FP32_TILE_AREA_LIMITS = (64 * 32, 32 * 32, 16 * 32)
 
 
 def tuned_configs(name: str, head_dim: int, fp32: bool = False) -> list[triton.Config]:
-    """The tiles the autotuner tries for a kernel: by dtype, minus tiles too large for the head dim."""
-    pool = (FP32_AUTOTUNE_CONFIGS if fp32 else AUTOTUNE_CONFIGS)[name]
+    """The tiles the autotuner tries for a kernel, by dtype and head dim."""
     block_d = _block_d(head_dim)
-    limit = _TILE_AREA_LIMITS[fp32][0 if block_d <= 64 else 1 if block_d <= 128 else 2]
+    bucket = 0 if block_d <= 64 else 1 if block_d <= 128 else 2
+    if not fp32:
+        return TUNED_TILES[name][bucket]
+    pool = FP32_AUTOTUNE_CONFIGS[name.removesuffix("_tma")]
     area = lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"]  # noqa: E731
-    return [c for c in pool if area(c) <= limit] or [min(pool, key=area)]
+    return [c for c in pool if area(c) <= _FP32_TILE_AREA_LIMITS[bucket]] or [min(pool, key=area)]
 
 
 def _autotuned(name: str, kernel):
     def prune(configs, named_args, **kwargs):
         meta = {**named_args, **kwargs}
-        return tuned_configs(name, meta["HEAD_DIM"], fp32=meta["DOT_PREC"] == "ieee")
+        tiles = "fwd_tma" if name == "fwd" and meta.get("USE_TMA") else name
+        return tuned_configs(tiles, meta["HEAD_DIM"], fp32=meta["DOT_PREC"] == "ieee")
 
     return triton.autotune(
-        configs=AUTOTUNE_CONFIGS[name] + FP32_AUTOTUNE_CONFIGS[name],
-        key=_TUNE_KEY,
+        configs=AUTOTUNE_CONFIGS[name]
+        + (AUTOTUNE_CONFIGS["fwd_tma"] if name == "fwd" else [])
+        + FP32_AUTOTUNE_CONFIGS[name],
+        key=_TUNE_KEY + {"dkdv": ["ATOMIC_DQ"], "fwd": ["USE_TMA"]}.get(name, []),
         prune_configs_by={"early_config_prune": prune},
+        # timing a tile runs the kernel repeatedly: the atomically summed dQ must restart at 0
+        reset_to_zero=["DQacc"] if name == "dkdv" else None,
     )(kernel)
 
 
@@ -111,16 +143,38 @@ else:  # pragma: no cover - needs a GPU
     _dq_kernel = _autotuned("dq", _k.packed_attn_bwd_dq_kernel)
 
 
-def _launch(kernel, name: str, grid_rows: int, num_seqs: int, heads: int, *args, **meta) -> None:
+#: Tensor descriptors (TMA) for the forward's Q/K/V loads: "auto" on compute capability >= 9 when
+#: the tensors are 16-byte aligned, "on" wherever aligned (the CPU interpreter too: tests), "off".
+TMA_MODE = "auto"
+
+
+def _tma_usable(*tensors: torch.Tensor) -> bool:
+    """Descriptors need 16-byte aligned bases, token and head strides (else pointer loads)."""
+    if TMA_MODE == "off" or (TMA_MODE == "auto" and interpreter_active()):
+        return False
+    t0 = tensors[0]
+    if TMA_MODE == "auto" and not (t0.is_cuda and torch.cuda.get_device_capability(t0.device)[0] >= 9):
+        return False
+    return all(
+        t.data_ptr() % 16 == 0 and (t.stride(0) * t.element_size()) % 16 == 0
+        and (t.stride(1) * t.element_size()) % 16 == 0 and t.stride(2) == 1
+        for t in tensors
+    )  # fmt: skip
+
+
+def _tma_scratch(size: int, alignment: int, stream) -> torch.Tensor:
+    return torch.empty(size, device="cuda", dtype=torch.int8)
+
+
+def _launch(kernel, name: str, heads: int, capacity, *args, **meta) -> None:
+    """Launch over the flat tile table: ``capacity(block)`` tiles per head, heads fastest."""
     if interpreter_active():
         block_m, block_n = INTERPRETER_BLOCKS[name]
-        rows = block_n if name == "dkdv" else block_m
-        kernel[(triton.cdiv(grid_rows, rows), num_seqs, heads)](
-            *args, **meta, BLOCK_M=block_m, BLOCK_N=block_n
-        )
+        block = block_n if name == "dkdv" else block_m
+        kernel[(capacity(block) * heads,)](*args, **meta, BLOCK_M=block_m, BLOCK_N=block_n)
         return
     row_key = "BLOCK_N" if name == "dkdv" else "BLOCK_M"  # pragma: no cover - needs a GPU
-    kernel[lambda m: (triton.cdiv(grid_rows, m[row_key]), num_seqs, heads)](*args, **meta)  # pragma: no cover
+    kernel[lambda m: (capacity(m[row_key]) * heads,)](*args, **meta)  # pragma: no cover
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,6 +234,21 @@ def _validate(q, k, v, cu_q, cu_k) -> None:
     _check_device(q)
 
 
+NO_WINDOW = 2**29  # a left window no sequence reaches (kept small enough for int32 sums)
+
+
+def _window_left(window_size: tuple[int, int], causal: bool) -> int:
+    left, right = (int(x) for x in window_size)
+    if left < 0 and right < 0:
+        return NO_WINDOW
+    if not causal or left < 0 or right not in (0, -1):
+        raise NotImplementedError(
+            f"packed_attention supports only causal sliding windows, window_size=(left >= 0, 0) with "
+            f"causal=True; got window_size={tuple(window_size)}, causal={causal}"
+        )
+    return min(left, NO_WINDOW)
+
+
 def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
@@ -194,21 +263,37 @@ def _block_d(head_dim: int) -> int:
     return max(16, triton.next_power_of_2(head_dim))
 
 
-def kernel_meta(head_dim: int, group: int, causal: bool, dtype: torch.dtype) -> dict:
+def kernel_meta(
+    head_dim: int,
+    group: int,
+    causal: bool,
+    dtype: torch.dtype,
+    long_offsets: bool = False,
+    window: bool = False,
+) -> dict:
     """The compile-time arguments of the fwd / dK-dV / dQ kernels, tile sizes aside."""
     return dict(
         HEAD_DIM=head_dim,
         GROUP=group,
         CAUSAL=causal,
         DOT_PREC=_dot_precision(dtype),
+        LONG_OFFSETS=long_offsets,
+        WINDOW=window,
         BLOCK_D=_block_d(head_dim),
+    )
+
+
+def needs_long_offsets(*tensors: torch.Tensor) -> bool:
+    """Whether some element of these tensors lies 2^31 or more elements past its base pointer."""
+    return any(
+        sum((n - 1) * s for n, s in zip(t.shape, t.stride())) >= 2**31 - 1 for t in tensors if t.numel()
     )
 
 
 # --------------------------------------------------------------------------------------------
 # Launchers
 # --------------------------------------------------------------------------------------------
-def _forward(q, k, v, cu_q, cu_k, max_q, causal, scale):
+def _forward(q, k, v, cu_q, cu_k, max_q, max_k, causal, scale, window):
     total_q, heads, head_dim = q.shape
     num_seqs = cu_q.numel() - 1
     out = torch.zeros_like(q)
@@ -216,71 +301,85 @@ def _forward(q, k, v, cu_q, cu_k, max_q, causal, scale):
     # (if any) belong to no sequence: their lse stays +inf
     lse = torch.full((heads, total_q), math.inf, device=q.device, dtype=torch.float32)
     if total_q == 0 or num_seqs == 0 or max_q == 0:
-        return out, lse
+        return out, lse, None
+    tiles_q = tile_table(cu_q, cu_k, total_q, max_q, causal)
+    use_tma = _tma_usable(q, k, v)
+    if use_tma and q.is_cuda:  # pragma: no cover - needs a GPU
+        triton.set_allocator(_tma_scratch)  # device-side descriptors live in global scratch memory
     _launch(
-        _fwd_kernel, "fwd", max_q, num_seqs, heads,
-        q, k, v, out, lse, cu_q, cu_k,
+        _fwd_kernel, "fwd", heads, lambda block: tile_capacity(total_q, num_seqs, max_q, block),
+        q, k, v, out, lse, cu_q, cu_k, tiles_q, tiles_q.stride(0), heads,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         out.stride(0), out.stride(1), lse.stride(0),
-        scale * _k.LOG2E, triton.next_power_of_2(max_q),
-        **kernel_meta(head_dim, heads // k.shape[1], causal, q.dtype),
+        scale * _k.LOG2E, window, triton.next_power_of_2(max_q),
+        **kernel_meta(
+            head_dim, heads // k.shape[1], causal, q.dtype, needs_long_offsets(q, k, v, out), window < NO_WINDOW
+        ),
+        USE_TMA=use_tma,
     )  # fmt: skip
-    return out, lse
+    return out, lse, tiles_q
 
 
-def _backward(do, q, k, v, out, lse, cu_q, cu_k, max_q, max_k, causal, scale):
+def _backward(do, q, k, v, out, lse, cu_q, cu_k, tiles_q, max_q, max_k, causal, scale, window, deterministic):
     total_q, heads, head_dim = q.shape
-    kv_heads = k.shape[1]
+    total_k, kv_heads = k.shape[0], k.shape[1]
     num_seqs = cu_q.numel() - 1
-    dq = torch.zeros_like(q)
     dk = torch.zeros_like(k)
     dv = torch.zeros_like(v)
-    if total_q == 0 or k.shape[0] == 0 or num_seqs == 0:
-        return dq, dk, dv
-    common = kernel_meta(head_dim, heads // kv_heads, causal, q.dtype)
+    if total_q == 0 or total_k == 0 or num_seqs == 0 or max_q == 0 or max_k == 0:
+        return torch.zeros_like(q), dk, dv
+    # 5-GEMM path: dQ summed in fp32 with atomics inside the dK/dV pass; deterministic: own pass
+    dq = torch.zeros_like(q) if deterministic else torch.zeros(q.shape, device=q.device, dtype=torch.float32)
+    long_offsets = needs_long_offsets(q, k, v, do, dq, dk, dv)
+    common = kernel_meta(head_dim, heads // kv_heads, causal, q.dtype, long_offsets, window < NO_WINDOW)
     delta = torch.empty((heads, total_q), device=q.device, dtype=torch.float32)
     _k.packed_attn_bwd_preprocess_kernel[(triton.cdiv(total_q, _PREPROCESS_BLOCK_M), heads)](
         out, do, delta, out.stride(0), out.stride(1), do.stride(0), do.stride(1), delta.stride(0), total_q,
         HEAD_DIM=head_dim, BLOCK_D=common["BLOCK_D"], BLOCK_M=_PREPROCESS_BLOCK_M,
     )  # fmt: skip
-    if max_k > 0:
-        _launch(
-            _dkdv_kernel, "dkdv", max_k, num_seqs, kv_heads,
-            q, k, v, do, lse, delta, dk, dv, cu_q, cu_k,
-            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-            do.stride(0), do.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), lse.stride(0),
-            scale, scale * _k.LOG2E, triton.next_power_of_2(max_q),
-            **common,
-        )  # fmt: skip
-    if max_q > 0:
-        _launch(
-            _dq_kernel, "dq", max_q, num_seqs, heads,
-            q, k, v, do, lse, delta, dq, cu_q, cu_k,
-            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-            do.stride(0), do.stride(1), dq.stride(0), dq.stride(1), lse.stride(0),
-            scale, scale * _k.LOG2E, triton.next_power_of_2(max_q),
-            **common,
-        )  # fmt: skip
+    tiles_k = tile_table(cu_k, cu_q, total_k, max_k, causal, rows_are_queries=False)
+    _launch(
+        _dkdv_kernel, "dkdv", kv_heads, lambda block: tile_capacity(total_k, num_seqs, max_k, block),
+        q, k, v, do, lse, delta, dk, dv, dq, cu_q, cu_k, tiles_k, tiles_k.stride(0), kv_heads,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        do.stride(0), do.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
+        dq.stride(0), dq.stride(1), lse.stride(0),
+        scale, scale * _k.LOG2E, window, triton.next_power_of_2(max_q),
+        **common, ATOMIC_DQ=not deterministic,
+    )  # fmt: skip
+    if not deterministic:
+        return (dq * scale).to(q.dtype), dk, dv
+    _launch(
+        _dq_kernel, "dq", heads, lambda block: tile_capacity(total_q, num_seqs, max_q, block),
+        q, k, v, do, lse, delta, dq, cu_q, cu_k, tiles_q, tiles_q.stride(0), heads,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        do.stride(0), do.stride(1), dq.stride(0), dq.stride(1), lse.stride(0),
+        scale, scale * _k.LOG2E, window, triton.next_power_of_2(max_q),
+        **common,
+    )  # fmt: skip
     return dq, dk, dv
 
 
 class _PackedAttentionFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, cu_q, cu_k, max_q, max_k, causal, scale):
-        out, lse = _forward(q, k, v, cu_q, cu_k, max_q, causal, scale)
-        ctx.save_for_backward(q, k, v, out, lse, cu_q, cu_k)
+    def forward(ctx, q, k, v, cu_q, cu_k, max_q, max_k, causal, scale, window, deterministic):
+        out, lse, tiles_q = _forward(q, k, v, cu_q, cu_k, max_q, max_k, causal, scale, window)
+        ctx.window = window
+        ctx.save_for_backward(q, k, v, out, lse, cu_q, cu_k, tiles_q)
         ctx.max_q, ctx.max_k, ctx.causal, ctx.scale = max_q, max_k, causal, scale
+        ctx.deterministic = deterministic
         ctx.mark_non_differentiable(lse)
         return out, lse
 
     @staticmethod
     def backward(ctx, dout, _dlse):
-        q, k, v, out, lse, cu_q, cu_k = ctx.saved_tensors
+        q, k, v, out, lse, cu_q, cu_k, tiles_q = ctx.saved_tensors
         dout = _last_dim_contiguous(dout)
         dq, dk, dv = _backward(
-            dout, q, k, v, out, lse, cu_q, cu_k, ctx.max_q, ctx.max_k, ctx.causal, ctx.scale
-        )
-        return dq, dk, dv, None, None, None, None, None, None
+            dout, q, k, v, out, lse, cu_q, cu_k, tiles_q, ctx.max_q, ctx.max_k, ctx.causal, ctx.scale,
+            ctx.window, ctx.deterministic,
+        )  # fmt: skip
+        return dq, dk, dv, None, None, None, None, None, None, None, None
 
 
 def packed_attention(
@@ -294,6 +393,8 @@ def packed_attention(
     causal: bool = True,
     softmax_scale: float | None = None,
     return_lse: bool = False,
+    deterministic: bool = False,
+    window_size: tuple[int, int] = (-1, -1),
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Attention over sequences packed along the first axis, like ``flash_attn_varlen_func``.
 
@@ -304,9 +405,16 @@ def packed_attention(
             rows ``cu[b]:cu[b+1]``. Zero-length sequences are allowed.
         max_seqlen_q, max_seqlen_k: the longest query / key sequence (int or one-element tensor).
         causal: bottom-right aligned causal mask (flash-attn >= 2.1) when ``seqlen_q != seqlen_k``.
-        softmax_scale: defaults to ``D ** -0.5``.
+        softmax_scale: defaults to ``D ** -0.5``; must be positive.
         return_lse: also return the log-sum-exp ``(H, total_q)`` fp32, natural log, ``+inf`` for
             rows that see no key (those rows output 0).
+        deterministic: compute dQ in its own pass (bit-reproducible backward, two more matrix
+            multiplies per tile) instead of summing it with fp32 atomics inside the dK/dV pass
+            (flash-attn's default and ``deterministic`` flag).
+        window_size: flash-attn's ``(left, right)`` local window; ``(-1, -1)`` is none. Only causal
+            sliding windows: ``left >= 0`` with ``right`` 0 or -1 and ``causal=True``; query ``i``
+            then sees keys ``i + diag - left .. i + diag`` (``diag = seqlen_k - seqlen_q``), a band
+            the kernels skip outside of.
 
     Returns:
         ``out`` ``(total_q, H, D)`` in the input dtype, or ``(out, lse)``.
@@ -315,10 +423,13 @@ def packed_attention(
     max_q = _to_int(max_seqlen_q, "max_seqlen_q")
     max_k = _to_int(max_seqlen_k, "max_seqlen_k")
     scale = float(softmax_scale) if softmax_scale is not None else q.shape[-1] ** -0.5
+    if not scale > 0.0:  # the kernels take the running max of unscaled scores
+        raise ValueError(f"softmax_scale must be positive, got {softmax_scale!r}")
+    window = _window_left(window_size, causal)
     q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
     # the kernels index cu_seqlens as dense arrays; a strided view would be misread silently
     cu_seqlens_q, cu_seqlens_k = cu_seqlens_q.contiguous(), cu_seqlens_k.contiguous()
     out, lse_log2 = _PackedAttentionFn.apply(
-        q, k, v, cu_seqlens_q, cu_seqlens_k, max_q, max_k, bool(causal), scale
+        q, k, v, cu_seqlens_q, cu_seqlens_k, max_q, max_k, bool(causal), scale, window, bool(deterministic)
     )
     return (out, lse_log2 * _k.LN2) if return_lse else out

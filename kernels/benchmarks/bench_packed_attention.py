@@ -3,16 +3,24 @@
 For each workload (a pack of ``--total-tokens`` tokens split into realistic mixed lengths, or into
 equal lengths 512 ... 16k), head dim and masking mode, it times forward and forward+backward of
 
-* ``gmaivl``: :func:`gmaivl.kernels.packed_attention`;
+* ``gmaivl``: :func:`gmaivl.kernels.packed_attention` (``gmaivl_det``: ``deterministic=True``);
 * ``flex``: ``torch.nn.attention.flex_attention`` (compiled) with a document block mask;
-* ``sdpa``: ``scaled_dot_product_attention`` with a dense block-diagonal mask;
+* ``sdpa_padded``: what training without packing does: the sequences padded to the longest into
+  a ``(batch, H, max_len, D)`` batch, ``scaled_dot_product_attention`` with ``is_causal`` (causal)
+  or a key-padding mask (bidirectional); the padding is wasted work, FLOPs count real tokens only;
+* ``sdpa_blockdiag``: sdpa on the whole pack with a dense block-diagonal mask;
 * ``torch_varlen``: ``torch.nn.attention.varlen.varlen_attn`` (CUDA only);
-* ``fa2`` / ``fa3``: FlashAttention's ``flash_attn_varlen_func`` when importable;
+* ``fa2`` / ``fa3``: FlashAttention's ``flash_attn_varlen_func`` when importable.
 
-and prints TFLOP/s (forward ``4 * sum(s_i^2) * H * D``, halved when causal; backward 2.5x the
-forward) and the ratio of ``gmaivl`` to each peer. On a GPU::
+Before any provider is timed on a case its output (and, for ``fwd_bwd``, its gradients) are
+checked against the fp32 reference with flash-attn's rule (2x / 3x the error of the same math in
+the input dtype) on the first key/value head group; a provider that fails is reported, not timed.
+Times are the median with the interquartile range (``triton.testing.do_bench`` quantiles 0.25,
+0.5, 0.75). It prints TFLOP/s (forward ``4 * sum(s_i^2) * H * D``, halved when causal; backward
+2.5x the forward) and the ratio of ``gmaivl`` to each peer. On a GPU, one case per command (each
+well under 10 minutes; ``--list-cases`` prints them)::
 
-    python -m gmaivl.kernels.benchmarks.bench_packed_attention --json bench.json
+    python -m gmaivl.kernels.benchmarks.bench_packed_attention --case 16k-d128 --json bench-16k-d128.json
 
 Without a GPU, ``--tiny`` runs a small fp32 case through the Triton interpreter: it proves the
 script works, its timings mean nothing.
@@ -33,7 +41,13 @@ from collections.abc import Callable
 import torch
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-PROVIDERS = ("gmaivl", "flex", "sdpa", "torch_varlen", "fa2", "fa3")
+PROVIDERS = ("gmaivl", "gmaivl_det", "flex", "sdpa_padded", "sdpa_blockdiag", "torch_varlen", "fa2", "fa3")
+#: Named cases of the issue's measurement, each one command on one GPU: (workload, head dim).
+CASES = {
+    f"{name}-d{d}": (workload, d)
+    for name, workload in (("16k", "16384"), ("8x2k", "2048"), ("mixed", "mixed"))
+    for d in (64, 128)
+}
 PEAK_REFERENCE = {"fa3_paper_fwd_causal_h100_hdim128_16k": 616.0}
 
 
@@ -72,44 +86,31 @@ def attention_flops(lens: list[int], heads: int, head_dim: int, causal: bool, mo
 
 
 # ----------------------------------------------------------------------------------------------
-# Providers: each returns a zero-argument callable running one pass (or raises if unavailable)
+# Providers: each gives (leaves, forward) where forward() returns the packed (T, H, D) output
 # ----------------------------------------------------------------------------------------------
 def _cu(lens: list[int], device) -> torch.Tensor:
     return torch.nn.functional.pad(torch.tensor(lens, device=device).cumsum(0), (1, 0)).to(torch.int32)
 
 
-def _with_backward(
-    fn: Callable[[], torch.Tensor], inputs: list[torch.Tensor], mode: str
-) -> Callable[[], None]:
-    if mode == "fwd":
+def provider_forward(
+    name: str, q, k, v, lens: list[int], causal: bool
+) -> tuple[list[torch.Tensor], Callable[[], torch.Tensor]]:
+    """Inputs the provider differentiates and a forward giving the packed ``(T, H, D)`` output.
 
-        def run() -> None:
-            with torch.no_grad():
-                fn()
-
-        return run
-    grad: list[torch.Tensor] = []
-
-    def run_bwd() -> None:
-        out = fn()
-        if not grad:
-            grad.append(torch.randn_like(out))
-        torch.autograd.grad(out, inputs, grad[0])
-
-    return run_bwd
-
-
-def build_provider(name: str, q, k, v, lens: list[int], causal: bool, mode: str) -> Callable[[], None]:
-    """q ``(T, H, D)``, k/v ``(T, H_kv, D)`` leaf tensors requiring grad."""
+    q ``(T, H, D)``, k/v ``(T, H_kv, D)`` leaf tensors requiring grad. Layout changes a model
+    would not do per call (padding a batch, head-major views) happen here, outside the timing,
+    except for the final view back to ``(T, H, D)`` which is free.
+    """
     total, heads, _ = q.shape
     kv_heads = k.shape[1]
+    gqa = kv_heads != heads
     cu, max_len = _cu(lens, q.device), max(lens)
-    inputs = [q, k, v]
-    if name == "gmaivl":
+    if name in ("gmaivl", "gmaivl_det"):
         from gmaivl.kernels import packed_attention
 
-        return _with_backward(
-            lambda: packed_attention(q, k, v, cu, cu, max_len, max_len, causal=causal), inputs, mode
+        det = name == "gmaivl_det"
+        return [q, k, v], lambda: packed_attention(
+            q, k, v, cu, cu, max_len, max_len, causal=causal, deterministic=det
         )
     if name in ("fa2", "fa3"):
         if name == "fa2":
@@ -121,24 +122,26 @@ def build_provider(name: str, q, k, v, lens: list[int], causal: bool, mode: str)
             out = flash_attn_varlen_func(q, k, v, cu, cu, max_len, max_len, causal=causal)
             return out[0] if isinstance(out, tuple) else out
 
-        return _with_backward(fa, inputs, mode)
+        return [q, k, v], fa
     if name == "torch_varlen":
         if q.device.type != "cuda":
             raise RuntimeError("varlen_attn needs CUDA")
         from torch.nn.attention.varlen import varlen_attn
 
         window = (-1, 0) if causal else (-1, -1)
-        return _with_backward(
-            lambda: varlen_attn(
-                q, k, v, cu, cu, max_len, max_len, window_size=window, enable_gqa=kv_heads != heads
-            ),
-            inputs,
-            mode,
+        return [q, k, v], lambda: varlen_attn(
+            q, k, v, cu, cu, max_len, max_len, window_size=window, enable_gqa=gqa
         )
+    if name == "sdpa_padded":
+        return _padded_sdpa(q, k, v, lens, causal)
     doc = torch.repeat_interleave(
         torch.arange(len(lens), device=q.device), torch.tensor(lens, device=q.device)
     )
     qt, kt, vt = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # (1, H, T, D) views
+
+    def packed(out: torch.Tensor) -> torch.Tensor:
+        return out[0].transpose(0, 1)
+
     if name == "flex":
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
@@ -148,31 +151,116 @@ def build_provider(name: str, q, k, v, lens: list[int], causal: bool, mode: str)
 
         block_mask = create_block_mask(document_mask, 1, None, total, total, device=q.device)
         flex = torch.compile(flex_attention, dynamic=False) if q.device.type == "cuda" else flex_attention
-        return _with_backward(
-            lambda: flex(qt, kt, vt, block_mask=block_mask, enable_gqa=kv_heads != heads), inputs, mode
-        )
-    if name == "sdpa":
+        return [q, k, v], lambda: packed(flex(qt, kt, vt, block_mask=block_mask, enable_gqa=gqa))
+    if name == "sdpa_blockdiag":
         mask = doc[:, None] == doc[None, :]
         if causal:
             mask &= torch.ones(total, total, dtype=torch.bool, device=q.device).tril()
-        return _with_backward(
-            lambda: torch.nn.functional.scaled_dot_product_attention(
-                qt, kt, vt, attn_mask=mask, enable_gqa=kv_heads != heads
-            ),
-            inputs,
-            mode,
+        return [q, k, v], lambda: packed(
+            torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, enable_gqa=gqa)
         )
     raise ValueError(f"unknown provider {name!r}; choose from {', '.join(PROVIDERS)}")
+
+
+def _padded_sdpa(q, k, v, lens: list[int], causal: bool):
+    """sdpa on a padded (batch, H, max_len, D) batch: the layout without packing, built once."""
+    heads, kv_heads = q.shape[1], k.shape[1]
+    batch, max_len = len(lens), max(lens)
+
+    def pad(t: torch.Tensor) -> torch.Tensor:
+        out = t.new_zeros(batch, max_len, *t.shape[1:])
+        for i, piece in enumerate(t.detach().split(lens)):
+            out[i, : len(piece)] = piece
+        return out.transpose(1, 2).contiguous().requires_grad_()  # (B, H, L, D), as a model has it
+
+    qp, kp, vp = pad(q), pad(k), pad(v)
+    key_ok = torch.arange(max_len, device=q.device)[None, :] < torch.tensor(lens, device=q.device)[:, None]
+    mask = None if causal else key_ok[:, None, None, :]  # right padding: causal rows need no mask
+    real = key_ok.reshape(-1)
+
+    def forward() -> torch.Tensor:
+        out = torch.nn.functional.scaled_dot_product_attention(
+            qp, kp, vp, attn_mask=mask, is_causal=causal, enable_gqa=kv_heads != heads
+        )
+        return out.transpose(1, 2).reshape(batch * max_len, heads, -1)[real]  # real tokens, packed
+
+    return [qp, kp, vp], forward
+
+
+def build_provider(name: str, q, k, v, lens: list[int], causal: bool, mode: str) -> Callable[[], None]:
+    """A zero-argument callable running one forward (``fwd``) or forward+backward (``fwd_bwd``) pass."""
+    leaves, forward = provider_forward(name, q, k, v, lens, causal)
+    if mode == "fwd":
+
+        def run() -> None:
+            with torch.no_grad():
+                forward()
+
+        return run
+    grad: list[torch.Tensor] = []
+
+    def run_bwd() -> None:
+        out = forward()
+        if not grad:
+            grad.append(torch.randn_like(out))
+        torch.autograd.grad(out, leaves, grad[0])
+
+    return run_bwd
+
+
+# ----------------------------------------------------------------------------------------------
+# Correctness before timing
+# ----------------------------------------------------------------------------------------------
+def check_provider(name: str, q, k, v, lens: list[int], causal: bool, mode: str) -> str | None:
+    """None if ``name`` meets flash-attn's accuracy rule, else what is wrong.
+
+    Compared: query heads ``0 .. H/H_kv - 1`` and key/value head 0 (they depend on nothing else,
+    which keeps the materialised fp32 reference small at 16k tokens): the output (2x the error of
+    the same math in the input dtype) and, for ``fwd_bwd``, dq/dk/dv (3x). The padded sdpa
+    baseline is checked on its output only (its gradients live in the padded layout).
+    """
+    from gmaivl.kernels.reference import packed_attention_reference
+
+    group = q.shape[1] // k.shape[1]
+    cu = _cu(lens, q.device)
+    q, k, v = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    leaves, forward = provider_forward(name, q, k, v, lens, causal)
+    out = forward()
+    sub = [q.detach()[:, :group], k.detach()[:, :1], v.detach()[:, :1]]
+    sub = [t.clone().requires_grad_() for t in sub]
+    ref = packed_attention_reference(*sub, cu, cu, causal=causal)
+    same = packed_attention_reference(*sub, cu, cu, causal=causal, upcast=False)
+    rows = [("out", out[:, :group], ref, same, 2)]
+    if mode == "fwd_bwd" and name != "sdpa_padded":
+        gen = torch.Generator().manual_seed(1)
+        grad_out = torch.randn(out.shape, generator=gen).to(out.device, out.dtype)
+        dq, dk, dv = torch.autograd.grad(out, leaves, grad_out)
+        g = grad_out[:, :group]
+        ref_g = torch.autograd.grad(ref, sub, g.to(ref.dtype))
+        same_g = torch.autograd.grad(same, sub, g)
+        ours = (dq[:, :group], dk[:, :1], dv[:, :1])
+        rows += [(f"d{n}", o, r, s_, 3) for n, o, r, s_ in zip("qkv", ours, ref_g, same_g)]
+    floor = 1e-5 if q.dtype == torch.float32 else 1e-3
+    for what, ours_, wide, narrow, factor in rows:
+        err = (ours_.double() - wide.double()).abs().max().item()
+        base = (narrow.double() - wide.double()).abs().max().item()
+        if not err <= factor * base + floor:
+            return f"{what} error {err:.3g} > {factor} x {base:.3g} (same math in {q.dtype}) + {floor:g}"
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
 # Timing
 # ----------------------------------------------------------------------------------------------
-def time_ms(fn: Callable[[], None], device: torch.device, warmup: int, rep: int) -> float:
+def time_ms(
+    fn: Callable[[], None], device: torch.device, warmup: int, rep: int
+) -> tuple[float, float, float]:
+    """(25th percentile, median, 75th percentile) of the run time in ms."""
     if device.type == "cuda":
         import triton.testing
 
-        return float(triton.testing.do_bench(fn, warmup=warmup, rep=rep))
+        q25, q50, q75 = triton.testing.do_bench(fn, warmup=warmup, rep=rep, quantiles=[0.25, 0.5, 0.75])
+        return float(q25), float(q50), float(q75)
     if warmup > 0:
         fn()  # first-call costs
     times = []
@@ -180,7 +268,10 @@ def time_ms(fn: Callable[[], None], device: torch.device, warmup: int, rep: int)
         start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - start) * 1e3)
-    return sorted(times)[len(times) // 2]
+    q = torch.tensor(times, dtype=torch.float64).quantile(
+        torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
+    )
+    return tuple(float(x) for x in q)
 
 
 def environment(device: torch.device) -> dict:
@@ -216,9 +307,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workloads",
         nargs="+",
-        default=["mixed", "512", "1024", "2048", "4096", "8192", "16384"],
-        help="'mixed' (realistic lengths) or an equal sequence length",
+        default=["16384", "2048", "mixed"],
+        help="'mixed' (realistic lengths) or an equal sequence length (a pack of total/length of them)",
     )
+    parser.add_argument(
+        "--case",
+        choices=sorted(CASES),
+        default=None,
+        help="one workload and head dim of the issue's table (overrides --workloads/--head-dims): "
+        "one command each, well under 10 minutes on one GPU",
+    )
+    parser.add_argument("--list-cases", action="store_true", help="print the named cases and exit")
     parser.add_argument("--modes", nargs="+", choices=["causal", "bidir"], default=["causal", "bidir"])
     parser.add_argument("--passes", nargs="+", choices=["fwd", "fwd_bwd"], default=["fwd", "fwd_bwd"])
     parser.add_argument("--providers", nargs="+", choices=PROVIDERS, default=list(PROVIDERS))
@@ -234,6 +333,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> list[dict]:
+    if args.list_cases:
+        for name, (workload, head_dim) in CASES.items():
+            print(f"{name}: --workloads {workload} --head-dims {head_dim}")
+        return []
+    if args.case:
+        workload, head_dim = CASES[args.case]
+        args.workloads, args.head_dims = [workload], [head_dim]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.tiny:
         args.dtype, args.head_dims, args.model_dim, args.total_tokens = "fp32", [32], 64, 192
@@ -269,6 +375,17 @@ def run(args: argparse.Namespace) -> list[dict]:
             )
             for mode in args.modes:
                 causal = mode == "causal"
+                # correctness first, once per provider and mode (gradients when a pass needs them)
+                check_mode = "fwd_bwd" if "fwd_bwd" in args.passes else "fwd"
+                checked: dict[str, str | None] = {}
+                unavailable: dict[str, str] = {}
+                for name in args.providers:
+                    try:
+                        checked[name] = check_provider(name, q, k, v, lens, causal, check_mode)
+                    except Exception as exc:  # a peer missing here is reported, not fatal
+                        if name == "gmaivl":
+                            raise
+                        unavailable[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
                 for pass_ in args.passes:
                     flops = attention_flops(lens, heads, head_dim, causal, pass_)
                     row = {
@@ -281,18 +398,27 @@ def run(args: argparse.Namespace) -> list[dict]:
                         "mode": mode,
                         "pass": pass_,
                         "dtype": args.dtype,
+                        "checked": {n: "ok" if p is None else p for n, p in checked.items()},
+                        "ms_quartiles": {},
                         "tflops": {},
-                        "skipped": {},
+                        "tflops_iqr": {},
+                        "skipped": dict(unavailable),
+                        "wrong": {n: p for n, p in checked.items() if p is not None},
                     }
                     for name in args.providers:
+                        if name in row["skipped"] or name in row["wrong"]:
+                            continue
                         try:
                             fn = build_provider(name, q, k, v, lens, causal, pass_)
-                            ms = time_ms(fn, device, args.warmup, args.rep)
-                            row["tflops"][name] = flops / (ms * 1e-3) / 1e12
-                        except Exception as exc:  # a peer missing here is reported, not fatal
+                            q25, q50, q75 = time_ms(fn, device, args.warmup, args.rep)
+                        except Exception as exc:  # e.g. out of memory for the dense mask
                             if name == "gmaivl":
                                 raise
                             row["skipped"][name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+                            continue
+                        row["ms_quartiles"][name] = [q25, q50, q75]
+                        row["tflops"][name] = flops / (q50 * 1e-3) / 1e12
+                        row["tflops_iqr"][name] = [flops / (q75 * 1e-3) / 1e12, flops / (q25 * 1e-3) / 1e12]
                     ours = row["tflops"].get("gmaivl")
                     row["ratio_vs"] = {
                         n: ours / t
@@ -310,20 +436,26 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 
 def format_row(row: dict) -> str:
+    """TFLOP/s at the median time, with the interquartile range in brackets."""
     parts = [
         f"{row['workload']:>6} n={row['num_seqs']:<3} d={row['head_dim']:<3} {row['mode']:<6} {row['pass']:<7}",
-        " ".join(f"{n}={t:8.3g}" for n, t in row["tflops"].items()),
+        " ".join(
+            f"{n}={t:.3g} [{row['tflops_iqr'][n][0]:.3g}-{row['tflops_iqr'][n][1]:.3g}]"
+            for n, t in row["tflops"].items()
+        ),
     ]
     if row["ratio_vs"]:
         parts.append("| gmaivl/" + " ".join(f"{n}={r:.2f}x" for n, r in row["ratio_vs"].items()))
     if row["skipped"]:
         parts.append("| n/a: " + ", ".join(sorted(row["skipped"])))
+    if row["wrong"]:
+        parts.append("| FAILED the accuracy check, not timed: " + ", ".join(sorted(row["wrong"])))
     return "  ".join(parts) + "  (TFLOP/s)"
 
 
 def main(argv: list[str] | None = None) -> int:
-    run(parse_args(argv))
-    return 0
+    results = run(parse_args(argv))
+    return 1 if any("gmaivl" in r["wrong"] for r in results) else 0
 
 
 if __name__ == "__main__":

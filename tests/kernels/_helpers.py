@@ -44,22 +44,42 @@ def max_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def run_and_compare(
-    lens_q, lens_k, heads, kv_heads, head_dim, dtype, causal, scale=1.0, seed=0, grad_out=None, atol=0.0
+    lens_q,
+    lens_k,
+    heads,
+    kv_heads,
+    head_dim,
+    dtype,
+    causal,
+    scale=1.0,
+    seed=0,
+    grad_out=None,
+    atol=0.0,
+    deterministic=False,
+    window_left=None,
 ) -> dict:
     """Run kernel, wide reference and same-dtype reference; assert the 2x / 3x rule; return tensors.
 
     ``atol`` adds to the floor where an exact answer makes the PyTorch error 0 (e.g. one key).
+    ``deterministic`` picks the two-pass backward instead of the atomic dQ one; ``window_left``
+    a causal sliding window (``window_size=(window_left, 0)``).
     """
     q, k, v, cu_q, cu_k = make_inputs(lens_q, lens_k, heads, kv_heads, head_dim, dtype, scale, seed)
     max_q, max_k = max(lens_q, default=0), max(lens_k, default=0)
-    out, lse = packed_attention(q, k, v, cu_q, cu_k, max_q, max_k, causal=causal, return_lse=True)
+    window = (-1, -1) if window_left is None else (window_left, 0)
+    out, lse = packed_attention(
+        q, k, v, cu_q, cu_k, max_q, max_k, causal=causal, return_lse=True, deterministic=deterministic,
+        window_size=window,
+    )  # fmt: skip
     if grad_out is None:
         grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1)).to(dtype)
     grads = torch.autograd.grad(out, (q, k, v), grad_out)
 
-    ref, ref_lse = packed_attention_reference(q, k, v, cu_q, cu_k, causal=causal, return_lse=True)
+    ref, ref_lse = packed_attention_reference(
+        q, k, v, cu_q, cu_k, causal=causal, return_lse=True, window_left=window_left
+    )
     ref_grads = torch.autograd.grad(ref, (q, k, v), grad_out.to(ref.dtype))
-    pt = packed_attention_reference(q, k, v, cu_q, cu_k, causal=causal, upcast=False)
+    pt = packed_attention_reference(q, k, v, cu_q, cu_k, causal=causal, upcast=False, window_left=window_left)
     pt_grads = torch.autograd.grad(pt, (q, k, v), grad_out)
 
     # fp32 only: exp2 of the log2e-scaled logits (and, in the backward, P rebuilt from the stored

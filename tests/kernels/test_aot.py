@@ -14,7 +14,20 @@ from gmaivl.kernels.varlen import AUTOTUNE_CONFIGS, FP32_AUTOTUNE_CONFIGS, tuned
 def test_every_kernel_argument_has_a_type():
     for kernel in KERNELS.values():
         constants = dict.fromkeys(
-            ["HEAD_DIM", "GROUP", "CAUSAL", "DOT_PREC", "BLOCK_D", "BLOCK_M", "BLOCK_N"], 1
+            [
+                "HEAD_DIM",
+                "GROUP",
+                "CAUSAL",
+                "DOT_PREC",
+                "LONG_OFFSETS",
+                "USE_TMA",
+                "WINDOW",
+                "ATOMIC_DQ",
+                "BLOCK_D",
+                "BLOCK_M",
+                "BLOCK_N",
+            ],
+            1,
         )
         signature, attrs = _signature(kernel, "bf16", constants)
         assert list(signature) == kernel.arg_names
@@ -23,12 +36,19 @@ def test_every_kernel_argument_has_a_type():
 
 
 def test_tuned_configs_depend_on_head_dim_and_dtype():
-    assert tuned_configs("fwd", 64) == AUTOTUNE_CONFIGS["fwd"]
+    for name in AUTOTUNE_CONFIGS:  # each head-dim bucket's list is part of the autotuner's list
+        for head_dim in (32, 64, 80, 128, 256):
+            tiles = tuned_configs(name, head_dim)
+            assert tiles and all(any(c is t for t in AUTOTUNE_CONFIGS[name]) for c in tiles)
     big = tuned_configs("fwd", 256)
     assert big and all(c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 64 for c in big)
-    for name in KERNELS:  # fp32 (IEEE dot products) never gets a 16-bit tile
+    # 128 x 128 forward tiles are re-admitted where they compile without spills (d <= 64 on sm_90)
+    assert any(c.kwargs["BLOCK_M"] == c.kwargs["BLOCK_N"] == 128 for c in tuned_configs("fwd", 64))
+    for name in AUTOTUNE_CONFIGS:  # fp32 (IEEE dot products) never gets a 16-bit tile
         fp32 = tuned_configs(name, 64, fp32=True)
-        assert fp32 and all(any(c is t for t in FP32_AUTOTUNE_CONFIGS[name]) for c in fp32)
+        assert fp32 and all(
+            any(c is t for t in FP32_AUTOTUNE_CONFIGS[name.removesuffix("_tma")]) for c in fp32
+        )
         assert tuned_configs(name, 256, fp32=True)  # always at least one tile
 
 
@@ -79,4 +99,31 @@ def test_the_autotuner_itself_prunes_by_dtype():
     tuner.nargs = {}  # what a launch would set; the constexprs come as keyword arguments
     meta = dict(HEAD_DIM=64, GROUP=1, CAUSAL=True, BLOCK_D=64)
     assert tuner.prune_configs(meta | {"DOT_PREC": "ieee"}) == FP32_AUTOTUNE_CONFIGS["dkdv"]
-    assert tuner.prune_configs(meta | {"DOT_PREC": "tf32"}) == AUTOTUNE_CONFIGS["dkdv"]
+    assert tuner.prune_configs(meta | {"DOT_PREC": "tf32"}) == tuned_configs("dkdv", 64)
+    fwd = _autotuned("fwd", k.packed_attn_fwd_kernel)
+    fwd.nargs = {}
+    meta = dict(HEAD_DIM=128, GROUP=1, CAUSAL=True, BLOCK_D=128, DOT_PREC="tf32")
+    assert fwd.prune_configs(meta | {"USE_TMA": True}) == tuned_configs("fwd_tma", 128)
+    assert fwd.prune_configs(meta | {"USE_TMA": False}) == tuned_configs("fwd", 128)
+
+
+def test_autotune_lists_hold_no_tile_that_spills_in_the_committed_report():
+    """The 16-bit lists at head dims 64/128 were built from the sm_90 compile report: every tile in
+    them was compiled there (causal, bf16) and none spilled. Rerun the report when a kernel changes."""
+    from pathlib import Path
+
+    import gmaivl.kernels.aot as aot
+
+    report = Path(aot.__file__).parent / "benchmarks" / "results" / "compile_report_sm90_bf16_causal.json"
+    rows = json.loads(report.read_text())
+    seen = {
+        (r["kernel"], r["head_dim"], r["block_m"], r["block_n"], r["num_warps"], r["num_stages"]): r
+        for r in rows
+    }
+    for name in ("fwd", "fwd_tma", "dkdv", "dkdv_det", "dq"):
+        for head_dim in (64, 128):
+            for c in tuned_configs(aot.TUNE_LIST.get(name, name), head_dim):
+                key = (name, head_dim, c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
+                assert key in seen, f"{key} is not in the compile report"
+                assert seen[key]["error"] is None and seen[key]["spill_bytes"] == 0, seen[key]
+                assert seen[key]["fits"] is True

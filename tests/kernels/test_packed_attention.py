@@ -19,19 +19,19 @@ def _random_lens(n: int, hi: int, seed: int) -> list[int]:
 
 
 @pytest.mark.parametrize(
-    ("dtype", "causal", "kv_heads"),
+    ("dtype", "causal", "kv_heads", "deterministic"),
     [
-        (torch.float32, True, 1),  # MQA
-        (torch.float32, False, 2),  # MHA
-        (torch.float16, True, 2),
-        (torch.float16, False, 1),
+        (torch.float32, True, 1, False),  # MQA, dQ by atomics
+        (torch.float32, False, 2, True),  # MHA, dQ in its own pass
+        (torch.float16, True, 2, True),
+        (torch.float16, False, 1, False),
     ],
-    ids=["fp32-causal-mqa", "fp32-bidir-mha", "fp16-causal-mha", "fp16-bidir-mqa"],
+    ids=["fp32-causal-mqa-atomic", "fp32-bidir-mha-det", "fp16-causal-mha-det", "fp16-bidir-mqa-atomic"],
 )
-def test_edge_lengths(dtype, causal, kv_heads):
+def test_edge_lengths(dtype, causal, kv_heads, deterministic):
     """All edge lengths plus random ones in one pack, head dim 64 (GQA: the tests below)."""
     lens = EDGE_LENS + _random_lens(3, 90, seed=1)
-    run_and_compare(lens, lens, 2, kv_heads, 64, dtype, causal)
+    run_and_compare(lens, lens, 2, kv_heads, 64, dtype, causal, deterministic=deterministic)
 
 
 @pytest.mark.parametrize(
@@ -57,11 +57,13 @@ def test_different_query_and_key_lengths(dtype, causal):
     """seqlen_q != seqlen_k per sequence: causal is bottom-right aligned, as flash-attn >= 2.1.
 
     Sequences with more queries than keys have leading rows that see nothing (output 0), and
-    empty query or key sequences sit next to full ones.
+    empty query or key sequences sit next to full ones. Both backward paths.
     """
     lens_q = [5, 40, 33, 0, 7, 20]
     lens_k = [17, 9, 33, 6, 0, 65]
-    res = run_and_compare(lens_q, lens_k, 4, 2, 32, dtype, causal, seed=7)
+    res = run_and_compare(
+        lens_q, lens_k, 4, 2, 32, dtype, causal, seed=7, deterministic=dtype == torch.float32
+    )
     if causal:
         # sequence 1: 40 queries over 9 keys, the first 31 queries see no key
         start = 5
@@ -70,6 +72,32 @@ def test_different_query_and_key_lengths(dtype, causal):
         assert torch.isfinite(res["lse"][:, start + 31 : start + 40]).all()
     # queries of sequence 4 have no key at all
     assert torch.all(res["out"][5 + 40 + 33 : 5 + 40 + 33 + 7] == 0)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "window", "deterministic"),
+    [(torch.float32, 7, False), (torch.float16, 20, True), (torch.float32, 0, True)],
+    ids=["fp32-w7-atomic", "fp16-w20-det", "fp32-w0-diagonal-only"],
+)
+def test_causal_sliding_window(dtype, window, deterministic):
+    """window_size=(w, 0): query i sees keys i+diag-w .. i+diag, a band the kernels skip outside of.
+
+    Lengths straddle the tiles and the window; seqlen_q != seqlen_k keeps the band bottom-right.
+    """
+    lens_q = [5, 40, 33, 0, 70, 20]
+    lens_k = [17, 9, 33, 6, 70, 65]
+    res = run_and_compare(
+        lens_q, lens_k, 4, 2, 32, dtype, True, seed=window, deterministic=deterministic, window_left=window,
+        atol=1e-5 if dtype == torch.float32 else 1e-3,
+    )  # fmt: skip
+    if window == 0:  # each query sees exactly its diagonal key: the output is that value row
+        q0, k0 = 5 + 40 + 33, 17 + 9 + 33 + 6  # sequence 4 (70 x 70)
+        torch.testing.assert_close(
+            res["out"][q0 : q0 + 70].float(),
+            res["v"][k0 : k0 + 70].detach().float().repeat_interleave(2, 1),
+            rtol=0,
+            atol=1e-5,
+        )
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "fp16"])
@@ -146,7 +174,8 @@ def test_no_leak_between_packed_sequences(causal):
 
     def run(q, k, v, grad):
         q, k, v = (t.detach().clone().requires_grad_() for t in (q, k, v))
-        out = packed_attention(q, k, v, cu, cu, max(lens), max(lens), causal=causal)
+        # deterministic: on a GPU the atomic dQ's summation order varies from run to run
+        out = packed_attention(q, k, v, cu, cu, max(lens), max(lens), causal=causal, deterministic=True)
         return (out, *torch.autograd.grad(out, (q, k, v), grad))
 
     base = run(q, k, v, grad)
@@ -162,16 +191,51 @@ def test_no_leak_between_packed_sequences(causal):
         assert not torch.equal(a[~keep], b[~keep])  # the perturbed sequence did change
 
 
-def test_backward_is_deterministic():
+def test_deterministic_backward_is_bit_reproducible():
+    """deterministic=True: dQ in its own pass, no atomics, so repeated backward passes are equal.
+
+    (The default atomic dQ is not asserted reproducible: on a GPU its summation order varies.)
+    """
     lens = [40, 50]
     q, k, v, cu, _ = make_inputs(lens, lens, 4, 2, 32, torch.float16, seed=8)
-    out = packed_attention(q, k, v, cu, cu, 50, 50)
+    out = packed_attention(q, k, v, cu, cu, 50, 50, deterministic=True)
     grad = torch.randn_like(out)
     first = torch.autograd.grad(out, (q, k, v), grad, retain_graph=True)
     for _ in range(1):
         again = torch.autograd.grad(out, (q, k, v), grad, retain_graph=True)
         for a, b in zip(first, again):
             assert torch.equal(a, b)
+
+
+def test_offsets_past_2_to_the_31(tmp_path):
+    """Row x token stride beyond 2^31 elements (one 524k-token sequence at H * D = 4096) is read right.
+
+    q/k/v are views with a 2^26-element token stride into a sparse memory-mapped file, so rows
+    32..39 of the sequence sit past 2^31 elements while only the touched pages take memory. The
+    result must equal, bit for bit, the same computation on contiguous copies.
+    """
+    rows, heads, dim, stride = 40, 2, 16, 2**26
+    path = tmp_path / "sparse.bin"
+    numel = (rows - 1) * stride + 3 * heads * dim
+    with open(path, "wb") as f:
+        f.truncate(numel * 2)  # a hole: no disk or memory until written
+    storage = torch.from_file(str(path), shared=False, size=numel, dtype=torch.float16)
+    q, k, v = (storage.as_strided((rows, heads, dim), (stride, dim, 1), i * heads * dim) for i in range(3))
+    gen = torch.Generator().manual_seed(0)
+    for t in (q, k, v):
+        t.copy_(torch.randn(t.shape, generator=gen).half())
+    assert (rows - 1) * q.stride(0) >= 2**31
+    cu = seqlens_to_cu([rows])
+    grad = torch.randn(rows, heads, dim, generator=gen).half()
+    results = []
+    for inputs in ((q, k, v), (q.contiguous(), k.contiguous(), v.contiguous())):
+        leaves = [t.detach().requires_grad_() for t in inputs]
+        out = packed_attention(*leaves, cu, cu, rows, rows, deterministic=True)
+        results.append((out, *torch.autograd.grad(out, leaves, grad)))
+    for strided, dense in zip(*results):
+        assert torch.equal(strided, dense)
+    ref = packed_attention_reference(q, k, v, cu, cu)
+    assert max_err(results[0][0], ref) < 2e-3
 
 
 def test_softmax_scale_and_max_seqlen_as_tensor():
@@ -217,11 +281,15 @@ def test_all_sequences_empty_and_trailing_tokens():
             ValueError,
         ),
         (lambda a: {**a, "max_seqlen_q": -1}, ValueError),
+        (lambda a: {**a, "softmax_scale": -0.1}, ValueError),  # the running max assumes a positive scale
+        (lambda a: {**a, "causal": False, "window_size": (4, 4)}, NotImplementedError),  # bidirectional band
+        (lambda a: {**a, "window_size": (4, 2)}, NotImplementedError),  # keys past the diagonal
     ],
 )
 def test_bad_input_is_rejected_with_a_clear_error(change, error):
     q, k, v, cu, _ = make_inputs([4], [4], 2, 2, 32, torch.float32)
     args = {
+        "softmax_scale": None,
         "q": q,
         "k": k,
         "v": v,
@@ -266,3 +334,33 @@ def test_bf16_on_gpu(head_dim, causal):
     assert max_err(out, ref) <= 2 * max_err(pt, ref) + 1e-3
     for g, rg, pg in zip(grads, ref_grads, pt_grads):
         assert max_err(g, rg) <= 3 * max_err(pg, rg) + 1e-3
+
+
+@pytest.mark.parametrize("head_dim", [64, 48], ids=["d64", "d48-zero-filled-columns"])
+def test_tensor_descriptor_forward(monkeypatch, head_dim):
+    """The Hopper path (Q/K/V through tensor descriptors bounded by each sequence) in the interpreter.
+
+    Descriptor loads zero-fill rows past a sequence and columns past the head dim instead of
+    masking; the output must equal the pointer path's bit for bit, and meet the accuracy rule.
+    """
+    from gmaivl.kernels import varlen
+
+    lens = [5, 0, 40, 1, 33]
+    q, k, v, cu, _ = make_inputs(lens, lens, 4, 2, head_dim, torch.float16, seed=13)
+    calls = []
+    real = varlen._tma_usable
+    monkeypatch.setattr(varlen, "_tma_usable", lambda *t: calls.append(real(*t)) or calls[-1])
+    monkeypatch.setattr(varlen, "TMA_MODE", "on")
+    with torch.no_grad():
+        tma = packed_attention(q, k, v, cu, cu, 40, 40)
+        monkeypatch.setattr(varlen, "TMA_MODE", "off")
+        pointers = packed_attention(q, k, v, cu, cu, 40, 40)
+    assert calls == [True, False]
+    assert torch.equal(tma, pointers)
+    ref = packed_attention_reference(q, k, v, cu, cu)
+    same = packed_attention_reference(q, k, v, cu, cu, upcast=False)
+    assert max_err(tma, ref) <= 2 * max_err(same, ref) + 1e-3
+    # misaligned views (a token stride of 59 halves) fall back to pointer loads
+    odd = torch.randn(10, 59, dtype=torch.float16)[:, :48].reshape(10, 1, 48)
+    monkeypatch.setattr(varlen, "TMA_MODE", "on")
+    assert not real(odd, odd, odd)

@@ -144,6 +144,89 @@ def test_generation_with_cache_matches_sdpa():
     assert torch.equal(outs["sdpa"], outs[ATTENTION_NAME])
 
 
+@pytest.mark.parametrize("padded", [True, False], ids=["padding-mask", "no-mask"])
+def test_static_cache_generation_matches_sdpa(padded):
+    """A static cache hands over all its preallocated slots: unwritten ones must not be attended.
+
+    With padding the 2-D mask marks the written slots; without padding (no mask at all) the
+    filled length comes from position_ids. Scores of every generated step match sdpa's.
+    """
+    model = _qwen2()
+    ids = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(4))
+    kwargs = {"attention_mask": torch.tensor([[0] * 4 + [1] * 8, [1] * 12])} if padded else {}
+    if not padded:
+        ids = ids[1:]
+    outs = {}
+    for impl in ("sdpa", ATTENTION_NAME):
+        model.set_attn_implementation(impl)
+        outs[impl] = model.generate(
+            ids, max_new_tokens=4, do_sample=False, cache_implementation="static", output_scores=True,
+            return_dict_in_generate=True, **kwargs,
+        )  # fmt: skip
+    assert torch.equal(outs["sdpa"].sequences, outs[ATTENTION_NAME].sequences)
+    for ours, ref in zip(outs[ATTENTION_NAME].scores, outs["sdpa"].scores):
+        torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_cache_without_mask_or_positions_is_refused():
+    """More keys than queries, no mask, no position_ids: written slots are unknowable, so refuse."""
+    from gmaivl.kernels.transformers_integration import gmaivl_packed_attention_forward as fn
+
+    q, kv = torch.randn(1, 2, 1, 16), torch.randn(1, 2, 8, 16)
+    with pytest.raises(ValueError, match="cannot tell written cache slots"):
+        fn(torch.nn.Module(), q, kv, kv, None)
+    with pytest.raises(ValueError, match="positions do not index cache slots"):
+        fn(torch.nn.Module(), q, kv, kv, None, position_ids=torch.tensor([[20]]))
+    # positions that index the cache: the first 5 slots are used, and only they are attended
+    out, _ = fn(torch.nn.Module(), q, kv, kv, None, position_ids=torch.tensor([[4]]))
+    ref, _ = fn(torch.nn.Module(), q, kv[:, :, :5], kv[:, :, :5], None, position_ids=torch.tensor([[4]]))
+    torch.testing.assert_close(out, ref)
+
+
+def _sliding_models():
+    from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
+
+    torch.manual_seed(2)
+    moe = Qwen2MoeConfig(
+        vocab_size=128, hidden_size=64, intermediate_size=64, moe_intermediate_size=32,
+        shared_expert_intermediate_size=32, num_experts=4, num_experts_per_tok=2, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True, sliding_window=8,
+        max_window_layers=2, max_position_embeddings=256,
+    )  # fmt: skip
+    dense = Qwen2Config(
+        vocab_size=128, hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, use_sliding_window=True, sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"],
+        max_position_embeddings=256,
+    )  # fmt: skip
+    return {"qwen2_moe": Qwen2MoeForCausalLM(moe).eval(), "qwen2-layer-types": Qwen2ForCausalLM(dense).eval()}
+
+
+@pytest.mark.parametrize("name", ["qwen2_moe", "qwen2-layer-types"])
+def test_sliding_window_layers_match_sdpa(name):
+    """The window is a band in the kernels, read from wherever the model keeps it.
+
+    Qwen2-MoE keeps it on the module without passing it; the Qwen2 config names sliding layers in
+    layer_types. A 20-token sequence over an 8-token window, and a pack of 14 + 11 tokens, give
+    sdpa's logits; without the window they would not.
+    """
+    model = _sliding_models()[name]
+    ids = torch.randint(0, 128, (1, 25), generator=torch.Generator().manual_seed(5))
+    for inputs in (
+        {"input_ids": ids[:, :20]},
+        {"input_ids": ids, "position_ids": torch.tensor([[*range(14), *range(11)]])},
+    ):
+        ref = _logits(model, "sdpa", **inputs)
+        out = _logits(model, ATTENTION_NAME, **inputs)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    narrow = _logits(model, ATTENTION_NAME, input_ids=ids[:, :20])
+    model.config.sliding_window = 1000  # the window matters: a wide one changes the logits
+    for layer in model.model.layers:
+        if getattr(layer.self_attn, "sliding_window", None):
+            layer.self_attn.sliding_window = 1000
+    assert (_logits(model, ATTENTION_NAME, input_ids=ids[:, :20]) - narrow).abs().max() > 1e-3
+
+
 def test_unsupported_features_raise_clear_errors():
     from gmaivl.kernels.transformers_integration import gmaivl_packed_attention_forward as fn
 
@@ -153,7 +236,9 @@ def test_unsupported_features_raise_clear_errors():
         fn(module, q, q, q, None, dropout=0.1)
     with pytest.raises(NotImplementedError, match="softcap"):
         fn(module, q, q, q, None, softcap=30.0)
-    with pytest.raises(NotImplementedError, match="sliding window"):
-        fn(module, q, q, q, None, sliding_window=2)
+    bidirectional = torch.nn.Module()
+    bidirectional.is_causal = False
+    with pytest.raises(NotImplementedError, match="sliding windows only for causal"):
+        fn(bidirectional, q, q, q, None, sliding_window=2)
     with pytest.raises(ValueError, match="2-D padding mask"):
         fn(module, q, q, q, torch.ones(1, 1, 4, 4, dtype=torch.bool))
