@@ -30,6 +30,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from . import triton_packed_attention as _k
+from gmaivl.commands.kernels_compile_report import add_arguments as add_compile_report_arguments
 from .varlen import MAX_HEAD_DIM, kernel_meta, tuned_configs
 
 KERNELS = {
@@ -260,18 +261,6 @@ def markdown_table(results: Sequence[CompileResult]) -> str:
     return "\n".join(lines)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", type=int, default=90, help="compute capability x10: 80 A100, 90 H100/H200")
-    parser.add_argument("--kernels", nargs="+", default=list(KERNELS), choices=list(KERNELS))
-    parser.add_argument("--dtypes", nargs="+", default=["bf16"], choices=list(_TORCH_DTYPE))
-    parser.add_argument("--head-dims", nargs="+", type=int, default=[64, 128])
-    parser.add_argument("--mask", choices=["both", "causal", "bidir"], default="both")
-    parser.add_argument("--groups", nargs="+", type=int, default=[1], help="query heads per key/value head")
-    parser.add_argument("--max-configs", type=int, default=None, help="only the first N autotune tiles")
-    parser.add_argument("--jobs", type=int, default=1, help="compile in this many processes")
-    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON (+ .md table)")
-
-
 def run(args: argparse.Namespace) -> int:
     """Print one line per compile, then the problems; exit 1 when a tile fails to compile."""
     if os.environ.get("TRITON_INTERPRET") == "1":
@@ -298,16 +287,16 @@ def run(args: argparse.Namespace) -> int:
         if problems
         else "every tile compiles; every shape has a tile that fits and does not spill"
     )
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps([asdict(r) for r in results], indent=1))
-        args.out.with_suffix(".md").write_text(markdown_table(results) + "\n")
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps([asdict(r) for r in results], indent=1))
+        args.output.with_suffix(".md").write_text(markdown_table(results) + "\n")
     return 1 if any(r.error for r in results) else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
+    add_compile_report_arguments(parser)
     return run(parser.parse_args(argv))
 
 

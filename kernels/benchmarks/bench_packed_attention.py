@@ -40,14 +40,10 @@ from collections.abc import Callable
 
 import torch
 
+from gmaivl.commands.kernels_bench import CASES, PROVIDERS
+from gmaivl.commands.kernels_bench import add_arguments as add_bench_arguments
+
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-PROVIDERS = ("gmaivl", "gmaivl_det", "flex", "sdpa_padded", "sdpa_blockdiag", "torch_varlen", "fa2", "fa3")
-#: Named cases of the issue's measurement, each one command on one GPU: (workload, head dim).
-CASES = {
-    f"{name}-d{d}": (workload, d)
-    for name, workload in (("16k", "16384"), ("8x2k", "2048"), ("mixed", "mixed"))
-    for d in (64, 128)
-}
 PEAK_REFERENCE = {"fa3_paper_fwd_causal_h100_hdim128_16k": 616.0}
 
 
@@ -294,42 +290,8 @@ def environment(device: torch.device) -> dict:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
+    add_bench_arguments(parser)
     return parser.parse_args(argv)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
-    parser.add_argument("--head-dims", type=int, nargs="+", default=[64, 128])
-    parser.add_argument("--model-dim", type=int, default=2048, help="heads = model_dim // head_dim")
-    parser.add_argument("--kv-heads", type=int, default=None, help="key/value heads (default: = heads, MHA)")
-    parser.add_argument("--total-tokens", type=int, default=16384)
-    parser.add_argument(
-        "--workloads",
-        nargs="+",
-        default=["16384", "2048", "mixed"],
-        help="'mixed' (realistic lengths) or an equal sequence length (a pack of total/length of them)",
-    )
-    parser.add_argument(
-        "--case",
-        choices=sorted(CASES),
-        default=None,
-        help="one workload and head dim of the issue's table (overrides --workloads/--head-dims): "
-        "one command each, well under 10 minutes on one GPU",
-    )
-    parser.add_argument("--list-cases", action="store_true", help="print the named cases and exit")
-    parser.add_argument("--modes", nargs="+", choices=["causal", "bidir"], default=["causal", "bidir"])
-    parser.add_argument("--passes", nargs="+", choices=["fwd", "fwd_bwd"], default=["fwd", "fwd_bwd"])
-    parser.add_argument("--providers", nargs="+", choices=PROVIDERS, default=list(PROVIDERS))
-    parser.add_argument("--warmup", type=int, default=25, help="ms of warm-up (GPU)")
-    parser.add_argument("--rep", type=int, default=100, help="ms of timing (GPU) or repetitions (CPU)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", default=None, help="also write all results to this JSON file")
-    parser.add_argument(
-        "--tiny",
-        action="store_true",
-        help="CPU proof run through the Triton interpreter: fp32, 192 tokens, hdim 32, 2 heads",
-    )
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -427,11 +389,11 @@ def run(args: argparse.Namespace) -> list[dict]:
                     }
                     results.append(row)
                     print(format_row(row), flush=True)
-    if args.json:
-        tmp = f"{args.json}.tmp"
+    if args.output:
+        tmp = f"{args.output}.tmp"
         with open(tmp, "w") as f:
             json.dump({"environment": env, "reference": PEAK_REFERENCE, "results": results}, f, indent=2)
-        os.replace(tmp, args.json)
+        os.replace(tmp, args.output)
     return results
 
 

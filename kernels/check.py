@@ -1,25 +1,22 @@
-"""`gmaivl kernels ...`: check, benchmark and compile-check the packed-attention kernels."""
+"""`gmaivl kernels check`: the kernels against PyTorch on this device, flash-attn's 2x / 3x rule."""
 
 from __future__ import annotations
-
-import argparse
 
 import torch
 
 
-def _check(args: argparse.Namespace) -> int:
+def check_kernels(head_dims: list[int] | None = None) -> int:
     """Compare the kernel with the PyTorch reference using flash-attn's 2x / 3x error rule."""
     from .reference import packed_attention_reference, seqlens_to_cu
     from .varlen import interpreter_active, packed_attention
 
     cuda = torch.cuda.is_available()
     if not cuda and not interpreter_active():
-        print("no CUDA device: set TRITON_INTERPRET=1 to check the kernels on CPU (slow)")
-        return 2
+        raise ValueError("no CUDA device: set TRITON_INTERPRET=1 to check the kernels on CPU (slow)")
     device = "cuda" if cuda else "cpu"
     dtypes = [torch.float16, torch.bfloat16] if cuda else [torch.float32, torch.float16]
     lens = [0, 1, 2, 113, 127, 128, 129, 300] if cuda else [0, 1, 2, 31, 33, 50]
-    head_dims = args.head_dims or ([64, 128, 80] if cuda else [32])
+    head_dims = head_dims or ([64, 128, 80] if cuda else [32])
     cu = seqlens_to_cu(lens, device)
     failures = 0
     gen = torch.Generator().manual_seed(0)
@@ -51,36 +48,3 @@ def _check(args: argparse.Namespace) -> int:
                     )
     print("all checks passed" if not failures else f"{failures} checks failed")
     return 1 if failures else 0
-
-
-def _bench(args: argparse.Namespace) -> int:
-    from .benchmarks.bench_packed_attention import run
-
-    results = run(args)
-    return 1 if any("gmaivl" in r["wrong"] for r in results) else 0
-
-
-def _compile_report(args: argparse.Namespace) -> int:
-    from .aot import run
-
-    return run(args)
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    from .aot import add_arguments as add_aot_arguments
-    from .benchmarks.bench_packed_attention import add_arguments
-
-    parser = subparsers.add_parser("kernels", help="check or benchmark the Triton packed-attention kernels")
-    sub = parser.add_subparsers(dest="kernels_command", required=True, metavar="ACTION")
-    check = sub.add_parser("check", help="accuracy of the kernels against PyTorch on this device")
-    check.add_argument("--head-dims", type=int, nargs="+", default=None)
-    check.set_defaults(func=_check)
-    bench = sub.add_parser("bench", help="TFLOP/s against flex_attention, sdpa, FlashAttention")
-    add_arguments(bench)
-    bench.set_defaults(func=_bench)
-    aot = sub.add_parser(
-        "compile-report",
-        help="compile every autotune tile for an NVIDIA arch without a GPU: registers, spills, shared memory",
-    )
-    add_aot_arguments(aot)
-    aot.set_defaults(func=_compile_report)

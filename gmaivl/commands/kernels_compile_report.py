@@ -1,0 +1,34 @@
+"""`gmaivl kernels compile-report`: compile every autotune tile for an NVIDIA architecture on a
+machine without a GPU and report registers, spills and shared memory (ptxas).
+
+The options live here, importable without torch or triton; `gmaivl.kernels.aot` reuses them."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._flags import flag
+
+DTYPE_NAMES = ("bf16", "fp16", "fp32")
+#: The kernel variants the report can build (`gmaivl.kernels.aot.KERNELS` maps them to kernels).
+KERNEL_NAMES = ("fwd", "fwd_tma", "fwd_window", "dkdv", "dkdv_det", "dkdv_window", "dq")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `gmaivl kernels compile-report` and of `python -m gmaivl.kernels.aot`."""
+    parser.add_argument("--arch", type=int, default=90, help="compute capability x10: 80 A100, 90 H100/H200")
+    parser.add_argument("--kernels", nargs="+", default=list(KERNEL_NAMES), choices=KERNEL_NAMES)
+    parser.add_argument("--dtypes", nargs="+", default=["bf16"], choices=DTYPE_NAMES)
+    parser.add_argument("--head-dims", nargs="+", type=int, default=[64, 128])
+    parser.add_argument("--mask", choices=["both", "causal", "bidir"], default="both")
+    parser.add_argument("--groups", nargs="+", type=int, default=[1], help="query heads per key/value head")
+    parser.add_argument("--max-configs", type=int, default=None, help="only the first N autotune tiles")
+    parser.add_argument("--jobs", type=int, default=1, help="compile in this many processes")
+    flag(parser, "--output", "--out", dest="output", type=Path, metavar="FILE", help="write the results as JSON (+ .md table)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from gmaivl.kernels.aot import run as run_report
+
+    return run_report(args)
