@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+
+from gmaivl.files import atomic_write, atomic_write_bytes
 
 
 def export_llava(
@@ -25,19 +28,20 @@ def export_llava(
     Multi-image rows list their files under `image`.
     """
     folder, out_json = Path(folder), Path(out_json)
-    files = sorted((folder / config).glob(f"{split}-*.parquet"))
-    if not files:
+    shards = sorted((folder / config).glob(f"{split}-*.parquet"))
+    if not shards:
         raise FileNotFoundError(
             f"no Parquet shards for config {config!r} split {split!r} under {folder / config}"
         )
     image_dir = Path(image_dir) if image_dir else out_json.parent / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_json.with_name(f".{out_json.name}.{os.getpid()}.tmp")
     count = 0
-    with open(tmp, "w", encoding="utf-8") as handle:
+
+    def write(raw) -> None:
+        nonlocal count
+        handle = io.TextIOWrapper(raw, encoding="utf-8")
         handle.write("[")
-        for path in files:
+        for path in shards:
             parquet = pq.ParquetFile(path)
             for group in range(parquet.num_row_groups):
                 for row in parquet.read_row_group(group).to_pylist():
@@ -45,7 +49,9 @@ def export_llava(
                     handle.write(("," if count else "") + "\n" + json.dumps(entry, ensure_ascii=False))
                     count += 1
         handle.write("\n]\n")
-    os.replace(tmp, out_json)
+        handle.detach()  # flushes into `raw`, which atomic_write closes
+
+    atomic_write(out_json, write)
     return count
 
 
@@ -56,9 +62,7 @@ def _llava_entry(row: dict[str, Any], image_dir: Path, base: Path) -> dict[str, 
         name = hashlib.md5(data).hexdigest() + ".png"
         target = image_dir / name
         if not target.exists():
-            tmp = target.with_name(f".{name}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, target)
+            atomic_write_bytes(target, data)
         names.append(os.path.relpath(target, base))
     conversations = []
     placed = not names

@@ -8,13 +8,14 @@ as `*.tmp` and renamed to `{split}-{i:05d}-of-{n:05d}.parquet` when the writer c
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from gmaivl import files
 
 
 def size_to_bytes(value: int | str) -> int:
@@ -33,23 +34,16 @@ def default_limits() -> dict[str, int]:
     }
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, default=str))
+    """Sorted keys: build outputs are compared byte for byte between builds."""
+    files.atomic_write_json(path, data, sort_keys=True)
 
 
 def write_table_atomic(table: pa.Table, path: Path, row_group_rows: int = 100) -> None:
     """One small Parquet file (unit outputs), written to a temp name then renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp, row_group_size=row_group_rows, compression="zstd")
-    os.replace(tmp, path)
+    files.atomic_write(
+        path, lambda f: pq.write_table(table, f, row_group_size=row_group_rows, compression="zstd")
+    )
 
 
 class ShardWriter:

@@ -47,7 +47,7 @@ import yaml
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
-from .report import atomic_write_text
+from gmaivl.files import atomic_write_text
 
 REGION_LEVELS = ("box", "mask", "contour")
 LETTERS = "ABCDE"

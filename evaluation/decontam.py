@@ -29,8 +29,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from gmaivl.dataset_builders.qc import HammingIndex
-
-from .report import atomic_write_text
+from gmaivl.files import atomic_write_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 

@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from gmaivl.files import atomic_write_text
+
 HEADER_KEY = "gmaivl_predictions"
 FORMAT_VERSION = 1
 
@@ -30,10 +32,7 @@ class PredictionsFile:
         if self.path.exists() and self.path.stat().st_size > 0:
             self._load()
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-            tmp.write_text(json.dumps({HEADER_KEY: FORMAT_VERSION, "run": self.run}) + "\n")
-            os.replace(tmp, self.path)
+            atomic_write_text(self.path, json.dumps({HEADER_KEY: FORMAT_VERSION, "run": self.run}) + "\n")
 
     def _load(self) -> None:
         lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
@@ -66,9 +65,7 @@ class PredictionsFile:
             self.records[str(rec["index"])] = rec
             good.append(line)
         if len(good) != len(lines):
-            tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-            tmp.write_text("".join(good), encoding="utf-8")
-            os.replace(tmp, self.path)
+            atomic_write_text(self.path, "".join(good))
 
     def __contains__(self, index: str) -> bool:
         return index in self.records

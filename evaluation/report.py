@@ -9,16 +9,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from gmaivl.files import atomic_write, atomic_write_text
+
 RESULTS_FORMAT = "gmaivl-eval-results/1"
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def _fmt(value: Any) -> str:
@@ -90,12 +83,8 @@ def bar_chart(table: dict[str, dict[str, float]], title: str, path: str | os.Pat
     for i, v in enumerate(values):
         ax.text(i, v + 1, f"{v:.1f}", ha="center", fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    path = atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
@@ -166,10 +155,7 @@ def write_submission(
         from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
         clean = frame.map(lambda v: ILLEGAL_CHARACTERS_RE.sub("", v) if isinstance(v, str) else v)
-        path = out_base.with_suffix(".xlsx")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp.xlsx")
-        clean.to_excel(tmp, index=False, engine="openpyxl")
-        os.replace(tmp, path)
-        files["xlsx"] = path
+        files["xlsx"] = atomic_write(
+            out_base.with_suffix(".xlsx"), lambda f: clean.to_excel(f, index=False, engine="openpyxl")
+        )
     return files

@@ -44,7 +44,9 @@ GROUPS: dict[str, str] = {
 
 COMMANDS: tuple[Command, ...] = (
     Command("quickstart", "quickstart", GROUPS["quickstart"]),
-    Command("model", "demo", "ask a small random GMAI-VL about a real CT slice, save and reload it", ("demo",)),
+    Command(
+        "model", "demo", "ask a small random GMAI-VL about a real CT slice, save and reload it", ("demo",)
+    ),
     Command("model", "export", "convert between GMAI-VL and native LLaVA checkpoint folders"),
     Command("model", "card", "write the model card (README.md) of a checkpoint folder", ("card",)),
     Command("data", "demo", "write demo sources (real files shipped in pydicom/nibabel/scikit-image) + spec"),
@@ -75,6 +77,9 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not usage + message
+        for action in self._actions:  # name options by their current spelling only
+            for old in getattr(action, "hidden_option_strings", ()):
+                message = message.replace(f"/{old}", "")
         raise UsageError(f"{self.prog.removeprefix('gmaivl ')}: {message} (see `{self.prog} --help`)")
 
 
@@ -95,7 +100,9 @@ def _normalise(argv: list[str]) -> list[str]:
                 file=sys.stderr,
             )
             return [command.group, command.name, *argv[1:]]
-    if head in DEFAULT_COMMAND and (len(argv) == 1 or (argv[1].startswith("-") and argv[1] not in ("-h", "--help"))):
+    if head in DEFAULT_COMMAND and (
+        len(argv) == 1 or (argv[1].startswith("-") and argv[1] not in ("-h", "--help"))
+    ):
         return [head, DEFAULT_COMMAND[head], *argv[1:]]
     return argv
 
@@ -139,7 +146,7 @@ def _attach(parser: argparse.ArgumentParser, command: Command) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = _normalise(list(sys.argv[1:] if argv is None else argv))
-    parser, selected = build_parser(argv)
+    parser, _command = build_parser(argv)
     args, extras = parser.parse_known_args(argv)
     module = args._module
     if extras:

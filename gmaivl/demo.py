@@ -9,7 +9,6 @@ The weights are random, so the answer is gibberish: the point is the plumbing.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch

@@ -29,8 +29,9 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from . import triton_packed_attention as _k
 from gmaivl.commands.kernels_compile_report import add_arguments as add_compile_report_arguments
+
+from . import triton_packed_attention as _k
 from .varlen import MAX_HEAD_DIM, kernel_meta, tuned_configs
 
 KERNELS = {

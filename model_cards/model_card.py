@@ -22,7 +22,8 @@ from typing import Any
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from gmaivl.evaluation.report import atomic_write_text, load_results
+from gmaivl.evaluation.report import load_results
+from gmaivl.files import atomic_write_text
 
 RECIPE_FILE = "gmaivl_recipe.yaml"
 RESULTS_GLOB = "evaluation/*/results.json"

@@ -30,5 +30,9 @@ def run(args: argparse.Namespace) -> int:
         question_pools=args.question_pools,
         progress=not args.quiet,
     )
-    print(json.dumps({"tsv": str(summary.path), "questions": summary.n_questions, "skipped": summary.skipped}, indent=2))
+    print(
+        json.dumps(
+            {"tsv": str(summary.path), "questions": summary.n_questions, "skipped": summary.skipped}, indent=2
+        )
+    )
     return 0

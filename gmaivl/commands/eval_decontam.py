@@ -9,10 +9,20 @@ from ._flags import flag, output_file, quiet
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--benchmark", required=True, help=".tsv, records folder, Parquet, image folder or dataset")
-    flag(p, "--corpus", "--train", required=True, help="training corpus: built folder, Parquet, images or dataset")
+    p.add_argument(
+        "--benchmark", required=True, help=".tsv, records folder, Parquet, image folder or dataset"
+    )
+    flag(
+        p,
+        "--corpus",
+        "--train",
+        required=True,
+        help="training corpus: built folder, Parquet, images or dataset",
+    )
     output_file(p, "JSON report", required=True)
-    p.add_argument("--max-distance", type=int, default=None, help="pHash Hamming distance for a near duplicate")
+    p.add_argument(
+        "--max-distance", type=int, default=None, help="pHash Hamming distance for a near duplicate"
+    )
     p.add_argument("--benchmark-split")
     p.add_argument("--train-split")
     p.add_argument("--cache", help="JSONL cache of training-image hashes (resumes an interrupted run)")
@@ -35,5 +45,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(json.dumps({k: v for k, v in report.items() if k != "overlaps"}, indent=2))
     for o in report["overlaps"][:20]:
-        print(f"  overlap: benchmark {o['benchmark_id']} ~ train {o['train_id']} ({o['match']}, distance {o['distance']})")
+        print(
+            f"  overlap: benchmark {o['benchmark_id']} ~ train {o['train_id']} ({o['match']}, distance {o['distance']})"
+        )
     return 1 if report["overlaps"] and args.fail_on_overlap else 0

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from ._flags import flag, output_dir, quiet
+from ._flags import output_dir, quiet
 
 _QUESTION_TYPES = {"mcq", "closed", "open", "report"}
 
@@ -53,9 +53,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cuda, cpu, ... (auto: cuda when available)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--trust-remote-code", action="store_true")
-    p.add_argument("--judge-url", help="OpenAI-compatible base URL (e.g. http://localhost:8000/v1) of an LLM judge")
+    p.add_argument(
+        "--judge-url", help="OpenAI-compatible base URL (e.g. http://localhost:8000/v1) of an LLM judge"
+    )
     p.add_argument("--judge-model", help="model name served at --judge-url")
-    p.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
+    p.add_argument(
+        "--judge-api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key"
+    )
     p.add_argument(
         "--submission",
         type=_formats,
@@ -82,14 +86,18 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("gmaivl eval run needs --model (in-process) or --endpoint with --served-model")
     if args.endpoint and not args.served_model:
         raise ValueError("--endpoint needs --served-model (the model name the server expects)")
-    samples = load_benchmark(args.benchmark, name=args.config, split=args.split, preset=args.preset, limit=args.limit)
+    samples = load_benchmark(
+        args.benchmark, name=args.config, split=args.split, preset=args.preset, limit=args.limit
+    )
     is_tsv = args.benchmark.lower().endswith(".tsv")
     name = args.benchmark_name or slug(Path(args.benchmark).stem if is_tsv else args.benchmark)
     judge = None
     if args.judge_url:
         if not args.judge_model:
             raise ValueError("--judge-url needs --judge-model")
-        judge = OpenAIJudge(args.judge_url, args.judge_model, api_key=os.environ.get(args.judge_api_key_env or ""))
+        judge = OpenAIJudge(
+            args.judge_url, args.judge_model, api_key=os.environ.get(args.judge_api_key_env or "")
+        )
     out_dir = Path(args.output_dir) / name
     predictions = Path(args.predictions or out_dir / "predictions.jsonl")
     common = dict(
@@ -134,7 +142,9 @@ def _run_served(args: argparse.Namespace, samples, predictions: Path, common: di
         max_retries=args.max_retries,
         timeout=args.request_timeout,
     )
-    return run_served_benchmark(served, samples, predictions, model_id=args.model_id or args.served_model, **common)
+    return run_served_benchmark(
+        served, samples, predictions, model_id=args.model_id or args.served_model, **common
+    )
 
 
 def _run_in_process(args: argparse.Namespace, samples, predictions: Path, common: dict) -> dict:
@@ -151,4 +161,6 @@ def _run_in_process(args: argparse.Namespace, samples, predictions: Path, common
     )
     model.to(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
-    return run_benchmark(model, processor, samples, predictions, model_id=args.model_id or args.model, **common)
+    return run_benchmark(
+        model, processor, samples, predictions, model_id=args.model_id or args.model, **common
+    )

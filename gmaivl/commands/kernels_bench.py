@@ -46,7 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=25, help="ms of warm-up (GPU)")
     parser.add_argument("--rep", type=int, default=100, help="ms of timing (GPU) or repetitions (CPU)")
     parser.add_argument("--seed", type=int, default=0)
-    flag(parser, "--output", "--json", dest="output", metavar="FILE", help="also write all results to this JSON file")
+    flag(
+        parser,
+        "--output",
+        "--json",
+        dest="output",
+        metavar="FILE",
+        help="also write all results to this JSON file",
+    )
     parser.add_argument(
         "--tiny",
         action="store_true",

@@ -25,7 +25,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--groups", nargs="+", type=int, default=[1], help="query heads per key/value head")
     parser.add_argument("--max-configs", type=int, default=None, help="only the first N autotune tiles")
     parser.add_argument("--jobs", type=int, default=1, help="compile in this many processes")
-    flag(parser, "--output", "--out", dest="output", type=Path, metavar="FILE", help="write the results as JSON (+ .md table)")
+    flag(
+        parser,
+        "--output",
+        "--out",
+        dest="output",
+        type=Path,
+        metavar="FILE",
+        help="write the results as JSON (+ .md table)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

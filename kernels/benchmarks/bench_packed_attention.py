@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 import os
 import platform
@@ -390,10 +389,9 @@ def run(args: argparse.Namespace) -> list[dict]:
                     results.append(row)
                     print(format_row(row), flush=True)
     if args.output:
-        tmp = f"{args.output}.tmp"
-        with open(tmp, "w") as f:
-            json.dump({"environment": env, "reference": PEAK_REFERENCE, "results": results}, f, indent=2)
-        os.replace(tmp, args.output)
+        from gmaivl.files import atomic_write_json
+
+        atomic_write_json(args.output, {"environment": env, "reference": PEAK_REFERENCE, "results": results})
     return results
 
 
