@@ -34,6 +34,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from gmaivl.files import atomic_write_text
+
 from .adapters import Dropped, Failure, TextSample, WorkUnit, make_reader
 from .generate import RowGenerator, row_features, text_row
 from .ids import IdHasher, key_digest, resolve_id_key, scrub
@@ -47,7 +49,6 @@ from .spec import BuildSpec, SourceSpec, load_build_spec
 from .writer import (
     ShardWriter,
     atomic_write_json,
-    atomic_write_text,
     default_limits,
     parquet_limits_report,
     row_bytes,

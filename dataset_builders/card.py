@@ -6,8 +6,9 @@ import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gmaivl.files import atomic_write_text
+
 from .spec import BuildSpec
-from .writer import atomic_write_text
 
 if TYPE_CHECKING:
     from .build import BuildReport

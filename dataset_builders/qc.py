@@ -16,18 +16,13 @@ State is kept as compact hashes only, so memory grows by a few dozen bytes per i
 
 from __future__ import annotations
 
-import base64
-import csv
-import io
 import re
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from .imaging import IMAGE_SUFFIXES, read_image, to_rgb8
 from .records import image_phash, pixel_md5
@@ -38,6 +33,12 @@ _TOKEN = re.compile(r"[\u4e00-\u9fff]|\w+|[^\w\s]")
 def count_tokens(text: str) -> int:
     """Word-level token count (each CJK character is a token), tokenizer-independent."""
     return len(_TOKEN.findall(text))
+
+
+#: pHash Hamming distance within which a training image counts as a benchmark image, both when
+#: a build drops them (`qc.decontamination_distance`) and in `gmaivl eval decontam`: re-encoded
+#: and slightly resized copies differ by a bit or two.
+DECONTAMINATION_DISTANCE = 2
 
 
 class HammingIndex:
@@ -132,18 +133,10 @@ class BenchmarkIndex:
 
     def add_tsv(self, path: str | Path, column: str = "image") -> None:
         """VLMEvalKit TSV: base64 images in `image` (rows that reference another index are skipped)."""
-        csv.field_size_limit(sys.maxsize)
-        with open(path, newline="", encoding="utf-8") as handle:
-            for line, row in enumerate(csv.DictReader(handle, delimiter="\t"), 2):
-                value = (row.get(column) or "").strip()
-                if not value or len(value) < 64:  # VLMEvalKit stores an index reference for repeated images
-                    continue
-                try:
-                    image = Image.open(io.BytesIO(base64.b64decode(value))).convert("RGB")
-                except Exception as error:
-                    raise ValueError(
-                        f"{path}:{line}: column {column!r} is not a base64 image ({error})"
-                    ) from error
+        from gmaivl.evaluation.images import iter_tsv_rows, tsv_images
+
+        for line, row in iter_tsv_rows(path):
+            for image in tsv_images(row.get(column), f"{path}:{line}: column {column!r}"):
                 self.add_image(np.asarray(image))
 
     def matches(self, md5: str, phash: str) -> bool:
@@ -164,7 +157,9 @@ class QualityControl:
         self.num_perm = int(options.get("minhash_num_perm", 128))
         self._lsh: dict[str, Any] = {}
         self.dropped: Counter[str] = Counter()
-        self.benchmarks = BenchmarkIndex(int(options.get("decontamination_distance", 2)))
+        self.benchmarks = BenchmarkIndex(
+            int(options.get("decontamination_distance", DECONTAMINATION_DISTANCE))
+        )
         for entry in options.get("decontaminate", []) or []:
             path = Path(entry)
             if not path.is_absolute() and base_dir is not None:

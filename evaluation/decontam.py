@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from gmaivl.dataset_builders.qc import HammingIndex
+from gmaivl.dataset_builders.qc import DECONTAMINATION_DISTANCE, HammingIndex
 from gmaivl.files import atomic_write_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
@@ -89,26 +89,18 @@ def iter_source_images(source: str | os.PathLike, split: str | None = None) -> I
 
 
 def _iter_tsv(path: Path) -> Iterator[tuple[str, Any]]:
-    import pandas as pd
+    from .images import iter_tsv_rows, tsv_images
+    from .loaders import BenchmarkFormatError
 
-    from .images import as_list, decode_base64_image
-    from .loaders import IMAGE_REFERENCE_MAX_LEN, BenchmarkFormatError
-
-    for chunk in pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, chunksize=256):
-        if "image" not in chunk.columns or "index" not in chunk.columns:
-            raise BenchmarkFormatError(
-                f"{path}: needs 'index' and 'image' columns; has {list(chunk.columns)}"
-            )
-        if {"source_md5", "source_phash"} <= set(chunk.columns):
-            # bench-build rows carry the hashes of the image before the region was drawn over it
-            for idx, md5, ph in zip(chunk["index"], chunk["source_md5"], chunk["source_phash"]):
-                if md5.strip() and ph.strip():
-                    yield str(idx), ImageHash(str(idx), md5.strip(), int(ph, 16), via="source")
-        for idx, value in zip(chunk["index"], chunk["image"]):
-            if not value.strip() or len(value.strip()) <= IMAGE_REFERENCE_MAX_LEN:
-                continue  # no image, or a reference to an image listed under another index
-            for k, item in enumerate(as_list(value)):
-                yield (str(idx) if k == 0 else f"{idx}#{k}"), decode_base64_image(item, f"{path} index {idx}")
+    for line, row in iter_tsv_rows(path):
+        if "image" not in row or "index" not in row:
+            raise BenchmarkFormatError(f"{path}: needs 'index' and 'image' columns; has {list(row)}")
+        idx = row["index"]
+        md5, ph = row.get("source_md5", "").strip(), row.get("source_phash", "").strip()
+        if md5 and ph:  # bench-build rows carry the hashes of the image before a region was drawn on it
+            yield idx, ImageHash(idx, md5, int(ph, 16), via="source")
+        for k, image in enumerate(tsv_images(row["image"], f"{path} line {line} (index {idx})")):
+            yield (idx if k == 0 else f"{idx}#{k}"), image
 
 
 def _iter_parquet(path: Path) -> Iterator[tuple[str, Any]]:
@@ -200,7 +192,7 @@ def hash_source(
 
 
 def find_overlaps(
-    benchmark: list[ImageHash], train: list[ImageHash], max_distance: int = 0
+    benchmark: list[ImageHash], train: list[ImageHash], max_distance: int = DECONTAMINATION_DISTANCE
 ) -> list[dict[str, Any]]:
     """Pairs (benchmark image, training image) that are exact (md5) or near (pHash) duplicates."""
     by_md5: dict[str, list[tuple[str, str]]] = defaultdict(list)
@@ -228,7 +220,7 @@ def decontamination_report(
     train_source: str,
     out_path: str | os.PathLike,
     *,
-    max_distance: int = 0,
+    max_distance: int = DECONTAMINATION_DISTANCE,
     benchmark_split: str | None = None,
     train_split: str | None = None,
     cache: str | os.PathLike | None = None,

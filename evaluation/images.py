@@ -26,6 +26,8 @@ from PIL import Image, UnidentifiedImageError
 # base64 image fields are far larger than csv's default 128 KiB field limit
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
+IMAGE_REFERENCE_MAX_LEN = 64  # VLMEvalKit: an image field this short is the index of another row
+
 # the first bytes of the image formats PIL reads from benchmark files
 _MAGIC = (
     b"\x89PNG",
@@ -102,6 +104,25 @@ def decode_base64_image(data: str, where: str) -> Image.Image:
     except (binascii.Error, UnidentifiedImageError, OSError, ValueError) as exc:
         raise ImageDecodeError(f"{where}: image is not a decodable base64 image ({exc})") from exc
     return img.convert("RGB")
+
+
+def iter_tsv_rows(path: str | Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, row keyed by the header) of each record of a VLMEvalKit TSV, streamed."""
+    header: list[str] = []
+    for number, _offset, fields in iter_tsv_records(path):
+        if number == 0:
+            header = fields
+            continue
+        yield number + 1, dict(zip(header, fields))
+
+
+def tsv_images(value: str | None, where: str) -> list[Image.Image]:
+    """The images of one TSV image field: none for an empty field or an index reference (VLMEvalKit
+    stores a repeated image once and refers to its row), else the decoded image(s)."""
+    value = (value or "").strip()
+    if len(value) <= IMAGE_REFERENCE_MAX_LEN:
+        return []
+    return [decode_base64_image(item, where) for item in as_list(value)]
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from typing import Any
 from PIL import Image
 
 from .images import (
+    IMAGE_REFERENCE_MAX_LEN,
     DatasetImage,
     LazyImage,
     as_list,
@@ -72,7 +73,6 @@ NON_CATEGORY_COLUMNS = frozenset(
      "record_id", "source_id", "source_md5", "source_phash", "image_name", "img_name", "img_id",
      "comment", "options", *OPTION_LETTERS}
 )  # fmt: skip
-IMAGE_REFERENCE_MAX_LEN = 64  # VLMEvalKit: an image field this short is the index of another row
 
 
 class BenchmarkFormatError(ValueError):

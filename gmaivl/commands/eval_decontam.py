@@ -20,9 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="training corpus: built folder, Parquet, images or dataset",
     )
     output_file(p, "JSON report", required=True)
-    p.add_argument(
-        "--max-distance", type=int, default=None, help="pHash Hamming distance for a near duplicate"
-    )
+    p.add_argument("--max-distance", type=int, help="pHash Hamming distance of a near duplicate (default: 2)")
     p.add_argument("--benchmark-split")
     p.add_argument("--train-split")
     p.add_argument("--cache", help="JSONL cache of training-image hashes (resumes an interrupted run)")
@@ -31,13 +29,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gmaivl.evaluation.decontam import DEFAULT_MAX_DISTANCE, decontamination_report
+    from gmaivl.dataset_builders.qc import DECONTAMINATION_DISTANCE
+    from gmaivl.evaluation.decontam import decontamination_report
 
     report = decontamination_report(
         args.benchmark,
         args.corpus,
         args.output,
-        max_distance=DEFAULT_MAX_DISTANCE if args.max_distance is None else args.max_distance,
+        max_distance=DECONTAMINATION_DISTANCE if args.max_distance is None else args.max_distance,
         benchmark_split=args.benchmark_split,
         train_split=args.train_split,
         cache=args.cache,
