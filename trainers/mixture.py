@@ -10,7 +10,7 @@ from typing import Any
 
 from datasets import Dataset, concatenate_datasets, load_dataset, load_from_disk
 
-from .recipes import DataArguments
+from .configs import StageFields
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def assistant_text(messages: list[dict[str, Any]]) -> str:
     return "".join(out)
 
 
-def quality_filter(ds: Dataset, args: DataArguments, source_name: str) -> Dataset:
+def quality_filter(ds: Dataset, args: StageFields, source_name: str) -> Dataset:
     """Drop too-short answers and rows with a poor judge score (GMAI-VL stage III)."""
     before = len(ds)
     if args.min_response_chars > 0 and "messages" in ds.column_names:
@@ -92,7 +92,7 @@ def quality_filter(ds: Dataset, args: DataArguments, source_name: str) -> Datase
     return ds
 
 
-def build_mixture(args: DataArguments) -> Dataset:
+def build_mixture(args: StageFields) -> Dataset:
     """Load, filter and sub-sample every source, tag rows with their source, concatenate and shuffle."""
     if not args.datasets:
         raise ValueError("the recipe lists no `datasets`")
@@ -134,3 +134,19 @@ def _concatenate(parts: list[Dataset]) -> Dataset:
         # e.g. `images` typed as an empty list in a text-only source: align features on the first
         features = parts[0].features
         return concatenate_datasets([parts[0], *[p.cast(features) for p in parts[1:]]])
+
+
+def load_training_data(script_args: Any, training_args: StageFields) -> Dataset:
+    """The stage's rows: the recipe's `datasets` mixture, or TRL's `dataset_name` (+ `dataset_config`)."""
+    if training_args.datasets:
+        if script_args.dataset_name:
+            logger.warning("both `datasets` and `dataset_name` given: using the `datasets` mixture")
+        return build_mixture(training_args)
+    if script_args.dataset_name:
+        source = {
+            "path": script_args.dataset_name,
+            "name": script_args.dataset_config,
+            "split": script_args.dataset_train_split,
+        }
+        return load_source(source)
+    raise ValueError("the recipe lists no `datasets` and no `dataset_name`")
