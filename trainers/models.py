@@ -108,7 +108,9 @@ def load_model_and_processor(model_args: GMAIVLModelConfig, device: str | None =
     from transformers import AutoConfig, AutoProcessor
 
     try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=getattr(model_args, "trust_remote_code", False))
+        config = AutoConfig.from_pretrained(
+            path, trust_remote_code=getattr(model_args, "trust_remote_code", False)
+        )
     except OSError as err:
         raise FileNotFoundError(f"model_name_or_path {path}: {str(err).splitlines()[0]}") from err
     model = _model_class(config).from_pretrained(path, dtype=dtype, attn_implementation=attn)
@@ -133,7 +135,9 @@ def _meta_model(model_args: GMAIVLModelConfig, tiny: tuple[str, int] | None) -> 
             f"composing {model_args.vision_model_name_or_path} + {model_args.llm_model_name_or_path} reads their weights"
         )
     try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=getattr(model_args, "trust_remote_code", False))
+        config = AutoConfig.from_pretrained(
+            path, trust_remote_code=getattr(model_args, "trust_remote_code", False)
+        )
     except OSError as err:
         raise FileNotFoundError(f"model_name_or_path {path}: {str(err).splitlines()[0]}") from err
     cls = _model_class(config)

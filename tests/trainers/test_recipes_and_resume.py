@@ -12,14 +12,14 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from gmaivl.trainers.mixture import build_mixture
 from gmaivl.trainers.chain import chain_recipes
 from gmaivl.trainers.configs import StageFields
+from gmaivl.trainers.mixture import build_mixture
 from gmaivl.trainers.models import load_model_and_processor
 from gmaivl.trainers.outputs import save_final_model
 from gmaivl.trainers.recipes import packaged_recipe_dir, parse_recipe
-from gmaivl.trainers.trainer import GMAIVLSFTTrainer
 from gmaivl.trainers.train import run_stage
+from gmaivl.trainers.trainer import GMAIVLSFTTrainer
 
 
 def _recipe(name, *overrides):
