@@ -16,9 +16,12 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from gmaivl.modeling_gmaivl import GMAIVLConfig
+
 from .configs import MODULE_NAMES
 
 FAMILIES: tuple[str, ...] = ("gmaivl", "llava", "qwen2_vl")
+GMAIVL_MODEL_TYPE: str = GMAIVLConfig.model_type
 
 
 def model_family(model: nn.Module) -> str:
@@ -27,7 +30,7 @@ def model_family(model: nn.Module) -> str:
     if hasattr(inner, "visual") and hasattr(inner.visual, "merger"):
         return "qwen2_vl"
     if hasattr(inner, "vision_tower") and hasattr(inner, "multi_modal_projector"):
-        return "gmaivl" if getattr(model.config, "model_type", "") == "gmaivl" else "llava"
+        return "gmaivl" if getattr(model.config, "model_type", "") == GMAIVL_MODEL_TYPE else "llava"
     raise ValueError(
         f"{type(model).__name__}: not a supported vision-language model (GMAI-VL, LLaVA, Qwen2-VL, Qwen2.5-VL); "
         "it has neither `vision_tower` + `multi_modal_projector` nor `visual.merger`"

@@ -40,7 +40,7 @@ def main(
     model, processor = load_model_and_processor(model_args)
     with tempfile.TemporaryDirectory(prefix="gmaivl-grpo-ref-") as reference_dir:
         name_or_path = model.config._name_or_path
-        if training_args.beta != 0 and not Path(name_or_path or "").is_dir():
+        if training_args.beta != 0 and not (name_or_path and Path(name_or_path).is_dir()):
             # TRL builds the KL reference model with `from_pretrained(config._name_or_path)`; a model built in
             # memory (tiny, composed) has no such folder, so give it one holding the initial weights.
             model.save_pretrained(reference_dir)

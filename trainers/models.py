@@ -14,9 +14,13 @@ from typing import Any
 import torch
 
 from .configs import GMAIVLModelConfig
+from .freezing import GMAIVL_MODEL_TYPE
 
 #: `model_name_or_path` values that build a tiny random model (tests, CPU smoke runs).
 TINY_FAMILIES: tuple[str, ...] = ("tiny", "tiny-llava", "tiny-qwen2-vl", "tiny-qwen2.5-vl")
+
+
+_QWEN_PROCESSORS = {"qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor"}
 
 
 def parse_tiny(path: str | None) -> tuple[str, int] | None:
@@ -74,7 +78,7 @@ def build_tiny(name: str, seed: int = 0, image_size: int | None = None, attn_imp
 
 
 def _model_class(config: Any) -> type:
-    if getattr(config, "model_type", None) == "gmaivl":
+    if getattr(config, "model_type", None) == GMAIVL_MODEL_TYPE:
         from gmaivl import GMAIVLForConditionalGeneration
 
         return GMAIVLForConditionalGeneration
@@ -114,11 +118,22 @@ def load_model_and_processor(model_args: GMAIVLModelConfig, device: str | None =
     except OSError as err:
         raise FileNotFoundError(f"model_name_or_path {path}: {str(err).splitlines()[0]}") from err
     model = _model_class(config).from_pretrained(path, dtype=dtype, attn_implementation=attn)
-    if config.model_type == "gmaivl":
+    if config.model_type == GMAIVL_MODEL_TYPE:
         from gmaivl import GMAIVLProcessor
 
         return model, GMAIVLProcessor.from_pretrained(path)
-    return model, AutoProcessor.from_pretrained(path)
+    try:
+        return model, AutoProcessor.from_pretrained(path)
+    except OSError:
+        if config.model_type not in _QWEN_PROCESSORS:
+            raise
+    # A Qwen2-VL folder without a video processor (its default class needs torchvision): images only
+    import transformers
+
+    from .tiny_families import processor_without_video
+
+    cls = processor_without_video(getattr(transformers, _QWEN_PROCESSORS[config.model_type]))
+    return model, cls.from_pretrained(path)
 
 
 def _meta_model(model_args: GMAIVLModelConfig, tiny: tuple[str, int] | None) -> tuple[Any, None]:

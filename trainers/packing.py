@@ -113,6 +113,10 @@ class GMAIVLDataCollator:
         packing: pack whole samples into rows (best-fit-decreasing) instead of one row per sample.
         attn_implementation: the language model's attention; checked when `packing` is on.
         pad_to_multiple_of: round the row length up to a multiple of this.
+        rope_index: Qwen2-VL / Qwen2.5-VL only, the model's `get_rope_index`. Packed rows then get
+            position ids of shape (4, rows, length): text positions restarting per sample (from which
+            transformers builds the block-diagonal mask), then the M-RoPE (t, h, w) positions of each
+            sample computed on its own, as if it were alone in its row.
     """
 
     def __init__(
@@ -122,8 +126,10 @@ class GMAIVLDataCollator:
         packing: bool = False,
         attn_implementation: str | None = "sdpa",
         pad_to_multiple_of: int | None = None,
+        rope_index: Any = None,
     ) -> None:
         self.processor = processor
+        self.rope_index = rope_index
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.max_length = max_length
         self.packing = packing
@@ -277,6 +283,8 @@ class GMAIVLDataCollator:
         if token_types is not None:
             batch["mm_token_type_ids"] = token_types
         if self.packing:
+            if self.rope_index is not None:
+                position_ids = self._mrope_position_ids(rows, width, position_ids)
             batch["position_ids"] = position_ids
             cu = torch.zeros(len(seq_lens) + 1, dtype=torch.int32)
             cu[1:] = torch.cumsum(torch.tensor(seq_lens, dtype=torch.int32), 0)
@@ -290,6 +298,26 @@ class GMAIVLDataCollator:
         else:
             batch["attention_mask"] = attention_mask
         return batch
+
+    def _mrope_position_ids(
+        self, rows: list[list[EncodedSample]], width: int, text: torch.Tensor
+    ) -> torch.Tensor:
+        """(4, rows, width): text positions, then each sample's own M-RoPE positions."""
+        mrope = torch.zeros((3, *text.shape), dtype=torch.long)
+        for r, row in enumerate(rows):
+            offset = 0
+            for s in row:
+                end = offset + len(s)
+                types = (
+                    s.mm_token_type_ids if s.mm_token_type_ids is not None else torch.zeros_like(s.input_ids)
+                )
+                positions, _ = self.rope_index(
+                    s.input_ids[None], mm_token_type_ids=types[None], image_grid_thw=s.image_grid_thw
+                )
+                mrope[:, r, offset:end] = positions[:, 0]
+                offset = end
+            mrope[:, r, offset:] = text[r, offset:]  # the padding tail: plain positions
+        return torch.cat([text[None], mrope], dim=0)
 
 
 def padding_share(batch: dict[str, torch.Tensor], real_tokens: int) -> float:

@@ -162,21 +162,20 @@ def build_tiny_qwen2_vl(seed: int = 0, version: str = "2.5", attn_implementation
         min_pixels=4 * 28 * 28, max_pixels=16 * 28 * 28, patch_size=14, merge_size=2, temporal_patch_size=2
     )
     tokenizer.image_token = "<|image_pad|>"
-    processor = _without_video(Processor)(
+    processor = processor_without_video(Processor)(
         image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN_CHAT_TEMPLATE
     )
     return model, processor
 
 
-def _without_video(processor_class: type) -> type:
+def processor_without_video(processor_class: type) -> type:
     """The Qwen processor class without a video processor (transformers' needs torchvision): its
     argument check looks up the video processor's class even when none is given."""
 
     class Processor(processor_class):
-        def check_argument_for_proper_class(self, argument_name, argument):
-            if argument is None:
-                return None
-            return super().check_argument_for_proper_class(argument_name, argument)
+        @classmethod
+        def get_attributes(cls):
+            return [a for a in super().get_attributes() if a != "video_processor"]
 
     Processor.__name__ = Processor.__qualname__ = processor_class.__name__
     return Processor

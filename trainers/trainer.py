@@ -57,18 +57,16 @@ class GMAIVLSFTTrainer(PerPartLearningRatesMixin, SFTTrainer):
     ):
         _require(args, GMAIVLSFTConfig)
         apply_freezing(model, args.trainable_modules)
-        if args.vlm_packing and model_family(model) == "qwen2_vl":
-            raise ValueError(
-                "vlm_packing is not supported on Qwen2-VL / Qwen2.5-VL yet (its M-RoPE position ids are computed "
-                "per batch by the model); set `vlm_packing: false` for this model"
-            )
         if data_collator is None:
+            # Qwen2-VL's M-RoPE positions depend on the image grids: packed rows get them sample by sample
+            qwen = model_family(model) == "qwen2_vl"
             data_collator = GMAIVLDataCollator(
                 processing_class,
                 max_length=args.packing_max_length if args.vlm_packing else args.max_length,
                 packing=args.vlm_packing,
                 attn_implementation=text_attn_implementation(model),
                 pad_to_multiple_of=args.pad_to_multiple_of,
+                rope_index=model.model.get_rope_index if qwen and args.vlm_packing else None,
             )
         super().__init__(
             model=model, args=args, processing_class=processing_class, data_collator=data_collator, **kwargs
