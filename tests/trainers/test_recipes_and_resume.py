@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
 import yaml
-from safetensors.torch import load_file
 
 from gmaivl.trainers.chain import chain_recipes
 from gmaivl.trainers.configs import StageFields
@@ -18,7 +14,6 @@ from gmaivl.trainers.mixture import build_mixture
 from gmaivl.trainers.models import load_model_and_processor
 from gmaivl.trainers.outputs import save_final_model
 from gmaivl.trainers.recipes import packaged_recipe_dir, parse_recipe
-from gmaivl.trainers.train import run_stage
 from gmaivl.trainers.trainer import GMAIVLSFTTrainer
 
 
@@ -183,55 +178,3 @@ def test_mixture_ratios_and_quality_filter():
     assert 0 < len(filtered) < 30 and all(m[-1]["content"] == "The liver." for m in filtered["messages"])
     with pytest.raises(ValueError, match="no-such-folder"):
         build_mixture(StageFields(datasets=[{"path": "no-such-folder/x.parquet"}]))
-
-
-def _tiny_stage(out, *extra):
-    return _recipe(
-        "tiny/stage3_instruction_tuning.yaml",
-        "--model_name_or_path",
-        "tiny",
-        "--output_dir",
-        str(out),
-        "--max_steps",
-        "4",
-        "--save_strategy",
-        "steps",
-        "--save_steps",
-        "2",
-        "--logging_steps",
-        "1",
-        *extra,
-    )
-
-
-def test_resume_from_checkpoint_really_resumes(tmp_path):
-    full = tmp_path / "full"
-    run_stage(_tiny_stage(full))
-    assert (full / "checkpoint-2" / "gmaivl_recipe.yaml").is_file()  # the recipe travels with checkpoints
-
-    # an interrupted run: only checkpoint-2 exists; resuming must finish steps 3-4 only
-    part = tmp_path / "part"
-    run_stage(_tiny_stage(part, "--max_steps", "4", "--save_steps", "2"))
-    for f in part.iterdir():
-        if f.name != "checkpoint-2":
-            if f.is_dir():
-                shutil.rmtree(f)
-            else:
-                f.unlink()
-    ckpt = part / "checkpoint-2" / "model.safetensors"
-    stamp = ckpt.stat().st_mtime_ns
-    run_stage(_tiny_stage(part, "--resume_from_checkpoint", "last"))
-    # a fresh start would have trained steps 1-2 again and rewritten checkpoint-2
-    assert ckpt.stat().st_mtime_ns == stamp and (part / "checkpoint-4").is_dir()
-    history = json.loads((part / "log_history.json").read_text())
-    steps = [e["step"] for e in history if "loss" in e]
-    assert steps == [1, 2, 3, 4]  # steps 1-2 restored from checkpoint-2's state, not trained again
-    full_history = json.loads((full / "log_history.json").read_text())
-    full_loss = {e["step"]: e["loss"] for e in full_history if "loss" in e}
-    for e in history:
-        if "loss" in e:
-            assert e["loss"] == pytest.approx(full_loss[e["step"]], rel=1e-5)
-    a, b = load_file(str(full / "model.safetensors")), load_file(str(part / "model.safetensors"))
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
