@@ -77,20 +77,6 @@ def memory_per_gpu(
     return out
 
 
-def mixture_counts(args: Any) -> list[tuple[str, int, float, int]]:
-    """Per source: (name, rows after filters, ratio, rows used)."""
-    from .mixture import load_source, quality_filter
-
-    out = []
-    for source in args.datasets:
-        ratio = float(source.get("ratio", 1.0))
-        name = str(source.get("source") or source.get("name") or source["path"])
-        ds = quality_filter(load_source(source), args, name)
-        n = len(ds)
-        out.append((name, n, ratio, math.floor(ratio) * n + round((ratio - math.floor(ratio)) * n)))
-    return out
-
-
 def _token_estimate(recipe: Recipe, processor: Any, rows: Any, n: int = 16) -> tuple[float, int] | None:
     """Mean and max tokens per sample over the first `n` mixed rows (SFT: prompt + answer + image tokens)."""
     if processor is None or rows is None or len(rows) == 0:
@@ -128,12 +114,12 @@ def dry_run(recipe: Recipe, accelerate_config: str | None = None) -> str:
     trainable = sum(t for _, t in parts.values())
 
     lines.append("data mixture (rows after filters -> rows used at the ratio):")
+    stats: list[tuple[str, int, float, int]] = []
+    rows = load_training_data(script, args, stats)
     rows_used = 0
-    if args.datasets:
-        for name, n, ratio, used in mixture_counts(args):
-            lines.append(f"  {name:<34} {n:>10,} x {ratio:<5g} -> {used:>10,}")
-            rows_used += used
-    rows = load_training_data(script, args)
+    for name, n, ratio, used in stats:
+        lines.append(f"  {name:<34} {n:>10,} x {ratio:<5g} -> {used:>10,}")
+        rows_used += used
     if not args.datasets:
         rows_used = len(rows)
         lines.append(f"  {script.dataset_name:<34} {rows_used:>10,}")
@@ -168,7 +154,8 @@ def dry_run(recipe: Recipe, accelerate_config: str | None = None) -> str:
             )
     if recipe.trainer == "grpo":
         samples_per_step = global_batch / args.num_generations  # prompts per optimizer step
-        generation = f"vLLM ({args.vllm_mode} mode)" if args.use_vllm else "model.generate()"
+        use_vllm = recipe.gpu_values.get("use_vllm", args.use_vllm)  # as on GPUs
+        generation = f"vLLM ({args.vllm_mode} mode)" if use_vllm else "model.generate()"
         lines.append(
             f"GRPO: {args.num_generations} samples per prompt, up to {args.max_completion_length} completion tokens, "
             f"generation with {generation}, beta {args.beta}"
@@ -197,7 +184,7 @@ def dry_run(recipe: Recipe, accelerate_config: str | None = None) -> str:
     lines.append(
         f"memory per GPU, {launch.kind} on {launch.processes} processes, {dtype} weights (estimate):"
     )
-    lines.extend(f"  {k:<24} {v:8.2f} GiB" for k, v in memory.items() if v or k.startswith("total"))
-    if recipe.trainer == "grpo" and args.use_vllm and args.vllm_mode == "colocate":
+    lines.extend(f"  {k:<24} {v:9.3f} GiB" for k, v in memory.items() if v or k.startswith("total"))
+    if recipe.trainer == "grpo" and use_vllm and args.vllm_mode == "colocate":
         lines.append(f"  + vLLM colocated: {args.vllm_gpu_memory_utilization:.0%} of each GPU's memory")
     return "\n".join(lines)

@@ -14,7 +14,7 @@ from transformers import set_seed
 from .configs import GMAIVLGRPOConfig, GMAIVLModelConfig, GMAIVLScriptArguments
 from .grpo_data import prepare_grpo_dataset
 from .mixture import load_training_data
-from .models import load_model_and_processor
+from .models import check_model_source, load_model_and_processor
 from .outputs import SaveRecipeCallback, resolve_resume, write_stage_outputs
 from .trainer import GMAIVLGRPOTrainer
 
@@ -26,6 +26,7 @@ def main(
     recipe_yaml: str | None = None,
 ) -> Path:
     """Train one GRPO stage and write its output folder (returned)."""
+    check_model_source(model_args)  # a missing model folder fails now, not after the data is loaded
     set_seed(training_args.seed)
 
     # Dataset: verifiable QA rows (as the dataset builders publish them) -> TRL prompts + reward columns

@@ -92,8 +92,11 @@ def quality_filter(ds: Dataset, args: StageFields, source_name: str) -> Dataset:
     return ds
 
 
-def build_mixture(args: StageFields) -> Dataset:
-    """Load, filter and sub-sample every source, tag rows with their source, concatenate and shuffle."""
+def build_mixture(args: StageFields, stats: list[tuple[str, int, float, int]] | None = None) -> Dataset:
+    """Load, filter and sub-sample every source, tag rows with their source, concatenate and shuffle.
+
+    `stats`, when given, receives per source: (name, rows after filters, ratio, rows used).
+    """
     if not args.datasets:
         raise ValueError("the recipe lists no `datasets`")
     parts = []
@@ -107,7 +110,10 @@ def build_mixture(args: StageFields) -> Dataset:
             if required not in ds.column_names and "question" not in ds.column_names:
                 raise ValueError(f"data source {name!r}: no `{required}` column (columns: {ds.column_names})")
         ds = quality_filter(ds, args, name)
+        filtered = len(ds)
         ds = sample_ratio(ds, ratio, seed=args.mixture_seed + i)
+        if stats is not None:
+            stats.append((name, filtered, ratio, len(ds)))
         if "mixture_source" not in ds.column_names:
             ds = ds.add_column("mixture_source", [name] * len(ds))
         logger.info("%s: %d rows at ratio %.3g", name, len(ds), ratio)
@@ -136,12 +142,14 @@ def _concatenate(parts: list[Dataset]) -> Dataset:
         return concatenate_datasets([parts[0], *[p.cast(features) for p in parts[1:]]])
 
 
-def load_training_data(script_args: Any, training_args: StageFields) -> Dataset:
+def load_training_data(
+    script_args: Any, training_args: StageFields, stats: list[tuple[str, int, float, int]] | None = None
+) -> Dataset:
     """The stage's rows: the recipe's `datasets` mixture, or TRL's `dataset_name` (+ `dataset_config`)."""
     if training_args.datasets:
         if script_args.dataset_name:
             logger.warning("both `datasets` and `dataset_name` given: using the `datasets` mixture")
-        return build_mixture(training_args)
+        return build_mixture(training_args, stats)
     if script_args.dataset_name:
         source = {
             "path": script_args.dataset_name,

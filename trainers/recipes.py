@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,8 @@ class Recipe:
     training_args: Any  # GMAIVLSFTConfig or GMAIVLGRPOConfig
     model_args: GMAIVLModelConfig
     values: dict[str, Any]
+    #: values the recipe asks for on GPUs that this CUDA-less machine replaced (`bf16`, `use_vllm`...)
+    gpu_values: dict[str, Any] = field(default_factory=dict)
 
     @property
     def trainer(self) -> str:
@@ -71,19 +73,24 @@ class Recipe:
         return yaml.safe_dump(self.values, sort_keys=False, allow_unicode=True)
 
 
-def _cpu_adjustments(values: dict[str, Any]) -> dict[str, Any]:
-    """Recipes are written for GPUs (bf16, vLLM). Without CUDA, fall back to fp32 and `generate()`."""
+def _cpu_adjustments(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Recipes are written for GPUs (bf16, vLLM). Without CUDA, fall back to fp32 and `generate()`.
+
+    Returns the values to use and the GPU values they replace.
+    """
     import torch
 
     if torch.cuda.is_available():
-        return values
+        return values, {}
+    replaced = {k: values[k] for k in ("bf16", "fp16", "use_vllm") if values.get(k)}
     if values.get("bf16") or values.get("fp16"):
         logger.warning("No CUDA device: turning bf16/fp16 off for this run.")
-    values = {**values, "bf16": False, "fp16": False}
     if values.get("use_vllm"):
         logger.warning("No CUDA device: generating with model.generate() instead of vLLM for this run.")
-        values["use_vllm"] = False
-    return values
+    out = {**values, "bf16": False, "fp16": False}
+    if "use_vllm" in values:
+        out["use_vllm"] = False
+    return out, replaced
 
 
 def _trainer_kind(values: dict[str, Any], overrides: list[str], source: str) -> str:
@@ -120,8 +127,9 @@ def parse_recipe(
         source = str(config)
         values = read_yaml_mapping(config)
     kind = _trainer_kind(values, overrides, source)
-    values = _cpu_adjustments(values)
+    values, gpu_values = _cpu_adjustments(values)
     parser = TrlParser((GMAIVLScriptArguments, config_class(kind), GMAIVLModelConfig))
+    parser.allow_abbrev = False  # `--learning_rat` must be an unknown key, not `--learning_rate`
     env = values.pop("env", None)
     if env:
         if not isinstance(env, dict):
@@ -139,7 +147,7 @@ def parse_recipe(
     except ValueError as err:
         raise ValueError(f"{source}: {err}") from err
     used = _used_values(values, overrides, (script_args, training_args, model_args))
-    return Recipe(script_args, training_args, model_args, used)
+    return Recipe(script_args, training_args, model_args, used, gpu_values)
 
 
 def _used_values(values: dict[str, Any], overrides: list[str], objects: tuple) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from transformers import set_seed
 
 from .configs import GMAIVLModelConfig, GMAIVLScriptArguments, GMAIVLSFTConfig
 from .mixture import load_training_data
-from .models import load_model_and_processor
+from .models import check_model_source, load_model_and_processor
 from .outputs import SaveRecipeCallback, resolve_resume, write_stage_outputs
 from .trainer import GMAIVLSFTTrainer
 
@@ -24,6 +24,7 @@ def main(
     recipe_yaml: str | None = None,
 ) -> Path:
     """Train one SFT stage and write its output folder (returned)."""
+    check_model_source(model_args)  # a missing model folder fails now, not after the data is loaded
     set_seed(training_args.seed)
 
     # Dataset: the recipe's mixture (sources, ratios, quality filters) or TRL's `dataset_name`
