@@ -173,11 +173,9 @@ def dry_run(recipe: Recipe, accelerate_config: str | None = None) -> str:
         batch += f" (paper: {paper}, which needs {need:g} processes at this per-device batch)"
     lines.append(batch)
 
-    dtype = (
-        "bfloat16"
-        if args.bf16 and model_args.dtype in (None, "bfloat16", "auto")
-        else (model_args.dtype or "float32")
-    )
+    dtype = model_args.dtype if model_args.dtype in _BYTES else "float32"  # as loaded; autocast keeps them
+    if launch.deepspeed_bf16:
+        dtype = "bfloat16 (fp32 master copy in the optimizer)"
     memory = memory_per_gpu(
         total, trainable, _BYTES.get(dtype, 4), launch, reference=recipe.trainer == "grpo" and args.beta != 0
     )
@@ -185,6 +183,10 @@ def dry_run(recipe: Recipe, accelerate_config: str | None = None) -> str:
         f"memory per GPU, {launch.kind} on {launch.processes} processes, {dtype} weights (estimate):"
     )
     lines.extend(f"  {k:<24} {v:9.3f} GiB" for k, v in memory.items() if v or k.startswith("total"))
-    if recipe.trainer == "grpo" and use_vllm and args.vllm_mode == "colocate":
+    if (
+        recipe.trainer == "grpo"
+        and recipe.gpu_values.get("use_vllm", args.use_vllm)
+        and args.vllm_mode == "colocate"
+    ):
         lines.append(f"  + vLLM colocated: {args.vllm_gpu_memory_utilization:.0%} of each GPU's memory")
     return "\n".join(lines)
