@@ -14,6 +14,7 @@ from gmaivl.trainers.mixture import build_mixture
 from gmaivl.trainers.models import load_model_and_processor
 from gmaivl.trainers.outputs import save_final_model
 from gmaivl.trainers.recipes import packaged_recipe_dir, parse_recipe
+from gmaivl.trainers.train import run_stage
 from gmaivl.trainers.trainer import GMAIVLSFTTrainer
 
 
@@ -178,3 +179,26 @@ def test_mixture_ratios_and_quality_filter():
     assert 0 < len(filtered) < 30 and all(m[-1]["content"] == "The liver." for m in filtered["messages"])
     with pytest.raises(ValueError, match="no-such-folder"):
         build_mixture(StageFields(datasets=[{"path": "no-such-folder/x.parquet"}]))
+
+
+def test_trl_packing_on_a_vlm_recipe_means_vlm_packing(tmp_path, caplog):
+    recipe = _recipe(
+        "tiny/stage1_shallow_alignment.yaml",
+        *("--vlm_packing", "false", "--packing", "true", "--packing_max_length", "256"),
+        *("--model_name_or_path", "tiny", "--max_steps", "1", "--output_dir", str(tmp_path)),
+    )
+    args = recipe.training_args
+    assert args.vlm_packing and not args.packing and "using `vlm_packing`" in caplog.text
+    assert parse_recipe({"packing": True, "max_length": 96}).training_args.packing_max_length == 96
+    out = run_stage(recipe)  # TRL's own packing would stop: "Packing is not supported for vision datasets"
+    assert (out / "model.safetensors").is_file()
+
+
+def test_chain_dry_run_sizes_every_stage(capsys):
+    from gmaivl.cli import main
+
+    chain = str(packaged_recipe_dir() / "tiny" / "chain.yaml")
+    assert main(["train-chain", "--config", chain, "--model_name_or_path", "tiny-llava", "--dry-run"]) == 0
+    report = capsys.readouterr().out
+    assert report.count("model: tiny-llava (LlavaForConditionalGeneration") == 4
+    assert "trainer grpo" in report
