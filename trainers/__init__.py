@@ -1,7 +1,10 @@
 """Training: the staged GMAI-VL / Lingshu recipes on TRL (see trainers/README.md).
 
-- `recipes`, `mixture`, `freezing`: YAML recipes, per-stage data mixtures, what each stage trains.
-- `packing`: the VLM data collator (padded or best-fit-decreasing packed rows).
-- `train`, `cli`: `gmaivl train` and `gmaivl train-chain`.
-- `rewards`, `grpo_data`: verifiable rewards and data preparation for GRPO.
+- `configs`: `GMAIVLSFTConfig`, `GMAIVLGRPOConfig` (TRL's configs plus trainable parts, per-part
+  learning rates, VLM packing, data mixture, GRPO data options), script and model arguments.
+- `sft`, `grpo`: the scripts, `main(script_args, training_args, model_args)`; `trainer`: the trainers.
+- `recipes`, `chain`, `outputs`, `dry_run`, `cli`: YAML recipes, chains of stages, output folders
+  and resume, `gmaivl train [--dry-run]` and `gmaivl train-chain`.
+- `models`, `tiny_families`, `freezing`: GMAI-VL, LLaVA and Qwen2-VL families and their parts.
+- `mixture`, `packing`, `rewards`, `grpo_data`, `toy`: data mixtures, the VLM collator, GRPO.
 """

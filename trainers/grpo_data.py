@@ -1,7 +1,8 @@
 """Prepare verifiable medical QA rows for GRPO (Lingshu, Sec. 3.1.4).
 
 Input rows hold `images`, `question`, `answer` and optionally `options` (a list, or a mapping
-letter -> text) and `question_type`. Multiple-choice questions whose right option is a word or a
+letter -> text) and `question_type`: the closed-form rows the dataset builders publish (other
+rows of a published config, captions or dialogue, are skipped). Multiple-choice questions whose right option is a word or a
 short phrase become open questions (harder, still verifiable); yes/no questions are down-sampled
 to about 5% of the result. Output rows are what TRL's `GRPOTrainer` reads: a conversational
 `prompt` with an image placeholder per image, `images`, and the columns the rewards need
@@ -10,6 +11,7 @@ to about 5% of the result. Output rows are what TRL's `GRPOTrainer` reads: a con
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
@@ -17,6 +19,8 @@ from datasets import Dataset
 
 from ..evaluation.extraction import normalize_answer
 from .rewards import infer_question_type, options_as_dict
+
+logger = logging.getLogger(__name__)
 
 #: The instruction appended to every question (our wording).
 REASONING_INSTRUCTION = (
@@ -81,6 +85,20 @@ def downsample_yes_no(rows: list[dict[str, Any]], ratio: float, seed: int) -> li
     return out
 
 
+CLOSED_FORM_TYPES: frozenset[str] = frozenset({"mcq", "closed", "open"})
+
+
+def is_closed_form(row: dict[str, Any]) -> bool:
+    """A verifiable row: a question and a reference answer, typed mcq / closed / open (or untyped).
+
+    The published corpus mixes these with captions and dialogue, whose `question_type` is another
+    word (`caption`, `dialogue`...) and whose `question` / `answer` are empty.
+    """
+    qtype = row.get("question_type")
+    has_qa = bool(str(row.get("question") or "").strip()) and bool(str(row.get("answer") or "").strip())
+    return has_qa and (not qtype or qtype in CLOSED_FORM_TYPES)
+
+
 def prepare_grpo_dataset(
     dataset: Dataset, open_from_mcq: bool = True, yes_no_ratio: float = 0.05, seed: int = 0
 ) -> Dataset:
@@ -89,7 +107,11 @@ def prepare_grpo_dataset(
     if missing:
         raise ValueError(f"GRPO data needs columns {sorted(missing)}; has {dataset.column_names}")
     rows = []
+    skipped = 0
     for i, row in enumerate(dataset):
+        if not is_closed_form(row):
+            skipped += 1
+            continue
         try:
             converted = convert_row(row, open_from_mcq=open_from_mcq)
         except ValueError as err:
@@ -100,8 +122,16 @@ def prepare_grpo_dataset(
         # options stored as "A. text" lines so that the column has one Arrow type across rows
         converted["options"] = [f"{k}. {v}" for k, v in (converted["options"] or {}).items()]
         rows.append(converted)
+    if skipped:
+        logger.info(
+            "GRPO data: %d of %d rows are not closed-form questions (captions, dialogue): skipped",
+            skipped,
+            i + 1,
+        )
     rows = downsample_yes_no(rows, yes_no_ratio, seed)
     if not rows:
-        raise ValueError("GRPO data is empty after preparation")
+        raise ValueError(
+            "GRPO data has no closed-form question (question, answer, question_type mcq/closed/open)"
+        )
     columns = ["prompt", "images", "answer", "question_type", "options", "question"]
     return Dataset.from_dict({c: [r[c] for r in rows] for c in columns})

@@ -10,7 +10,7 @@ from typing import Any
 
 from datasets import Dataset, concatenate_datasets, load_dataset, load_from_disk
 
-from .recipes import DataArguments
+from .configs import StageFields
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def assistant_text(messages: list[dict[str, Any]]) -> str:
     return "".join(out)
 
 
-def quality_filter(ds: Dataset, args: DataArguments, source_name: str) -> Dataset:
+def quality_filter(ds: Dataset, args: StageFields, source_name: str) -> Dataset:
     """Drop too-short answers and rows with a poor judge score (GMAI-VL stage III)."""
     before = len(ds)
     if args.min_response_chars > 0 and "messages" in ds.column_names:
@@ -92,8 +92,11 @@ def quality_filter(ds: Dataset, args: DataArguments, source_name: str) -> Datase
     return ds
 
 
-def build_mixture(args: DataArguments) -> Dataset:
-    """Load, filter and sub-sample every source, tag rows with their source, concatenate and shuffle."""
+def build_mixture(args: StageFields, stats: list[tuple[str, int, float, int]] | None = None) -> Dataset:
+    """Load, filter and sub-sample every source, tag rows with their source, concatenate and shuffle.
+
+    `stats`, when given, receives per source: (name, rows after filters, ratio, rows used).
+    """
     if not args.datasets:
         raise ValueError("the recipe lists no `datasets`")
     parts = []
@@ -107,7 +110,10 @@ def build_mixture(args: DataArguments) -> Dataset:
             if required not in ds.column_names and "question" not in ds.column_names:
                 raise ValueError(f"data source {name!r}: no `{required}` column (columns: {ds.column_names})")
         ds = quality_filter(ds, args, name)
+        filtered = len(ds)
         ds = sample_ratio(ds, ratio, seed=args.mixture_seed + i)
+        if stats is not None:
+            stats.append((name, filtered, ratio, len(ds)))
         if "mixture_source" not in ds.column_names:
             ds = ds.add_column("mixture_source", [name] * len(ds))
         logger.info("%s: %d rows at ratio %.3g", name, len(ds), ratio)
@@ -134,3 +140,21 @@ def _concatenate(parts: list[Dataset]) -> Dataset:
         # e.g. `images` typed as an empty list in a text-only source: align features on the first
         features = parts[0].features
         return concatenate_datasets([parts[0], *[p.cast(features) for p in parts[1:]]])
+
+
+def load_training_data(
+    script_args: Any, training_args: StageFields, stats: list[tuple[str, int, float, int]] | None = None
+) -> Dataset:
+    """The stage's rows: the recipe's `datasets` mixture, or TRL's `dataset_name` (+ `dataset_config`)."""
+    if training_args.datasets:
+        if script_args.dataset_name:
+            logger.warning("both `datasets` and `dataset_name` given: using the `datasets` mixture")
+        return build_mixture(training_args, stats)
+    if script_args.dataset_name:
+        source = {
+            "path": script_args.dataset_name,
+            "name": script_args.dataset_config,
+            "split": script_args.dataset_train_split,
+        }
+        return load_source(source)
+    raise ValueError("the recipe lists no `datasets` and no `dataset_name`")

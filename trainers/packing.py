@@ -87,7 +87,9 @@ class EncodedSample:
 
     input_ids: torch.Tensor  # (L,) long
     labels: torch.Tensor  # (L,) long, -100 where no loss
-    pixel_values: torch.Tensor | None  # (n_images, C, H, W) or None
+    pixel_values: torch.Tensor | None  # (n_images, C, H, W), or Qwen2-VL's (n_patches, D), or None
+    image_grid_thw: torch.Tensor | None = None  # Qwen2-VL: (n_images, 3) patch grid per image
+    mm_token_type_ids: torch.Tensor | None = None  # Qwen2-VL: (L,) 1 on image tokens
 
     def __len__(self) -> int:
         return int(self.input_ids.numel())
@@ -111,6 +113,10 @@ class GMAIVLDataCollator:
         packing: pack whole samples into rows (best-fit-decreasing) instead of one row per sample.
         attn_implementation: the language model's attention; checked when `packing` is on.
         pad_to_multiple_of: round the row length up to a multiple of this.
+        rope_index: Qwen2-VL / Qwen2.5-VL only, the model's `get_rope_index`. Packed rows then get
+            position ids of shape (4, rows, length): text positions restarting per sample (from which
+            transformers builds the block-diagonal mask), then the M-RoPE (t, h, w) positions of each
+            sample computed on its own, as if it were alone in its row.
     """
 
     def __init__(
@@ -120,8 +126,10 @@ class GMAIVLDataCollator:
         packing: bool = False,
         attn_implementation: str | None = "sdpa",
         pad_to_multiple_of: int | None = None,
+        rope_index: Any = None,
     ) -> None:
         self.processor = processor
+        self.rope_index = rope_index
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.max_length = max_length
         self.packing = packing
@@ -184,6 +192,8 @@ class GMAIVLDataCollator:
         labels[input_ids == self.image_token_id] = -100
         labels[0] = -100  # nothing predicts the first token of a sample
         pixel_values = out.get("pixel_values") if images else None
+        grid = out.get("image_grid_thw") if images else None
+        token_types = out["mm_token_type_ids"][0].long() if "mm_token_type_ids" in out else None
         if self.max_length is not None and input_ids.numel() > self.max_length:
             if (input_ids[self.max_length :] == self.image_token_id).any():
                 raise ValueError(
@@ -191,11 +201,12 @@ class GMAIVLDataCollator:
                     "cut image tokens; raise max_length or drop the row"
                 )
             input_ids, labels = input_ids[: self.max_length], labels[: self.max_length]
+            token_types = token_types[: self.max_length] if token_types is not None else None
         if not (labels != -100).any():
             raise ValueError(
                 f"{name}: no assistant tokens left to train on (empty answer or cut by max_length)"
             )
-        return EncodedSample(input_ids, labels, pixel_values)
+        return EncodedSample(input_ids, labels, pixel_values, grid, token_types)
 
     def _split_image_tokens(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """LLaVA-style string content with literal "<image>" markers -> structured parts."""
@@ -241,7 +252,10 @@ class GMAIVLDataCollator:
         position_ids = torch.zeros((n, width), dtype=torch.long)
         attention_mask = torch.zeros((n, width), dtype=torch.long)
         seq_lens: list[int] = []
-        pixel_values = []
+        pixel_values, grids = [], []
+        token_types = (
+            torch.zeros((n, width), dtype=torch.long) if rows[0][0].mm_token_type_ids is not None else None
+        )
         for r, row in enumerate(rows):
             offset = 0
             for s in row:
@@ -253,6 +267,10 @@ class GMAIVLDataCollator:
                 seq_lens.append(len(s))
                 if s.pixel_values is not None:
                     pixel_values.append(s.pixel_values)
+                if s.image_grid_thw is not None:
+                    grids.append(s.image_grid_thw)
+                if token_types is not None:
+                    token_types[r, offset:end] = s.mm_token_type_ids
                 offset = end
             if offset < width:  # the padding tail is a sequence of its own
                 position_ids[r, offset:] = torch.arange(width - offset)
@@ -260,7 +278,13 @@ class GMAIVLDataCollator:
         batch: dict[str, torch.Tensor] = {"input_ids": input_ids, "labels": labels}
         if pixel_values:
             batch["pixel_values"] = torch.cat(pixel_values, dim=0)
+        if grids:
+            batch["image_grid_thw"] = torch.cat(grids, dim=0)
+        if token_types is not None:
+            batch["mm_token_type_ids"] = token_types
         if self.packing:
+            if self.rope_index is not None:
+                position_ids = self._mrope_position_ids(rows, width, position_ids)
             batch["position_ids"] = position_ids
             cu = torch.zeros(len(seq_lens) + 1, dtype=torch.int32)
             cu[1:] = torch.cumsum(torch.tensor(seq_lens, dtype=torch.int32), 0)
@@ -274,6 +298,26 @@ class GMAIVLDataCollator:
         else:
             batch["attention_mask"] = attention_mask
         return batch
+
+    def _mrope_position_ids(
+        self, rows: list[list[EncodedSample]], width: int, text: torch.Tensor
+    ) -> torch.Tensor:
+        """(4, rows, width): text positions, then each sample's own M-RoPE positions."""
+        mrope = torch.zeros((3, *text.shape), dtype=torch.long)
+        for r, row in enumerate(rows):
+            offset = 0
+            for s in row:
+                end = offset + len(s)
+                types = (
+                    s.mm_token_type_ids if s.mm_token_type_ids is not None else torch.zeros_like(s.input_ids)
+                )
+                positions, _ = self.rope_index(
+                    s.input_ids[None], mm_token_type_ids=types[None], image_grid_thw=s.image_grid_thw
+                )
+                mrope[:, r, offset:end] = positions[:, 0]
+                offset = end
+            mrope[:, r, offset:] = text[r, offset:]  # the padding tail: plain positions
+        return torch.cat([text[None], mrope], dim=0)
 
 
 def padding_share(batch: dict[str, torch.Tensor], real_tokens: int) -> float:

@@ -119,10 +119,17 @@ def accuracy_reward(
     question_type: list[str] | None = None,
     options: list[Any] | None = None,
     **kwargs: Any,
-) -> list[float]:
-    """1.0 when the `<answer>` block matches the reference answer, else 0.0 (weight 1.0)."""
-    out = []
+) -> list[float | None]:
+    """1.0 when the `<answer>` block matches the reference answer, else 0.0 (weight 1.0).
+
+    None (TRL: "does not apply") for a row without a reference answer, such as the captions and
+    dialogue rows a published corpus config mixes with its closed-form questions.
+    """
+    out: list[float | None] = []
     for i, completion in enumerate(completions):
+        if not str(answer[i] or "").strip():
+            out.append(None)
+            continue
         opts = options[i] if options is not None else None
         qtype = question_type[i] if question_type is not None else infer_question_type(answer[i], opts)
         out.append(score_answer(extract_answer(completion_text(completion)), answer[i], qtype, opts))

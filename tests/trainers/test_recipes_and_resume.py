@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
 import yaml
-from safetensors.torch import load_file
 
+from gmaivl.trainers.chain import chain_recipes
+from gmaivl.trainers.configs import StageFields
 from gmaivl.trainers.mixture import build_mixture
-from gmaivl.trainers.recipes import DataArguments, packaged_recipe_dir, parse_recipe
-from gmaivl.trainers.train import build_trainer, chain_recipes, run_stage, save_final_model
+from gmaivl.trainers.models import load_model_and_processor
+from gmaivl.trainers.outputs import save_final_model
+from gmaivl.trainers.recipes import packaged_recipe_dir, parse_recipe
+from gmaivl.trainers.train import run_stage
+from gmaivl.trainers.trainer import GMAIVLSFTTrainer
 
 
 def _recipe(name, *overrides):
@@ -22,7 +23,7 @@ def _recipe(name, *overrides):
 
 
 def _ratios(recipe):
-    return {d["source"]: d["ratio"] for d in recipe.data.datasets}
+    return {d["source"]: d["ratio"] for d in recipe.training_args.datasets}
 
 
 def test_gmaivl_recipes_follow_the_paper():
@@ -30,17 +31,28 @@ def test_gmaivl_recipes_follow_the_paper():
         _recipe(f"gmaivl/{n}.yaml")
         for n in ("stage1_shallow_alignment", "stage2_deep_alignment", "stage3_instruction_tuning")
     )
-    assert s1.recipe.trainable_modules == ["projector"] and s1.training.learning_rate == 1e-3
-    assert (s1.training.per_device_train_batch_size, s1.training.gradient_accumulation_steps) == (8, 2)
-    assert s1.training.lr_scheduler_type.value == "cosine" and s1.training.optim.value.startswith("adamw")
-    assert s1.model.image_size == 336 and s1.recipe.vlm_packing
-    assert s2.recipe.trainable_modules == ["vision", "projector"] and s2.training.learning_rate == 1e-4
-    assert (s2.training.per_device_train_batch_size, s2.training.gradient_accumulation_steps) == (4, 4)
-    assert (
-        set(s3.recipe.trainable_modules) == {"vision", "projector", "llm"}
-        and s3.training.learning_rate == 1e-5
+    assert s1.training_args.trainable_modules == ["projector"] and s1.training_args.learning_rate == 1e-3
+    assert (s1.training_args.per_device_train_batch_size, s1.training_args.gradient_accumulation_steps) == (
+        8,
+        2,
     )
-    assert s3.data.max_quality_score == 3 and s3.data.min_response_chars > 0
+    assert s1.training_args.lr_scheduler_type.value == "cosine" and s1.training_args.optim.value.startswith(
+        "adamw"
+    )
+    assert s1.model_args.image_size == 336 and s1.training_args.vlm_packing
+    assert (
+        s2.training_args.trainable_modules == ["vision", "projector"]
+        and s2.training_args.learning_rate == 1e-4
+    )
+    assert (s2.training_args.per_device_train_batch_size, s2.training_args.gradient_accumulation_steps) == (
+        4,
+        4,
+    )
+    assert (
+        set(s3.training_args.trainable_modules) == {"vision", "projector", "llm"}
+        and s3.training_args.learning_rate == 1e-5
+    )
+    assert s3.training_args.max_quality_score == 3 and s3.training_args.min_response_chars > 0
     # Table 10: "ratio in stage 1&2" / "ratio in stage 3"
     r1, r3 = _ratios(s1), _ratios(s3)
     assert r1["ALLaVA"] == 1.0 and r3["ALLaVA"] == 0.5
@@ -59,16 +71,16 @@ def test_lingshu_recipes_follow_the_paper():
         )
     ]
     lrs = {"vision": 2e-6, "projector": 1e-5, "llm": 1e-5}
-    assert stages[0].recipe.trainable_modules == ["vision", "projector"]
+    assert stages[0].training_args.trainable_modules == ["vision", "projector"]
     for s in stages[:3]:
-        assert s.recipe.module_learning_rates == lrs and s.training.warmup_steps == 100
-    assert [s.recipe.vlm_packing for s in stages[:3]] == [False, False, True]
+        assert s.training_args.module_learning_rates == lrs and s.training_args.warmup_steps == 100
+    assert [s.training_args.vlm_packing for s in stages[:3]] == [False, False, True]
     grpo = stages[3]
-    assert grpo.recipe.trainer == "grpo"
-    t = grpo.training
+    assert grpo.trainer == "grpo"
+    t = grpo.training_args
     assert (t.learning_rate, t.temperature, t.beta, t.num_generations) == (1e-6, 1.0, 1e-3, 16)
     assert t.max_completion_length == 4096 and t.reward_weights == [0.5, 1.0]
-    assert grpo.data.grpo_yes_no_ratio == 0.05
+    assert grpo.training_args.grpo_yes_no_ratio == 0.05
 
 
 def test_unknown_keys_and_bad_values_are_errors(tmp_path):
@@ -82,7 +94,7 @@ def test_unknown_keys_and_bad_values_are_errors(tmp_path):
 
 def test_dashed_overrides_are_recorded_in_the_saved_recipe(tmp_path):
     recipe = _recipe("tiny/stage1_shallow_alignment.yaml", "--max-steps", "3", "--output-dir", str(tmp_path))
-    assert recipe.training.max_steps == 3 and recipe.training.output_dir == str(tmp_path)
+    assert recipe.training_args.max_steps == 3 and recipe.training_args.output_dir == str(tmp_path)
     saved = yaml.safe_load(recipe.to_yaml())
     assert saved["max_steps"] == 3 and saved["output_dir"] == str(tmp_path)
 
@@ -92,9 +104,9 @@ def test_chain_stages_start_from_the_previous_stage(tmp_path, flags):
     chain = packaged_recipe_dir() / "tiny" / "chain.yaml"
     overrides = [f.format(out=tmp_path) for f in flags] + ["--model_name_or_path", "tiny:3"]
     recipes = chain_recipes(chain, overrides)
-    outs = [r.training.output_dir for r in recipes]
+    outs = [r.training_args.output_dir for r in recipes]
     assert len(set(outs)) == 4 and all(o.startswith(str(tmp_path / "0")) for o in outs)
-    starts = [r.model.model_name_or_path for r in recipes]
+    starts = [r.model_args.model_name_or_path for r in recipes]
     assert starts == ["tiny:3", *outs[:-1]]  # the command line names the first stage's start only
     assert [yaml.safe_load(r.to_yaml())["model_name_or_path"] for r in recipes] == starts
 
@@ -137,7 +149,13 @@ def test_per_module_learning_rates_reach_the_optimizer(tmp_path):
             "datasets": [{"path": "toy:colours", "size": 4}],
         }
     )
-    trainer = build_trainer(recipe)
+    model, processor = load_model_and_processor(recipe.model_args)
+    trainer = GMAIVLSFTTrainer(
+        model=model,
+        args=recipe.training_args,
+        processing_class=processor,
+        train_dataset=build_mixture(recipe.training_args),
+    )
     optimizer = trainer.create_optimizer()
     lr_by_group = {g["name"]: g["lr"] for g in optimizer.param_groups}
     assert lr_by_group["vision"] == 2e-6 and lr_by_group["projector"] == 1e-5
@@ -147,7 +165,7 @@ def test_per_module_learning_rates_reach_the_optimizer(tmp_path):
 
 
 def test_mixture_ratios_and_quality_filter():
-    args = DataArguments(
+    args = StageFields(
         datasets=[
             {"path": "toy:colours", "size": 40, "ratio": 0.25},
             {"path": "toy:text", "size": 10, "ratio": 2.0},
@@ -157,59 +175,30 @@ def test_mixture_ratios_and_quality_filter():
     assert len(mixed) == 10 + 20
     assert sorted(set(mixed["mixture_source"])) == ["toy:colours", "toy:text"]
     # answers of the toy text set: "No." (3 chars), "The liver." (10), "red" (3)
-    filtered = build_mixture(DataArguments(datasets=[{"path": "toy:text", "size": 30}], min_response_chars=5))
+    filtered = build_mixture(StageFields(datasets=[{"path": "toy:text", "size": 30}], min_response_chars=5))
     assert 0 < len(filtered) < 30 and all(m[-1]["content"] == "The liver." for m in filtered["messages"])
     with pytest.raises(ValueError, match="no-such-folder"):
-        build_mixture(DataArguments(datasets=[{"path": "no-such-folder/x.parquet"}]))
+        build_mixture(StageFields(datasets=[{"path": "no-such-folder/x.parquet"}]))
 
 
-def _tiny_stage(out, *extra):
-    return _recipe(
-        "tiny/stage3_instruction_tuning.yaml",
-        "--model_name_or_path",
-        "tiny",
-        "--output_dir",
-        str(out),
-        "--max_steps",
-        "4",
-        "--save_strategy",
-        "steps",
-        "--save_steps",
-        "2",
-        "--logging_steps",
-        "1",
-        *extra,
+def test_trl_packing_on_a_vlm_recipe_means_vlm_packing(tmp_path, caplog):
+    recipe = _recipe(
+        "tiny/stage1_shallow_alignment.yaml",
+        *("--vlm_packing", "false", "--packing", "true", "--packing_max_length", "256"),
+        *("--model_name_or_path", "tiny", "--max_steps", "1", "--output_dir", str(tmp_path)),
     )
+    args = recipe.training_args
+    assert args.vlm_packing and not args.packing and "using `vlm_packing`" in caplog.text
+    assert parse_recipe({"packing": True, "max_length": 96}).training_args.packing_max_length == 96
+    out = run_stage(recipe)  # TRL's own packing would stop: "Packing is not supported for vision datasets"
+    assert (out / "model.safetensors").is_file()
 
 
-def test_resume_from_checkpoint_really_resumes(tmp_path):
-    full = tmp_path / "full"
-    run_stage(_tiny_stage(full))
-    assert (full / "checkpoint-2" / "gmaivl_recipe.yaml").is_file()  # the recipe travels with checkpoints
+def test_chain_dry_run_sizes_every_stage(capsys):
+    from gmaivl.cli import main
 
-    # an interrupted run: only checkpoint-2 exists; resuming must finish steps 3-4 only
-    part = tmp_path / "part"
-    run_stage(_tiny_stage(part, "--max_steps", "4", "--save_steps", "2"))
-    for f in part.iterdir():
-        if f.name != "checkpoint-2":
-            if f.is_dir():
-                shutil.rmtree(f)
-            else:
-                f.unlink()
-    ckpt = part / "checkpoint-2" / "model.safetensors"
-    stamp = ckpt.stat().st_mtime_ns
-    run_stage(_tiny_stage(part, "--resume_from_checkpoint", "last"))
-    # a fresh start would have trained steps 1-2 again and rewritten checkpoint-2
-    assert ckpt.stat().st_mtime_ns == stamp and (part / "checkpoint-4").is_dir()
-    history = json.loads((part / "log_history.json").read_text())
-    steps = [e["step"] for e in history if "loss" in e]
-    assert steps == [1, 2, 3, 4]  # steps 1-2 restored from checkpoint-2's state, not trained again
-    full_history = json.loads((full / "log_history.json").read_text())
-    full_loss = {e["step"]: e["loss"] for e in full_history if "loss" in e}
-    for e in history:
-        if "loss" in e:
-            assert e["loss"] == pytest.approx(full_loss[e["step"]], rel=1e-5)
-    a, b = load_file(str(full / "model.safetensors")), load_file(str(part / "model.safetensors"))
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
+    chain = str(packaged_recipe_dir() / "tiny" / "chain.yaml")
+    assert main(["train-chain", "--config", chain, "--model_name_or_path", "tiny-llava", "--dry-run"]) == 0
+    report = capsys.readouterr().out
+    assert report.count("model: tiny-llava (LlavaForConditionalGeneration") == 4
+    assert "trainer grpo" in report
