@@ -76,6 +76,9 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:  # no prefix matching: `--acc` is not `--accelerate-config`
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
+
     def error(self, message: str) -> None:  # one line, not usage + message
         for action in self._actions:  # name options by their current spelling only
             for old in getattr(action, "hidden_option_strings", ()):
