@@ -130,15 +130,9 @@ def _iter_parquet(path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def _iter_hf(source: str, split: str | None) -> Iterator[tuple[str, Any]]:
-    import datasets
+    from gmaivl.hf_datasets import open_dataset
 
-    p = Path(source)
-    if p.is_dir() and ((p / "state.json").exists() or (p / "dataset_dict.json").exists()):
-        ds = datasets.load_from_disk(source)
-    else:
-        ds = datasets.load_dataset(source, split=split or "test")
-    if isinstance(ds, datasets.DatasetDict):
-        ds = ds[split] if split else ds[next(iter(ds))]
+    ds = open_dataset(source, split=split or "test")
     cols = [c for c in ("image", "images", "img") if c in ds.column_names]
     if not cols:
         raise ValueError(f"{source}: no image column; has {ds.column_names}")

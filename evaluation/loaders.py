@@ -312,22 +312,9 @@ _ANSWER_NAMES = ("answer", "Answer", "label", "gt_answer", "answer_label")
 
 
 def _load_hf(path_or_id: str, name: str | None, split: str):
-    import datasets
+    from gmaivl.hf_datasets import open_dataset
 
-    p = Path(path_or_id)
-    if p.is_dir() and ((p / "state.json").exists() or (p / "dataset_dict.json").exists()):
-        ds = datasets.load_from_disk(str(p))
-        if isinstance(ds, datasets.DatasetDict):
-            if split not in ds:
-                raise BenchmarkFormatError(f"{p}: no split {split!r}; has {list(ds)}")
-            ds = ds[split]
-        return ds
-    if p.is_file():
-        kind = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}.get(p.suffix)
-        if kind is None:
-            raise BenchmarkFormatError(f"{p}: unsupported file type for a Hugging Face benchmark")
-        return datasets.load_dataset(kind, data_files=str(p), split="train")
-    return datasets.load_dataset(path_or_id, name, split=split)
+    return open_dataset(path_or_id, name, split=split)
 
 
 def _pick(columns: Iterable[str], wanted: str | None, names: tuple[str, ...], what: str, where: str) -> str:

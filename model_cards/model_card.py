@@ -24,8 +24,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from gmaivl.evaluation.report import load_results
 from gmaivl.files import atomic_write_text
+from gmaivl.trainers.outputs import RECIPE_FILENAME
 
-RECIPE_FILE = "gmaivl_recipe.yaml"
 RESULTS_GLOB = "evaluation/*/results.json"
 # Recipe keys shown in the card, in this order, when present.
 RECIPE_KEYS = (
@@ -142,7 +142,7 @@ def describe_architecture(checkpoint: Path) -> tuple[list[tuple[str, str]], list
 
 
 def read_recipe(checkpoint: Path) -> dict[str, Any] | None:
-    path = checkpoint / RECIPE_FILE
+    path = checkpoint / RECIPE_FILENAME
     if not path.is_file():
         return None
     try:

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, concatenate_datasets, load_dataset, load_from_disk
+from datasets import Dataset, concatenate_datasets
+
+from gmaivl.hf_datasets import open_dataset
 
 from .configs import StageFields
 
 logger = logging.getLogger(__name__)
-
-_FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv", ".arrow": "arrow"}
 
 
 def load_source(source: dict[str, Any]) -> Dataset:
@@ -25,21 +23,7 @@ def load_source(source: dict[str, Any]) -> Dataset:
         from .toy import load_toy
 
         return load_toy(source)
-    local = Path(os.path.expanduser(path))
-    try:
-        saved = ("dataset_info.json", "state.json", "dataset_dict.json")
-        if local.is_dir() and any((local / f).exists() for f in saved):
-            ds = load_from_disk(str(local))
-            if hasattr(ds, "keys"):  # DatasetDict
-                ds = ds[split]
-            return ds
-        if local.is_file() and local.suffix in _FILE_BUILDERS:
-            return load_dataset(_FILE_BUILDERS[local.suffix], data_files=str(local), split=split)
-        return load_dataset(path, name=source.get("name"), data_files=source.get("data_files"), split=split)
-    except Exception as err:
-        raise ValueError(
-            f"data source {path!r} (name={source.get('name')!r}, split={split!r}): {err}"
-        ) from err
+    return open_dataset(path, source.get("name"), split=split, data_files=source.get("data_files"))
 
 
 def sample_ratio(ds: Dataset, ratio: float, seed: int) -> Dataset:

@@ -11,11 +11,12 @@ import json
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+
+from gmaivl.files import atomic_write, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -23,19 +24,6 @@ RECIPE_FILENAME = "gmaivl_recipe.yaml"
 LOSS_CURVE_FILENAME = "loss_curve.png"
 LOG_HISTORY_FILENAME = "log_history.json"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class SaveRecipeCallback(TrainerCallback):
@@ -126,10 +114,8 @@ def plot_loss_curve(log_history: list[dict[str, Any]], path: str | os.PathLike, 
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = Path(path).with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
-    os.replace(tmp, path)
     return True
 
 
