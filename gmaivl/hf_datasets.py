@@ -24,7 +24,7 @@ def open_dataset(
     import datasets
 
     local = Path(os.path.expanduser(str(path_or_id)))
-    where = f"dataset {str(path_or_id)!r} (config {name!r}, split {split!r})"
+    where = f"data source {str(path_or_id)!r} (config {name!r}, split {split!r})"
     if local.is_dir() and any((local / marker).exists() for marker in _SAVED_MARKERS):
         ds = datasets.load_from_disk(str(local))
         if isinstance(ds, datasets.DatasetDict):
