@@ -16,11 +16,8 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import io
 import json
-import os
 import re
 import sqlite3
 import time
@@ -29,6 +26,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image
+
+from gmaivl.openai_chat import ChatEndpoint, RateLimited, image_data_url
 
 from .prompts import PROMPT_VERSION, SYSTEM
 
@@ -39,14 +38,6 @@ class LLMError(RuntimeError):
 
 class BackendUnavailable(LLMError):
     """The backend failed `breaker_failures` times in a row (down, unreachable): stop the build."""
-
-
-class RateLimited(Exception):
-    """HTTP 429 / 503 from the server; `retry_after` seconds as it asked (None when it did not)."""
-
-    def __init__(self, status: int, retry_after: float | None) -> None:
-        super().__init__(f"HTTP {status} (Retry-After: {retry_after})")
-        self.retry_after = retry_after
 
 
 # chat-template control tokens of common model families, and image placeholders
@@ -65,30 +56,10 @@ def check_reply_text(text: str) -> None:
         raise ValueError(f"reply contains the special token {found.group(0)!r}")
 
 
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
-
-
 class Backend(Protocol):
     identity: str
 
     def complete(self, system: str, prompt: str, images: list[Image.Image]) -> str: ...
-
-
-def _data_url(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 class OpenAIBackend:
@@ -106,38 +77,30 @@ class OpenAIBackend:
         json_mode: bool = False,
         send_images: bool = True,
     ) -> None:
-        import httpx
-
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.json_mode = json_mode
         self.send_images = send_images
-        key = api_key or os.environ.get(api_key_env) or "EMPTY"
-        self._client = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {key}"})
+        # no retries here: LLMClient waits on RateLimited and counts failures for its breaker
+        self._endpoint = ChatEndpoint(
+            base_url, model, api_key=api_key, api_key_env=api_key_env, timeout=timeout, max_retries=0
+        )
         self.identity = f"openai:{self.base_url}:{model}:{temperature}:{max_tokens}"
 
     def complete(self, system: str, prompt: str, images: list[Image.Image]) -> str:
         content: Any = prompt
         if images and self.send_images:
             content = [
-                *({"type": "image_url", "image_url": {"url": _data_url(i)}} for i in images),
+                *({"type": "image_url", "image_url": {"url": image_data_url(i)}} for i in images),
                 {"type": "text", "text": prompt},
             ]
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": [{"role": "system", "content": system}, {"role": "user", "content": content}],
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-        }
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": content}]
+        params: dict[str, Any] = {"temperature": self.temperature, "max_tokens": self.max_tokens}
         if self.json_mode:
-            body["response_format"] = {"type": "json_object"}
-        response = self._client.post(f"{self.base_url}/chat/completions", json=body)
-        if response.status_code in (429, 503):
-            raise RateLimited(response.status_code, _retry_after(response.headers.get("Retry-After")))
-        response.raise_for_status()
-        return str(response.json()["choices"][0]["message"]["content"] or "")
+            params["response_format"] = {"type": "json_object"}
+        return self._endpoint.complete(messages, where=self.identity, **params)
 
 
 class TransformersBackend:

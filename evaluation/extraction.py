@@ -396,26 +396,26 @@ class OpenAIJudge:
         base_url: str,
         model: str,
         api_key: str | None = None,
+        api_key_env: str | None = "OPENAI_API_KEY",
         timeout: float = 60.0,
+        max_retries: int = 3,
         client: Any = None,
     ) -> None:
-        import httpx
+        from gmaivl.openai_chat import ChatEndpoint
 
-        self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = client or httpx.Client(timeout=timeout, headers=headers)
+        self.endpoint = ChatEndpoint(
+            base_url,
+            model,
+            api_key=api_key,
+            api_key_env=api_key_env,
+            timeout=timeout,
+            max_retries=max_retries,
+            client=client,
+        )
 
     def __call__(self, question: str, options: dict[str, str], reply: str) -> str:
         opts = "\n".join(f"{k}. {v}" for k, v in options.items())
-        body = {
-            "model": self.model,
-            "temperature": 0,
-            "messages": [
-                {"role": "user", "content": JUDGE_PROMPT.format(question=question, options=opts, reply=reply)}
-            ],
-        }
-        resp = self.client.post(self.url, json=body)
-        resp.raise_for_status()
-        content = resp.json()["choices"][0]["message"]["content"] or ""
+        prompt = JUDGE_PROMPT.format(question=question, options=opts, reply=reply)
+        content = self.endpoint.complete([{"role": "user", "content": prompt}], where="judge", temperature=0)
         return "" if "NONE" in content.upper().split() else content

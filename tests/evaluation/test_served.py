@@ -199,10 +199,10 @@ def test_served_tiny_model_gives_the_in_process_predictions(tiny, samples, tmp_p
 
 
 def test_429_waits_what_retry_after_says(samples, monkeypatch):
-    import gmaivl.evaluation.served as served_module
+    import gmaivl.openai_chat as client_module
 
     waits = []
-    monkeypatch.setattr(served_module.time, "sleep", waits.append)
+    monkeypatch.setattr(client_module.time, "sleep", waits.append)
     with FakeServer(lambda body: "B", ["429:7", "500"]) as server:
         served = ServedModel(server.url, "m", backoff=0.5, max_backoff=60)
         assert served.generate(samples[:1], BUDGET) == ["B"]
