@@ -23,6 +23,7 @@ from contextvars import ContextVar
 import torch
 from torch import nn
 from transformers import AutoModel
+from transformers.cache_utils import Cache
 from transformers.dynamic_module_utils import custom_object_save, get_class_from_dynamic_module
 from transformers.models.llava.modeling_llava import (
     LlavaCausalLMOutputWithPast,
@@ -32,6 +33,7 @@ from transformers.models.llava.modeling_llava import (
     LlavaMultiModalProjector,
     LlavaPreTrainedModel,
 )
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.versions import require_version
 
 from .configuration_gmaivl import GMAIVLConfig, is_native
@@ -158,15 +160,21 @@ class GMAIVLModel(GMAIVLPreTrainedModel, LlavaModel):
         self.language_model = build_language_model(config)
         self.post_init()
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")  # as LLaVA's forward
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         pixel_values: torch.FloatTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        image_sizes: torch.Tensor | None = None,
+        mm_encoder_outputs: dict | None = None,
         **kwargs,
     ) -> LlavaModelOutputWithPast | tuple:
-        cache = kwargs.get("cache", kwargs.get("past_key_values"))
         if kwargs.get("use_cache") is not False and _is_packed(position_ids, attention_mask, cache):
             # transformers builds the block-diagonal mask from restarting position ids only when no
             # cache exists; a fresh cache would silently let packed samples attend to each other.
@@ -176,6 +184,12 @@ class GMAIVLModel(GMAIVLPreTrainedModel, LlavaModel):
             pixel_values=pixel_values,
             attention_mask=attention_mask,
             position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            vision_feature_layer=vision_feature_layer,
+            vision_feature_select_strategy=vision_feature_select_strategy,
+            image_sizes=image_sizes,
+            mm_encoder_outputs=mm_encoder_outputs,
             **kwargs,
         )
 
@@ -197,23 +211,38 @@ class GMAIVLForConditionalGeneration(GMAIVLPreTrainedModel, LlavaForConditionalG
         # labels itself): mask the placeholders' labels before any forward runs.
         self.register_forward_pre_hook(_ignore_image_labels_hook, with_kwargs=True)
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")  # as LLaVA's forward
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         pixel_values: torch.FloatTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
         labels: torch.LongTensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        image_sizes: torch.Tensor | None = None,
+        mm_encoder_outputs: dict | None = None,
         **kwargs,
     ) -> LlavaCausalLMOutputWithPast | tuple:
         if labels is not None:  # also here: PEFT and others call `.forward` directly, skipping hooks
-            labels = self._ignore_image_labels(labels, input_ids, kwargs.get("inputs_embeds"))
+            labels = self._ignore_image_labels(labels, input_ids, inputs_embeds)
         return super().forward(
             input_ids=input_ids,
             pixel_values=pixel_values,
             attention_mask=attention_mask,
             position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            vision_feature_layer=vision_feature_layer,
+            vision_feature_select_strategy=vision_feature_select_strategy,
             labels=labels,
+            logits_to_keep=logits_to_keep,
+            image_sizes=image_sizes,
+            mm_encoder_outputs=mm_encoder_outputs,
             **kwargs,
         )
 
