@@ -14,6 +14,7 @@ import sys
 
 COMMAND_MODULES: tuple[str, ...] = (
     "gmaivl.demo",
+    "gmaivl.export",
     "gmaivl.dataset_builders.commands",
     "gmaivl.evaluation.commands",
     "gmaivl.kernels.cli",
