@@ -122,6 +122,16 @@ def ignore_image_labels(
     return labels.masked_fill(placeholders.to(labels.device), -100)
 
 
+def _ignore_image_labels_hook(module: GMAIVLForConditionalGeneration, args: tuple, kwargs: dict):
+    """Forward pre-hook of GMAIVLForConditionalGeneration: the labels any forward sees are masked."""
+    labels = kwargs.get("labels")
+    if labels is None:
+        return None
+    input_ids = args[0] if args else kwargs.get("input_ids")
+    kwargs["labels"] = module._ignore_image_labels(labels, input_ids, kwargs.get("inputs_embeds"))
+    return args, kwargs
+
+
 class GMAIVLMultiModalProjector(LlavaMultiModalProjector):
     """Linear -> activation -> Linear from the vision width to the language model's width (LLaVA's)."""
 
@@ -267,15 +277,6 @@ class GMAIVLForConditionalGeneration(GMAIVLPreTrainedModel, LlavaForConditionalG
             source = text_config.name_or_path or self.config.name_or_path
             for ref in text_config.auto_map.values():
                 custom_object_save(get_class_from_dynamic_module(ref, source), save_directory)
-
-
-def _ignore_image_labels_hook(module: GMAIVLForConditionalGeneration, args: tuple, kwargs: dict):
-    labels = kwargs.get("labels")
-    if labels is None:
-        return None
-    input_ids = args[0] if args else kwargs.get("input_ids")
-    kwargs["labels"] = module._ignore_image_labels(labels, input_ids, kwargs.get("inputs_embeds"))
-    return args, kwargs
 
 
 __all__ = ["GMAIVLForConditionalGeneration", "GMAIVLModel", "GMAIVLPreTrainedModel"]
