@@ -25,6 +25,7 @@ from torch import nn
 from transformers import AutoModel
 from transformers.cache_utils import Cache
 from transformers.dynamic_module_utils import custom_object_save, get_class_from_dynamic_module
+from transformers.modeling_flash_attention_utils import FlashAttentionKwargs
 from transformers.models.llava.modeling_llava import (
     LlavaCausalLMOutputWithPast,
     LlavaForConditionalGeneration,
@@ -85,6 +86,12 @@ def build_language_model(config: GMAIVLConfig) -> nn.Module:
         config.text_config = text_config
     model_class = get_class_from_dynamic_module(_local_class_ref(auto_map["AutoModel"]), source)
     return model_class(text_config)
+
+
+# Arguments that describe the text rows (packed sequences), never the images.
+_TEXT_SEQUENCE_KWARGS = frozenset(
+    (*FlashAttentionKwargs.__annotations__, "seq_idx", "is_causal", "num_items_in_batch")
+)
 
 
 def _is_packed(
@@ -189,6 +196,22 @@ class GMAIVLModel(GMAIVLPreTrainedModel, LlavaModel):
             # transformers builds the block-diagonal mask from restarting position ids only when no
             # cache exists; a fresh cache would silently let packed samples attend to each other.
             kwargs["use_cache"] = False
+        if pixel_values is not None and mm_encoder_outputs is None:
+            # LLaVA hands all kwargs to the vision tower too; a packed row's sequence arguments
+            # (cu_seq_lens_*, max_length_*...) describe the text, not the images, and would make a
+            # varlen attention read the images with the text's boundaries.
+            vision_kwargs = {
+                k: v for k, v in kwargs.items() if k not in _TEXT_SEQUENCE_KWARGS and k != "return_dict"
+            }
+            image_outputs = self.get_image_features(
+                pixel_values=pixel_values,
+                vision_feature_layer=vision_feature_layer,
+                vision_feature_select_strategy=vision_feature_select_strategy,
+                image_sizes=image_sizes,
+                return_dict=True,
+                **vision_kwargs,
+            )
+            pixel_values, mm_encoder_outputs = None, {"image": image_outputs}
         return super().forward(
             input_ids=input_ids,
             pixel_values=pixel_values,

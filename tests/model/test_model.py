@@ -234,3 +234,30 @@ def test_packed_rows_through_the_triton_kernel_match_sdpa():
     with torch.no_grad():
         packed = model(input_ids=input_ids, position_ids=position_ids, pixel_values=pixel_values).logits
     torch.testing.assert_close(packed, reference, atol=2e-5, rtol=1e-4)
+
+
+def test_vision_tower_never_gets_the_packed_text_arguments():
+    """LLaVA passes forward kwargs on to the vision tower; a packed row's cu_seq_lens / max_length
+    describe the text and must not reach the image attention (a varlen kernel would read past the
+    images with them)."""
+    model, processor = build_tiny_gmaivl(seed=1)
+    samples = [
+        encode(processor, conversation("Short?", "Yes."), [random_image(0)]),
+        encode(processor, conversation("Two images?", "No.", 2), [random_image(1), random_image(2)]),
+    ]
+    input_ids, position_ids, pixel_values = _pack(samples)
+    lengths = torch.tensor([0] + [s["input_ids"].shape[1] for s in samples])
+    cu = lengths.cumsum(0).to(torch.int32)
+    seen = {}
+
+    def spy(module, query, key, value, attention_mask, **kwargs):
+        tower = "vision" if query.shape[2] == 17 else "text"  # 16 patches + CLS per image
+        seen.setdefault(tower, set()).update(k for k in kwargs if k.startswith(("cu_seq", "max_length")))
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+    AttentionInterface.register("gmaivl_test_spy", spy)
+    model.set_attn_implementation("gmaivl_test_spy")
+    packed_kwargs = {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": 60, "max_length_k": 60}
+    with torch.no_grad():
+        model(input_ids=input_ids, position_ids=position_ids, pixel_values=pixel_values, **packed_kwargs)
+    assert seen["text"] == set(packed_kwargs) and seen["vision"] == set()
