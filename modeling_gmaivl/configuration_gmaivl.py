@@ -94,6 +94,9 @@ class GMAIVLConfig(PreTrainedConfig):
                 )
             self.text_config = remote_text_config(text)
         super().__post_init__(**kwargs)
+        # As LLaVA: checkpoints record the tie in text_config; the top-level flag is what ties lm_head.
+        if not self.tie_word_embeddings and getattr(self.text_config, "tie_word_embeddings", False):
+            self.tie_word_embeddings = True
         self._validate_parts()
         self.auto_map = {**HUB_AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
 

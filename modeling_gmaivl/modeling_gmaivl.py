@@ -1,55 +1,52 @@
-"""GMAI-VL model: ViT vision encoder -> 2-layer MLP projector -> causal language model.
+"""GMAI-VL model: a CLIP-style ViT -> 2-layer MLP projector -> causal language model.
 
-The layout follows transformers' LLaVA (`model.vision_tower`, `model.multi_modal_projector`,
-`model.language_model`, `lm_head`) so that TRL, PEFT and generation utilities treat it like any
-other image-text-to-text model. This file travels to the Hub with `save_pretrained`: it may
-import only torch, transformers and sibling files through single-dot relative imports.
+GMAI-VL is LLaVA-1.5's architecture, so the classes here derive from transformers' LLaVA
+(`transformers.models.llava.modeling_llava`) and keep only what GMAI-VL adds:
+
+- the language model may ship its own code (InternLM2 in the paper), built from the checkpoint
+  folder with `trust_remote_code=True` and saved beside the weights;
+- a packed row (several samples, restarting position ids, no mask) never gets a KV cache, which
+  would make transformers drop the block-diagonal mask;
+- the tied embedding is looked up by identity, since LMs name it differently;
+- image placeholders never count in the loss, whatever labels the caller passes.
+
+Everything else (projector, placeholder mask and its checks, image features, both forwards,
+generation, the tensor-parallel plan) is LLaVA's own code. This file travels to the Hub with
+`save_pretrained`: it imports only torch, transformers and sibling files (single-dot relative
+imports); see README.md for which transformers versions the saved code runs on.
 """
 
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import AutoModel, GenerationMixin, PreTrainedModel
-from transformers.activations import ACT2FN
+from transformers import AutoModel
 from transformers.cache_utils import Cache
 from transformers.dynamic_module_utils import custom_object_save, get_class_from_dynamic_module
-from transformers.modeling_outputs import BaseModelOutputWithPast, ModelOutput
-from transformers.utils.generic import can_return_tuple
+from transformers.modeling_flash_attention_utils import FlashAttentionKwargs
+from transformers.models.llava.modeling_llava import (
+    LlavaCausalLMOutputWithPast,
+    LlavaForConditionalGeneration,
+    LlavaModel,
+    LlavaModelOutputWithPast,
+    LlavaMultiModalProjector,
+    LlavaPreTrainedModel,
+)
+from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.versions import require_version
 
 from .configuration_gmaivl import GMAIVLConfig, is_native
 
+# LLaVA's classes gained `cache`, `mm_encoder_outputs` and pooled image outputs in 5.24; the next
+# major version may rename what this file overrides. Fail at import with the reason, not mid-forward.
+require_version(
+    "transformers>=5.24,<6", "GMAI-VL's model code derives from transformers' LLaVA classes of 5.x"
+)
 
-@dataclass
-class GMAIVLModelOutputWithPast(BaseModelOutputWithPast):
-    """Backbone output; `image_hidden_states` are the projected image features `(num_images, tokens, dim)`."""
-
-    image_hidden_states: torch.FloatTensor | None = None
-
-
-@dataclass
-class GMAIVLCausalLMOutputWithPast(ModelOutput):
-    """Language-modelling output of [`GMAIVLForConditionalGeneration`]."""
-
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
-    image_hidden_states: torch.FloatTensor | None = None
-
-
-def _is_packed(
-    position_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, past_key_values: Cache | None
-) -> bool:
-    """Several samples share a row: no mask, no cache, and position ids that restart within a row."""
-    if position_ids is None or attention_mask is not None or past_key_values is not None:
-        return False
-    return bool((position_ids[..., 1:] < position_ids[..., :-1]).any())
-
+GMAIVLModelOutputWithPast = LlavaModelOutputWithPast
+GMAIVLCausalLMOutputWithPast = LlavaCausalLMOutputWithPast
 
 # `trust_remote_code` given to `from_pretrained`, for the language model's own code (set below).
 _TRUST_TEXT_CODE: ContextVar[bool] = ContextVar("gmaivl_trust_text_code", default=False)
@@ -91,33 +88,73 @@ def build_language_model(config: GMAIVLConfig) -> nn.Module:
     return model_class(text_config)
 
 
-class GMAIVLMultiModalProjector(nn.Module):
-    """Linear -> activation -> Linear, from vision width to the language model's width."""
-
-    def __init__(self, config: GMAIVLConfig):
-        super().__init__()
-        vision_dim = config.vision_config.hidden_size
-        text_dim = config.text_config.hidden_size
-        self.linear_1 = nn.Linear(vision_dim, text_dim, bias=config.multimodal_projector_bias)
-        self.act = ACT2FN[config.projector_hidden_act]
-        self.linear_2 = nn.Linear(text_dim, text_dim, bias=config.multimodal_projector_bias)
-
-    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
-        return self.linear_2(self.act(self.linear_1(image_features)))
+# Arguments that describe the text rows (packed sequences), never the images.
+_TEXT_SEQUENCE_KWARGS = frozenset(
+    (*FlashAttentionKwargs.__annotations__, "seq_idx", "is_causal", "num_items_in_batch")
+)
 
 
-class GMAIVLPreTrainedModel(PreTrainedModel):
+def _is_packed(
+    position_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, cache: object | None
+) -> bool:
+    """Several samples share a row: no mask, no cache, and position ids that restart within a row.
+
+    Only such a forward (a packed training row) reads a tensor on the host; a generation step has
+    a cache or a mask and returns before that.
+    """
+    if position_ids is None or attention_mask is not None or cache is not None:
+        return False
+    return bool((position_ids[..., 1:] < position_ids[..., :-1]).any())
+
+
+def ignore_image_labels(
+    labels: torch.Tensor,
+    image_token_id: int | None,
+    input_ids: torch.Tensor | None = None,
+    image_embedding: torch.Tensor | None = None,
+    inputs_embeds: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`labels` with -100 wherever the input is an `<image>` placeholder (found from `input_ids`,
+    or from `inputs_embeds` equal to the placeholder's embedding)."""
+    if image_token_id is None:
+        return labels
+    if input_ids is not None and input_ids.shape == labels.shape:
+        placeholders = input_ids == image_token_id
+    elif (
+        inputs_embeds is not None and image_embedding is not None and inputs_embeds.shape[:-1] == labels.shape
+    ):
+        placeholders = (inputs_embeds == image_embedding).all(-1)
+    else:  # e.g. pre-shifted labels of another length: positions cannot be matched
+        return labels
+    return labels.masked_fill(placeholders.to(labels.device), -100)
+
+
+def _ignore_image_labels_hook(module: GMAIVLForConditionalGeneration, args: tuple, kwargs: dict):
+    """Forward pre-hook of GMAIVLForConditionalGeneration: the labels any forward sees are masked."""
+    labels = kwargs.get("labels")
+    if labels is None:
+        return None
+    input_ids = args[0] if args else kwargs.get("input_ids")
+    kwargs["labels"] = module._ignore_image_labels(labels, input_ids, kwargs.get("inputs_embeds"))
+    return args, kwargs
+
+
+class GMAIVLMultiModalProjector(LlavaMultiModalProjector):
+    """Linear -> activation -> Linear from the vision width to the language model's width (LLaVA's)."""
+
+
+class GMAIVLPreTrainedModel(LlavaPreTrainedModel):
     config_class = GMAIVLConfig
     config: GMAIVLConfig
-    base_model_prefix = "model"
-    input_modalities = ("image", "text")
-    supports_gradient_checkpointing = True
-    _skip_keys_device_placement = ["past_key_values"]
-    _supports_flash_attn = True
-    _supports_sdpa = True
-    _supports_flex_attn = True
-    _supports_attention_backend = True
-    _can_compile_fullgraph = True
+    _skip_keys_device_placement = ["past_key_values", "cache"]
+
+    def is_custom_code(self) -> bool:
+        # transformers treats any class outside its package as remote code and then skips modules with
+        # no parameters of their own while initialising missing weights, guarding against remote
+        # `_init_weights` that write in place. That skips CLIPAttention / CLIPMLP, whose `_init_weights`
+        # sets their Linear children's std, leaving 0.02 there. Both towers run transformers' own
+        # `_init_weights` here (as in LLaVA); the guard is kept for a language model with its own code.
+        return not is_native(self.config.text_config)
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
@@ -130,131 +167,128 @@ class GMAIVLPreTrainedModel(PreTrainedModel):
             _TRUST_TEXT_CODE.reset(token)
 
 
-class GMAIVLModel(GMAIVLPreTrainedModel):
+class GMAIVLModel(GMAIVLPreTrainedModel, LlavaModel):
     """The GMAI-VL backbone without the language-modelling head."""
 
     def __init__(self, config: GMAIVLConfig):
-        super().__init__(config)
+        LlavaPreTrainedModel.__init__(self, config)
         self.vision_tower = AutoModel.from_config(config.vision_config)
         self.multi_modal_projector = GMAIVLMultiModalProjector(config)
         self.language_model = build_language_model(config)
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Module:
-        return self.language_model.get_input_embeddings()
-
-    def set_input_embeddings(self, value: nn.Module) -> None:
-        self.language_model.set_input_embeddings(value)
-
-    def get_image_features(self, pixel_values: torch.FloatTensor, **kwargs) -> torch.FloatTensor:
-        """Encode `pixel_values` `(num_images, 3, H, W)` into projected features `(num_images, tokens, dim)`."""
-        if pixel_values.ndim != 4:
-            raise ValueError(
-                f"pixel_values must have shape (num_images, channels, height, width), got {tuple(pixel_values.shape)}."
-            )
-        pixel_values = pixel_values.to(dtype=self.vision_tower.dtype)
-        outputs = self.vision_tower(pixel_values, output_hidden_states=True, return_dict=True)
-        features = outputs.hidden_states[self.config.vision_feature_layer]
-        if self.config.vision_feature_select_strategy == "default":
-            features = features[:, 1:]  # drop CLS
-        return self.multi_modal_projector(features)
-
-    def get_placeholder_mask(
-        self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, image_features: torch.Tensor
-    ) -> torch.BoolTensor:
-        """Boolean mask `(batch, seq, 1)` of the image placeholders; checks it matches the features."""
-        if input_ids is None:
-            image_embedding = self.get_input_embeddings()(
-                torch.tensor(self.config.image_token_id, dtype=torch.long, device=inputs_embeds.device)
-            )
-            mask = (inputs_embeds == image_embedding).all(-1)
-        else:
-            mask = input_ids == self.config.image_token_id
-        n_tokens = int(mask.sum())
-        n_features = image_features.shape[0] * image_features.shape[1]
-        if n_tokens != n_features:
-            raise ValueError(
-                f"Image features and image tokens do not match: tokens: {n_tokens}, features: {n_features} "
-                f"({image_features.shape[0]} image(s) x {image_features.shape[1]} tokens). Use the GMAI-VL "
-                "processor so that each <image> expands to the right number of tokens, one per image."
-            )
-        return mask.unsqueeze(-1)
-
-    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")  # as LLaVA's forward
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         pixel_values: torch.FloatTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
-        use_cache: bool | None = None,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        image_sizes: torch.Tensor | None = None,
+        mm_encoder_outputs: dict | None = None,
         **kwargs,
-    ) -> GMAIVLModelOutputWithPast:
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
-        if inputs_embeds is None:
-            inputs_embeds = self.get_input_embeddings()(input_ids)
-
-        image_features = None
-        if pixel_values is not None:
-            image_features = self.get_image_features(pixel_values)
-            image_features = image_features.to(inputs_embeds.device, inputs_embeds.dtype)
-            mask = self.get_placeholder_mask(input_ids, inputs_embeds, image_features)
-            inputs_embeds = inputs_embeds.masked_scatter(mask, image_features)
-        elif input_ids is not None and self.config.image_token_id is not None:
-            n_tokens = int((input_ids == self.config.image_token_id).sum())
-            if n_tokens:
-                raise ValueError(
-                    f"Image features and image tokens do not match: tokens: {n_tokens}, features: 0 "
-                    "(the input holds image tokens but no pixel_values were given)."
-                )
-
-        if use_cache is not False and _is_packed(position_ids, attention_mask, past_key_values):
+    ) -> LlavaModelOutputWithPast | tuple:
+        if kwargs.get("use_cache") is not False and _is_packed(position_ids, attention_mask, cache):
             # transformers builds the block-diagonal mask from restarting position ids only when no
             # cache exists; a fresh cache would silently let packed samples attend to each other.
-            use_cache = False
-
-        outputs = self.language_model(
+            kwargs["use_cache"] = False
+        if pixel_values is not None and mm_encoder_outputs is None:
+            # LLaVA hands all kwargs to the vision tower too; a packed row's sequence arguments
+            # (cu_seq_lens_*, max_length_*...) describe the text, not the images, and would make a
+            # varlen attention read the images with the text's boundaries.
+            vision_kwargs = {
+                k: v for k, v in kwargs.items() if k not in _TEXT_SEQUENCE_KWARGS and k != "return_dict"
+            }
+            image_outputs = self.get_image_features(
+                pixel_values=pixel_values,
+                vision_feature_layer=vision_feature_layer,
+                vision_feature_select_strategy=vision_feature_select_strategy,
+                image_sizes=image_sizes,
+                return_dict=True,
+                **vision_kwargs,
+            )
+            pixel_values, mm_encoder_outputs = None, {"image": image_outputs}
+        return super().forward(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
+            vision_feature_layer=vision_feature_layer,
+            vision_feature_select_strategy=vision_feature_select_strategy,
+            image_sizes=image_sizes,
+            mm_encoder_outputs=mm_encoder_outputs,
             **kwargs,
         )
-        return GMAIVLModelOutputWithPast(
-            last_hidden_state=outputs.last_hidden_state,
-            past_key_values=outputs.past_key_values,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            image_hidden_states=image_features,
-        )
 
 
-class GMAIVLForConditionalGeneration(GMAIVLPreTrainedModel, GenerationMixin):
+class GMAIVLForConditionalGeneration(GMAIVLPreTrainedModel, LlavaForConditionalGeneration):
     """GMAI-VL with a language-modelling head: answers questions, writes captions and reports."""
 
     def __init__(self, config: GMAIVLConfig):
-        super().__init__(config)
+        LlavaPreTrainedModel.__init__(self, config)
         self.model = GMAIVLModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         # LMs name their embedding differently (embed_tokens, tok_embeddings...): declare the tie the
-        # LM uses when its config ties input and output embeddings.
+        # LM uses when the config ties input and output embeddings.
         embeddings = self.model.get_input_embeddings()
         name = next(n for n, m in self.model.language_model.named_modules() if m is embeddings)
         self._tied_weights_keys = {"lm_head.weight": f"model.language_model.{name}.weight"}
         self.post_init()
+        # Trainers may replace `forward` (TRL's SFTTrainer patches in a fused LM head that reads the
+        # labels itself): mask the placeholders' labels before any forward runs.
+        self.register_forward_pre_hook(_ignore_image_labels_hook, with_kwargs=True)
 
-    def get_input_embeddings(self) -> nn.Module:
-        return self.model.get_input_embeddings()
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")  # as LLaVA's forward
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        labels: torch.LongTensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        image_sizes: torch.Tensor | None = None,
+        mm_encoder_outputs: dict | None = None,
+        **kwargs,
+    ) -> LlavaCausalLMOutputWithPast | tuple:
+        if labels is not None:  # also here: PEFT and others call `.forward` directly, skipping hooks
+            labels = self._ignore_image_labels(labels, input_ids, inputs_embeds)
+        return super().forward(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            vision_feature_layer=vision_feature_layer,
+            vision_feature_select_strategy=vision_feature_select_strategy,
+            labels=labels,
+            logits_to_keep=logits_to_keep,
+            image_sizes=image_sizes,
+            mm_encoder_outputs=mm_encoder_outputs,
+            **kwargs,
+        )
 
-    def set_input_embeddings(self, value: nn.Module) -> None:
-        self.model.set_input_embeddings(value)
-
-    def get_output_embeddings(self) -> nn.Module:
-        return self.lm_head
+    def _ignore_image_labels(
+        self, labels: torch.Tensor, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None
+    ) -> torch.Tensor:
+        image_embedding = None
+        if input_ids is None and inputs_embeds is not None and self.config.image_token_id is not None:
+            token = torch.full((), self.config.image_token_id, dtype=torch.long, device=inputs_embeds.device)
+            image_embedding = self.get_input_embeddings()(token)
+        return ignore_image_labels(
+            labels, self.config.image_token_id, input_ids, image_embedding, inputs_embeds
+        )
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         text_config = self.config.text_config
@@ -266,54 +300,6 @@ class GMAIVLForConditionalGeneration(GMAIVLPreTrainedModel, GenerationMixin):
             source = text_config.name_or_path or self.config.name_or_path
             for ref in text_config.auto_map.values():
                 custom_object_save(get_class_from_dynamic_module(ref, source), save_directory)
-
-    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
-        self.lm_head = new_embeddings
-
-    def get_image_features(self, pixel_values: torch.FloatTensor, **kwargs) -> torch.FloatTensor:
-        return self.model.get_image_features(pixel_values, **kwargs)
-
-    @can_return_tuple
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        pixel_values: torch.FloatTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
-        inputs_embeds: torch.FloatTensor | None = None,
-        labels: torch.LongTensor | None = None,
-        use_cache: bool | None = None,
-        logits_to_keep: int | torch.Tensor = 0,
-        **kwargs,
-    ) -> GMAIVLCausalLMOutputWithPast:
-        outputs = self.model(
-            input_ids=input_ids,
-            pixel_values=pixel_values,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            **kwargs,
-        )
-        hidden_states = outputs.last_hidden_state
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden_states[:, keep, :])
-
-        loss = None
-        if labels is not None:
-            loss = self.loss_function(
-                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
-            )
-        return GMAIVLCausalLMOutputWithPast(
-            loss=loss,
-            logits=logits,
-            past_key_values=outputs.past_key_values,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            image_hidden_states=outputs.image_hidden_states,
-        )
 
 
 __all__ = ["GMAIVLForConditionalGeneration", "GMAIVLModel", "GMAIVLPreTrainedModel"]

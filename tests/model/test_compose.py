@@ -112,7 +112,7 @@ def test_compose_from_local_parts(tmp_path):
     assert inputs["pixel_values"].shape == (1, 3, 336, 336)
     with torch.no_grad():
         out = model(**inputs)
-    assert out.image_hidden_states.shape == (1, 576, 48)
+    assert [f.shape for f in out.image_outputs.pooler_output] == [(576, 48)]
     assert torch.isfinite(out.logits).all()
 
     model.save_pretrained(tmp_path / "composed")

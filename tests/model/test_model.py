@@ -28,11 +28,15 @@ def test_llava_layout_and_image_features(tiny):
     assert model.lm_head.weight is not model.get_input_embeddings().weight  # untied, like the paper's LLMs
     assert model.config.num_image_tokens == processor.num_image_tokens == 16
     pixel_values = processor.image_processor([random_image(0), random_image(1)])["pixel_values"]
-    features = model.get_image_features(pixel_values)
+    outputs = model.get_image_features(pixel_values)  # LLaVA's: a BaseModelOutputWithPooling
+    features = torch.stack(outputs.pooler_output)
     assert features.shape == (2, 16, model.config.text_config.hidden_size)
     # Layer -2 without CLS: recompute by hand from the vision tower's hidden states.
     hidden = model.model.vision_tower(pixel_values, output_hidden_states=True).hidden_states[-2][:, 1:]
     torch.testing.assert_close(features, projector(hidden))
+    torch.testing.assert_close(outputs.hidden_states[-2][:, 1:], hidden)
+    as_tuple = model.get_image_features(pixel_values, return_dict=False)
+    assert isinstance(as_tuple, tuple) and torch.equal(torch.stack(as_tuple[1]), features)
 
 
 def test_image_placeholders_are_replaced_by_image_features(tiny):
@@ -44,7 +48,7 @@ def test_image_placeholders_are_replaced_by_image_features(tiny):
         other = model(
             **{**inputs, "pixel_values": processor.image_processor(random_image(5))["pixel_values"]}
         )
-    assert out.image_hidden_states.shape == (1, 16, 64)
+    assert [f.shape for f in out.image_outputs.pooler_output] == [(16, 64)]
     assert not torch.allclose(out.logits, other.logits), "the image must influence the logits"
 
 
@@ -74,8 +78,10 @@ def test_mismatched_images_and_tokens_raise(tiny):
     two = processor.image_processor([random_image(0), random_image(1)])["pixel_values"]
     with pytest.raises(ValueError, match="Image features and image tokens do not match"):
         model(input_ids=inputs["input_ids"], pixel_values=two)
-    with pytest.raises(ValueError, match="no pixel_values were given"):
-        model(input_ids=inputs["input_ids"])
+    # Without pixel_values the placeholders are plain tokens, as in LLaVA (assisted generation runs
+    # the assistant that way, and a model may emit <image> while decoding).
+    with torch.no_grad():
+        assert model(input_ids=inputs["input_ids"]).logits.isfinite().all()
     text = processor.apply_chat_template(conversation("Q?", n_images=2), add_generation_prompt=True)
     with pytest.raises(ValueError, match="same as the number of images"):
         processor(text=text, images=[random_image(0)])
@@ -228,3 +234,30 @@ def test_packed_rows_through_the_triton_kernel_match_sdpa():
     with torch.no_grad():
         packed = model(input_ids=input_ids, position_ids=position_ids, pixel_values=pixel_values).logits
     torch.testing.assert_close(packed, reference, atol=2e-5, rtol=1e-4)
+
+
+def test_vision_tower_never_gets_the_packed_text_arguments():
+    """LLaVA passes forward kwargs on to the vision tower; a packed row's cu_seq_lens / max_length
+    describe the text and must not reach the image attention (a varlen kernel would read past the
+    images with them)."""
+    model, processor = build_tiny_gmaivl(seed=1)
+    samples = [
+        encode(processor, conversation("Short?", "Yes."), [random_image(0)]),
+        encode(processor, conversation("Two images?", "No.", 2), [random_image(1), random_image(2)]),
+    ]
+    input_ids, position_ids, pixel_values = _pack(samples)
+    lengths = torch.tensor([0] + [s["input_ids"].shape[1] for s in samples])
+    cu = lengths.cumsum(0).to(torch.int32)
+    seen = {}
+
+    def spy(module, query, key, value, attention_mask, **kwargs):
+        tower = "vision" if query.shape[2] == 17 else "text"  # 16 patches + CLS per image
+        seen.setdefault(tower, set()).update(k for k in kwargs if k.startswith(("cu_seq", "max_length")))
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+    AttentionInterface.register("gmaivl_test_spy", spy)
+    model.set_attn_implementation("gmaivl_test_spy")
+    packed_kwargs = {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": 60, "max_length_k": 60}
+    with torch.no_grad():
+        model(input_ids=input_ids, position_ids=position_ids, pixel_values=pixel_values, **packed_kwargs)
+    assert seen["text"] == set(packed_kwargs) and seen["vision"] == set()
