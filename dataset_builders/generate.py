@@ -1,6 +1,6 @@
 """Annotation-guided text generation: records -> training rows of the five sub-datasets.
 
-Configs (seed 000 Table 9): `caption` (GMAI-MM-Caption), `instruct` (GMAI-MM-Instruct), `percept`
+Configs (the GMAI-VL paper Table 9): `caption` (GMAI-MM-Caption), `instruct` (GMAI-MM-Instruct), `percept`
 (GMAI-MM-Percept), `text_single` / `text_multi` (GMAI-Text-Single / -Multi). With the `templates`
 backend everything is offline and deterministic; with an LLM backend, captions, instruction pairs
 and the Chinese translation of about `translate_fraction` of the English rows come from the model.

@@ -1,4 +1,4 @@
-"""Label standardisation and the lexical tree (GMAI-MMBench, seed 004).
+"""Label standardisation and the lexical tree (the GMAI-MMBench paper).
 
 A source's own `label_map` turns raw names (folder names, CSV values, mask values, COCO categories)
 into its label vocabulary; `LabelStandardizer` then expands abbreviations, unifies synonyms and merges
@@ -31,11 +31,6 @@ def modality_name(modality: str) -> str:
     """Readable modality used in questions ("MR" -> "MRI", "US" -> "ultrasound")."""
     names = lexicon()["modalities"]
     return names.get(modality, names.get(modality.upper(), modality))
-
-
-def expand_abbreviation(value: str, table: str) -> str:
-    """Expand a lexicon abbreviation ("DD" -> "Disease Diagnosis"); full names pass through."""
-    return lexicon()[table].get(value, value)
 
 
 class LabelStandardizer:

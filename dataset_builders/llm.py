@@ -116,6 +116,9 @@ class TransformersBackend:
 
     @classmethod
     def from_pretrained(cls, path: str, max_new_tokens: int = 256, **kwargs: Any) -> TransformersBackend:
+        from gmaivl import register_auto_classes
+
+        register_auto_classes()  # a GMAI-VL folder loads without trust_remote_code
         from transformers import (
             AutoModelForCausalLM,
             AutoModelForImageTextToText,

@@ -1,4 +1,4 @@
-"""Prompt text for the LLM-backed generators (own wording, structured like seed 000 Table 2 / Table 12).
+"""Prompt text for the LLM-backed generators (own wording, structured like the GMAI-VL paper Table 2 / Table 12).
 
 Every prompt carries the annotation (`<image, modality, label, department, bbox?>`) so the model
 writes from verified facts; every reply is a JSON object that `llm.py` validates.

@@ -1,4 +1,4 @@
-"""Quality control (seed 003 Sec. 2.1.4; seed 000 Part 4): every drop is counted by reason.
+"""Quality control (the Lingshu paper Sec. 2.1.4; the GMAI-VL paper Part 4): every drop is counted by reason.
 
 - image size filter (short side below `min_image_side`, default 64 px);
 - exact image duplicates by pixel md5 and near duplicates by perceptual hash (Hamming distance

@@ -1,7 +1,7 @@
 """The standardised record: one image (or one region of an image) with its annotations.
 
 Every source adapter turns its native layout into `MedicalRecord`s, the
-`<image, modality, label, department, bbox?>` tuple of GMAI-VL-5.5M (seed 000 Sec. 3.1) plus the
+`<image, modality, label, department, bbox?>` tuple of GMAI-VL-5.5M (the GMAI-VL paper Sec. 3.1) plus the
 GMAI-MMBench lexical-tree fields (clinical task, department, perceptual granularity). A built folder
 keeps the records that passed image quality control under `records/` as Parquet with embedded
 images; `iter_records(folder)` streams them back, e.g. for benchmark construction.
@@ -19,9 +19,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-
-GRANULARITIES = ("image", "box", "mask", "contour")
-TASK_TYPES = ("classification", "detection", "segmentation", "text")
 
 
 @dataclass

@@ -38,8 +38,6 @@ from typing import Any, Literal
 
 import yaml
 
-CONFIG_NAMES = ("caption", "instruct", "percept", "text_single", "text_multi")
-
 
 class SpecError(ValueError):
     """An invalid spec: the message names the spec file and the field."""

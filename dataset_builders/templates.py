@@ -1,7 +1,7 @@
 """Offline, deterministic text generators that need no model.
 
 - Percept: single-choice questions (classification, modality, anatomy, lesion) whose distractors
-  come from the source's label space, with GMAI-MMBench's option-count rule (seed 004): besides the
+  come from the source's label space, with the GMAI-MMBench paper's option-count rule: besides the
   answer, `n = randint(1, min(4, len(pool)))` options are drawn from the pool (the printed formula
   `randint(max(1, len), min(4, len))` only makes sense read this way: 1 to 4 distractors).
 - Region questions for boxes: "what is in this box" (open) and grounding ("where is X": a box).

@@ -1,4 +1,4 @@
-"""Build a GMAI-MMBench-style multiple-choice benchmark from standardised records (seed 004).
+"""Build a GMAI-MMBench-style multiple-choice benchmark from standardised records (the GMAI-MMBench paper).
 
 Input: `MedicalRecord`s of the dataset builders (image, modality, label, department, clinical task,
 perceptual granularity, bbox). Steps:

@@ -1,9 +1,9 @@
 """Decontamination check: which benchmark images also occur in a training corpus.
 
 Two tests per image pair, as the papers do it: an exact one (md5 of the decoded RGB pixels and
-their shape, so a PNG and a re-saved copy of the same pixels match; GMAI-VL, seed 000) and a
-perceptual one (64-bit DCT pHash within a Hamming distance, 0 by default as in Lingshu's strict
-setting, seed 003). Near matches are found without comparing all pairs: the 64 bits are cut into
+their shape, so a PNG and a re-saved copy of the same pixels match; the GMAI-VL paper) and a
+perceptual one (64-bit DCT pHash within a Hamming distance, 2 by default, the same distance a
+build uses to drop benchmark images; the Lingshu paper's strict setting is 0). Near matches are found without comparing all pairs: the 64 bits are cut into
 `max_distance + 1` bands, and two hashes within the distance agree exactly on at least one band
 (pigeonhole), so only hashes sharing a band are compared.
 

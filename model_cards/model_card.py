@@ -209,10 +209,6 @@ def eval_results_for(result: dict[str, Any]) -> list[EvalResult]:
     return out
 
 
-def _ordered(table: dict[str, Any]) -> list[tuple[str, Any]]:
-    return list(table.items())
-
-
 def build_model_card(
     checkpoint: str | os.PathLike,
     results: list[str | os.PathLike] | None = None,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import torch
 from torch import nn
 
 from gmaivl.modeling_gmaivl import GMAIVLConfig
@@ -118,10 +117,3 @@ def param_groups(
             }
         groups[key]["params"].append(p)
     return list(groups.values())
-
-
-def state_snapshot(model: nn.Module, parts: Iterable[str]) -> dict[str, torch.Tensor]:
-    """Copies of the parameters of some parts (to prove later that frozen weights did not move)."""
-    wanted = set(parts)
-    owner = part_of_parameter(model)
-    return {n: p.detach().clone() for n, p in model.named_parameters() if owner[n] in wanted}

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from gmaivl import register_auto_classes
+
 from .configs import GMAIVLModelConfig
 from .freezing import GMAIVL_MODEL_TYPE
 
@@ -89,6 +91,7 @@ def _model_class(config: Any) -> type:
 
 def load_model_and_processor(model_args: GMAIVLModelConfig, device: str | None = None) -> tuple[Any, Any]:
     """The stage's starting model and processor. `device="meta"` builds the structure only (dry runs)."""
+    register_auto_classes()  # GMAI-VL folders load without trust_remote_code
     check_model_source(model_args)
     dtype, attn = _dtype(model_args.dtype), model_args.attn_implementation
     path = model_args.model_name_or_path

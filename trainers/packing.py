@@ -318,8 +318,3 @@ class GMAIVLDataCollator:
                 offset = end
             mrope[:, r, offset:] = text[r, offset:]  # the padding tail: plain positions
         return torch.cat([text[None], mrope], dim=0)
-
-
-def padding_share(batch: dict[str, torch.Tensor], real_tokens: int) -> float:
-    """Share of the batch's token slots that hold padding, given the number of real tokens."""
-    return 1.0 - real_tokens / batch["input_ids"].numel()

@@ -131,22 +131,10 @@ def bench_tsv(tmp_path_factory, records) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    """(model, processor, checkpoint folder) of a saved tiny GMAI-VL."""
-    from gmaivl.tiny import build_tiny_gmaivl
-
-    model, processor = build_tiny_gmaivl(seed=0)
-    folder = tmp_path_factory.mktemp("ckpt") / "tiny-gmaivl"
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return model, processor, folder
-
-
-@pytest.fixture(scope="session")
-def answer_b(tiny) -> dict:
+def answer_b(tiny_shared) -> dict:
     """Generation kwargs (`sequence_bias`) making the tiny model reply exactly "B": a model whose
     scores are known in advance."""
-    tok = tiny[1].tokenizer
+    tok = tiny_shared[1].tokenizer
     b = tok.encode("B", add_special_tokens=False)
     assert len(b) == 1
     return {"sequence_bias": {(b[0],): 100.0, (b[0], tok.eos_token_id): 200.0}}

@@ -1,4 +1,4 @@
-"""Benchmark construction from standardised records (seed 004 protocol)."""
+"""Benchmark construction from standardised records (the GMAI-MMBench paper's protocol)."""
 
 import json
 import random

@@ -44,8 +44,8 @@ def samples(bench_tsv):
 
 
 @pytest.fixture(scope="module")
-def full_run(tiny, answer_b, samples, tmp_path_factory, bench_tsv):
-    model, processor, _ = tiny
+def full_run(tiny_shared, answer_b, samples, tmp_path_factory, bench_tsv):
+    model, processor = tiny_shared
     out = tmp_path_factory.mktemp("run")
     result = run_benchmark(
         model, processor, samples, out / "predictions.jsonl", benchmark="tiny-mmbench", batch_size=4,
@@ -54,8 +54,8 @@ def full_run(tiny, answer_b, samples, tmp_path_factory, bench_tsv):
     return result, out
 
 
-def test_prompt_goes_through_the_chat_template(tiny, samples):
-    _, processor, _ = tiny
+def test_prompt_goes_through_the_chat_template(tiny_shared, samples):
+    _, processor = tiny_shared
     prompt = render_prompt(processor, samples[0])
     assert prompt.startswith("<|im_start|>user\n<image>\n")
     assert prompt.endswith("<|im_start|>assistant\n")
@@ -101,8 +101,8 @@ def test_reports_written(full_run, tmp_path):
             assert img.format == "PNG" and img.size[0] > 100
 
 
-def test_interrupted_run_resumes_where_it_stopped(tiny, answer_b, samples, full_run, tmp_path):
-    model, processor, _ = tiny
+def test_interrupted_run_resumes_where_it_stopped(tiny_shared, answer_b, samples, full_run, tmp_path):
+    model, processor = tiny_shared
     pred = tmp_path / "predictions.jsonl"
     kwargs = dict(benchmark="tiny-mmbench", batch_size=4, max_new_tokens=BUDGET,
                   generation_kwargs=answer_b, progress=False)  # fmt: skip
@@ -122,8 +122,8 @@ def test_interrupted_run_resumes_where_it_stopped(tiny, answer_b, samples, full_
     assert result["metrics"] == full["metrics"] and result["breakdowns"] == full["breakdowns"]
 
 
-def test_predictions_from_another_run_are_refused(tiny, answer_b, samples, full_run):
-    model, processor, _ = tiny
+def test_predictions_from_another_run_are_refused(tiny_shared, answer_b, samples, full_run):
+    model, processor = tiny_shared
     _, out = full_run
     with pytest.raises(
         PredictionsMismatchError, match=r"predictions\.jsonl was written by another run \(.*model"
@@ -136,26 +136,26 @@ def test_predictions_from_another_run_are_refused(tiny, answer_b, samples, full_
                       max_new_tokens=BUDGET, generation_kwargs=answer_b, progress=False)  # fmt: skip
 
 
-def test_repeated_question_indices_are_refused(tiny, samples, tmp_path):
+def test_repeated_question_indices_are_refused(tiny_shared, samples, tmp_path):
     import dataclasses
 
-    model, processor, _ = tiny
+    model, processor = tiny_shared
     twins = [samples[0], dataclasses.replace(samples[1], index=samples[0].index)]
     with pytest.raises(ValueError, match=r"indices must be unique.*repeated: \['0'\]"):
         run_benchmark(model, processor, twins, tmp_path / "p.jsonl", benchmark="x", progress=False)
     assert not (tmp_path / "p.jsonl").exists()
 
 
-def test_not_a_predictions_file(tiny, samples, tmp_path):
-    model, processor, _ = tiny
+def test_not_a_predictions_file(tiny_shared, samples, tmp_path):
+    model, processor = tiny_shared
     bad = tmp_path / "preds.jsonl"
     bad.write_text('{"index": "0", "prediction": "A"}\n')
     with pytest.raises(PredictionsMismatchError, match=r"preds\.jsonl: not a gmaivl predictions file"):
         run_benchmark(model, processor, samples, bad, benchmark="x", progress=False)
 
 
-def test_processor_without_chat_template(tiny, samples, tmp_path):
-    model, processor, _ = tiny
+def test_processor_without_chat_template(tiny_shared, samples, tmp_path):
+    model, processor = tiny_shared
     saved = processor.chat_template
     processor.chat_template = None
     try:

@@ -13,9 +13,9 @@ from gmaivl.model_cards.model_card import build_model_card, metric_type
 
 
 @pytest.fixture(scope="module")
-def evaluated_checkpoint(tiny, bench_tsv, tmp_path_factory):
+def evaluated_checkpoint(tiny_checkpoint, bench_tsv, tmp_path_factory):
     """A copy of the tiny checkpoint with a saved recipe and `gmaivl eval` results inside it."""
-    _, _, folder = tiny
+    folder = tiny_checkpoint
     ckpt = tmp_path_factory.mktemp("card") / "tiny-gmaivl"
     shutil.copytree(folder, ckpt)
     from gmaivl.trainers.recipes import packaged_recipe_dir
@@ -63,15 +63,15 @@ def test_card_model_index_equals_evaluator_numbers(evaluated_checkpoint):
     assert "### tiny-mmbench" in body and "Accuracy by perceptual granularity" in body
 
 
-def test_card_without_recipe_or_results(tiny, tmp_path):
-    _, _, folder = tiny
+def test_card_without_recipe_or_results(tiny_checkpoint, tmp_path):
+    folder = tiny_checkpoint
     card = build_model_card(folder, model_name="bare")
     assert card.data.eval_results is None
     assert "No `gmaivl_recipe.yaml` was found" in card.text and "No evaluation results" in card.text
 
 
-def test_card_rejects_foreign_results(tiny, tmp_path):
-    _, _, folder = tiny
+def test_card_rejects_foreign_results(tiny_checkpoint, tmp_path):
+    folder = tiny_checkpoint
     bad = tmp_path / "results.json"
     bad.write_text(json.dumps({"accuracy": 1}))
     with pytest.raises(ValueError, match=r"results\.json: not a gmaivl evaluation results file"):

@@ -42,9 +42,9 @@ def test_test_shaped_tsv_loads_without_answers(bench_tsv, tmp_path):
     assert "answer" not in bench.columns and "image" not in bench.columns
 
 
-def test_eval_on_test_split_writes_a_submission(tiny, bench_tsv, tmp_path, capsys):
+def test_eval_on_test_split_writes_a_submission(tiny_checkpoint, bench_tsv, tmp_path, capsys):
     df = _test_shaped(bench_tsv, tmp_path / "test.tsv")
-    args = ["eval", "--model", str(tiny[2]), "--benchmark", str(tmp_path / "test.tsv"), "--out", str(tmp_path / "out"),
+    args = ["eval", "--model", str(tiny_checkpoint), "--benchmark", str(tmp_path / "test.tsv"), "--out", str(tmp_path / "out"),
             "--benchmark-name", "gmai-test", "--max-new-tokens", "mcq=3", "--batch-size", "8", "--quiet"]  # fmt: skip
     assert main(args) == 0
     assert "scoring skipped" in capsys.readouterr().err
@@ -65,14 +65,14 @@ def test_eval_on_test_split_writes_a_submission(tiny, bench_tsv, tmp_path, capsy
         assert list(sub["prediction"]) == [p["prediction"] for p in preds]
 
 
-def test_val_shaped_tsv_is_scored_with_every_category_column(tiny, bench_tsv, tmp_path):
+def test_val_shaped_tsv_is_scored_with_every_category_column(tiny_checkpoint, bench_tsv, tmp_path):
     df = pd.read_csv(bench_tsv, sep="\t", dtype=str, keep_default_na=False)
     df["question_type"] = np.where(
         df["perceptual granularity"] == "box", "Anatomy Identification", "Disease Diagnosis"
     )
     df["body part"] = np.where(df["modality"] == "MR", "head", "other")  # a category column nobody listed
     df.to_csv(tmp_path / "val.tsv", sep="\t", index=False)
-    args = ["eval", "--model", str(tiny[2]), "--benchmark", str(tmp_path / "val.tsv"), "--out", str(tmp_path / "out"),
+    args = ["eval", "--model", str(tiny_checkpoint), "--benchmark", str(tmp_path / "val.tsv"), "--out", str(tmp_path / "out"),
             "--benchmark-name", "gmai-val", "--max-new-tokens", "mcq=3", "--quiet"]  # fmt: skip
     assert main(args) == 0
     result = json.loads((tmp_path / "out" / "gmai-val" / "results.json").read_text())

@@ -150,10 +150,10 @@ def test_client_errors_are_not_retried(samples):
     assert "question 0: HTTP 400" in served.errors[0]
 
 
-def test_served_tiny_model_gives_the_in_process_predictions(tiny, samples, tmp_path):
+def test_served_tiny_model_gives_the_in_process_predictions(tiny_shared, samples, tmp_path):
     """The fake serves the tiny GMAI-VL (chat template, processor, greedy generate): the served
     path must produce exactly the in-process predictions."""
-    model, processor, _ = tiny
+    model, processor = tiny_shared
     lock = threading.Lock()
 
     def answer(body):

@@ -15,7 +15,7 @@ from transformers import (
 
 from gmaivl.compose import compose_gmaivl
 
-from .conftest import conversation, random_image
+from ._helpers import conversation, random_image
 
 
 def plain_tokenizer() -> PreTrainedTokenizerFast:

@@ -15,7 +15,7 @@ from gmaivl.cli import main, run
 from gmaivl.export import export_to_llava, import_from_llava
 from gmaivl.tiny import build_tiny_gmaivl
 
-from .conftest import conversation, random_image
+from ._helpers import conversation, random_image
 
 # Runs where `gmaivl` cannot be imported and remote code is refused: only native transformers.
 CHILD = textwrap.dedent(

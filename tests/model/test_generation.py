@@ -8,7 +8,7 @@ from transformers.integrations.executorch import TorchExportableModuleWithStatic
 
 from gmaivl.tiny import build_tiny_gmaivl
 
-from .conftest import conversation, random_image
+from ._helpers import conversation, random_image
 
 
 @pytest.fixture(scope="module")

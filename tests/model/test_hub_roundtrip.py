@@ -9,7 +9,7 @@ import textwrap
 
 import torch
 
-from .conftest import conversation, random_image
+from ._helpers import conversation, random_image
 
 # Runs in a child process in which any import of `gmaivl` fails: what loads there comes only from
 # the saved folder's own files, through transformers' trust_remote_code machinery.

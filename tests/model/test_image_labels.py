@@ -9,7 +9,7 @@ from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from gmaivl.tiny import build_tiny_gmaivl
 
-from .conftest import conversation, random_image
+from ._helpers import conversation, random_image
 
 
 def text_only_loss(logits: torch.Tensor, labels: torch.Tensor, image_token_id: int) -> torch.Tensor:

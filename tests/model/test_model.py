@@ -9,7 +9,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from gmaivl import GMAIVLConfig, GMAIVLForConditionalGeneration
 from gmaivl.tiny import build_tiny_gmaivl
 
-from .conftest import conversation, random_image
+from ._helpers import conversation, random_image
 
 
 def encode(processor, messages, images, **kwargs):

@@ -16,7 +16,7 @@ from transformers import (
 from gmaivl.compose import compose_gmaivl
 from gmaivl.tiny import build_tiny_tokenizer
 
-from .conftest import conversation, random_image
+from ._helpers import conversation, random_image
 from .test_hub_roundtrip import load_without_the_package
 
 # A stand-in for InternLM2's Hub code: its own config, backbone and causal-LM classes, which

@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # the helper module `trainer_rows`
-from trainer_rows import colour_row, text_row
-
-
-@pytest.fixture
-def tiny():
-    from gmaivl.tiny import build_tiny_gmaivl
-
-    return build_tiny_gmaivl(seed=0)
+from ._helpers import colour_row, text_row
 
 
 @pytest.fixture

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from trainer_rows import published_rows, write_hub_corpus
 
 from gmaivl.cli import main
 from gmaivl.trainers.dry_run import Launch, memory_per_gpu
 from gmaivl.trainers.recipes import packaged_recipe_dir
+
+from ._helpers import published_rows, write_hub_corpus
 
 RECIPES = sorted(
     str(p.relative_to(packaged_recipe_dir()))

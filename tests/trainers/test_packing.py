@@ -7,7 +7,6 @@ import random
 
 import pytest
 import torch
-from trainer_rows import colour_row, text_row
 
 from gmaivl.trainers.packing import (
     GMAIVLDataCollator,
@@ -15,6 +14,8 @@ from gmaivl.trainers.packing import (
     best_fit_decreasing,
     check_packing_attention,
 )
+
+from ._helpers import colour_row, text_row
 
 
 def test_best_fit_decreasing_places_every_item_within_capacity():

@@ -7,10 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from trainer_rows import published_rows, write_hub_corpus
 
 from gmaivl.trainers.grpo_data import prepare_grpo_dataset
 from gmaivl.trainers.rewards import accuracy_reward
+
+from ._helpers import published_rows, write_hub_corpus
 
 
 @pytest.fixture(scope="module")
