@@ -57,12 +57,19 @@ class QA:
     reference: str = ""
 
 
+def distractor_count(pool_size: int, rng: random.Random, max_distractors: int = 4) -> int:
+    """The GMAI-MMBench paper's option-count rule: 1..min(4, pool) wrong options, uniformly."""
+    if pool_size <= 0:
+        return 0
+    return rng.randint(1, min(max_distractors, pool_size))
+
+
 def choose_options(answer: str, pool: list[str], rng: random.Random) -> tuple[list[str], str] | None:
     """Answer + 1..4 distractors from `pool` (GMAI-MMBench rule), shuffled; None without distractors."""
     candidates = sorted({p for p in pool if p and p.lower() != answer.lower()})
     if not candidates:
         return None
-    count = rng.randint(1, min(4, len(candidates)))
+    count = distractor_count(len(candidates), rng)
     options = [*rng.sample(candidates, count), answer]
     rng.shuffle(options)
     return options, string.ascii_uppercase[options.index(answer)]

@@ -47,6 +47,7 @@ import yaml
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
+from gmaivl.dataset_builders.templates import distractor_count
 from gmaivl.files import atomic_write_text
 
 REGION_LEVELS = ("box", "mask", "contour")
@@ -87,13 +88,6 @@ def load_question_pools(path: str | os.PathLike | None = None) -> dict[str, Any]
 def questions_for(pools: dict[str, Any], task: str, granularity: str) -> list[str]:
     task_pool = pools.get("tasks", {}).get(task, {})
     return task_pool.get(granularity) or pools["default"].get(granularity) or []
-
-
-def distractor_count(pool_size: int, rng: random.Random, max_distractors: int = 4) -> int:
-    """How many wrong options to draw (see the module docstring, step 3)."""
-    if pool_size <= 0:
-        return 0
-    return rng.randint(1, min(max_distractors, pool_size))
 
 
 def _hamming_matrix(hashes: list[int]) -> np.ndarray:

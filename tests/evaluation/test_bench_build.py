@@ -6,9 +6,9 @@ import random
 import pandas as pd
 import pytest
 
+from gmaivl.dataset_builders.templates import distractor_count
 from gmaivl.evaluation.bench_build import (
     build_benchmark,
-    distractor_count,
     load_question_pools,
     mark_region,
     select_diverse,
