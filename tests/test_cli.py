@@ -166,3 +166,46 @@ def test_import_gmaivl_still_registers_the_auto_classes():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.stdout.strip() == "True", proc.stderr
+
+
+def _documented_commands() -> list[tuple[str, list[str]]]:
+    """Every `gmaivl ...` command line in the bash blocks of the README and the guides."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = []
+    for doc in sorted([root / "README.md", *root.glob("*/README.md")]):
+        for block in re.findall(r"```bash\n(.*?)```", doc.read_text(), flags=re.S):
+            for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+                lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+                lexer.whitespace_split = True
+                words: list[str] = []
+                for token in [*lexer, ";"]:
+                    if token in {"&&", "||", "|", ";", "(", ")"}:
+                        while words and "=" in words[0] and not words[0].startswith("-"):
+                            words = words[1:]  # VAR=value prefixes
+                        if words and words[0] == "gmaivl" and not any("$" in w for w in words):
+                            out.append((f"{doc.relative_to(root)}: {' '.join(words)}", words[1:]))
+                        words = []
+                    else:
+                        words.append(token)
+    return out
+
+
+def test_documented_commands_use_current_names_and_parse(capsys):
+    from gmaivl.cli import _normalise, build_parser
+
+    documented = _documented_commands()
+    assert len(documented) >= 15
+    for where, argv in documented:
+        normal = _normalise(list(argv))
+        assert "is now" not in capsys.readouterr().err, f"{where}: uses an old command name"
+        parser, _ = build_parser(normal)
+        args, extras = parser.parse_known_args(normal)
+        assert not extras or getattr(args._module, "PASSES_EXTRA_ARGS", False), f"{where}: unknown {extras}"
+        used = {a.split("=")[0] for a in argv if a.startswith("--")}
+        assert not used & {"--out", "--records", "--folder", "--train", "--json"}, (
+            f"{where}: old flag spelling"
+        )
