@@ -177,7 +177,14 @@ def _documented_commands() -> list[tuple[str, list[str]]]:
     root = Path(__file__).resolve().parents[1]
     out = []
     for doc in sorted([root / "README.md", *root.glob("*/README.md")]):
-        for block in re.findall(r"```bash\n(.*?)```", doc.read_text(), flags=re.S):
+        text = doc.read_text()
+        table_examples = [
+            span
+            for line in text.splitlines()
+            if line.startswith("|")
+            for span in re.findall(r"`([^`]*gmaivl [^`]*)`", line)
+        ]
+        for block in [*re.findall(r"```bash\n(.*?)```", text, flags=re.S), "\n".join(table_examples)]:
             for line in re.sub(r"\\\n\s*", " ", block).splitlines():
                 lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
                 lexer.whitespace_split = True
