@@ -68,6 +68,7 @@ def test_card_without_recipe_or_results(tiny_checkpoint, tmp_path):
     card = build_model_card(folder, model_name="bare")
     assert card.data.eval_results is None
     assert "No `gmaivl_recipe.yaml` was found" in card.text and "No evaluation results" in card.text
+    assert "`<image>`) never count in the loss" in card.text  # what the model does to image labels
 
 
 def test_card_rejects_foreign_results(tiny_checkpoint, tmp_path):
