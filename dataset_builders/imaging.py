@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 # One source of truth for CT windows and MR normalisation: the model's image processor.
-from gmaivl.modeling_gmaivl.image_processing_gmaivl import apply_window, percentile_normalize, resolve_window
+from gmaivl.modeling_gmaivl.intensity_gmaivl import apply_window, percentile_normalize, resolve_window
 
 # DICOM attributes that may reach a record (as `meta`), all acquisition geometry or modality.
 SAFE_DICOM_FIELDS = ("Modality", "PixelSpacing", "SliceThickness", "PhotometricInterpretation")

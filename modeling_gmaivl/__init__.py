@@ -1,10 +1,20 @@
-"""The files that travel to the Hub (flat, relative imports, torch + transformers only)."""
+"""The files that travel to the Hub (flat, relative imports, torch + transformers only).
 
-from .configuration_gmaivl import GMAIVLConfig
-from .image_processing_gmaivl import GMAIVLImageProcessor
-from .modeling_gmaivl import GMAIVLForConditionalGeneration, GMAIVLModel, GMAIVLPreTrainedModel
-from .processing_gmaivl import CHATML_TEMPLATE, GMAIVLProcessor
+Names are imported on first use, so that `intensity_gmaivl` (numpy only) loads without torch.
+"""
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_NAMES = {
+    "CHATML_TEMPLATE": "processing_gmaivl",
+    "GMAIVLConfig": "configuration_gmaivl",
+    "GMAIVLForConditionalGeneration": "modeling_gmaivl",
+    "GMAIVLImageProcessor": "image_processing_gmaivl",
+    "GMAIVLModel": "modeling_gmaivl",
+    "GMAIVLPreTrainedModel": "modeling_gmaivl",
+    "GMAIVLProcessor": "processing_gmaivl",
+}
 __all__ = [
     "CHATML_TEMPLATE",
     "GMAIVLConfig",
@@ -14,3 +24,17 @@ __all__ = [
     "GMAIVLPreTrainedModel",
     "GMAIVLProcessor",
 ]
+
+if TYPE_CHECKING:
+    from .configuration_gmaivl import GMAIVLConfig
+    from .image_processing_gmaivl import GMAIVLImageProcessor
+    from .modeling_gmaivl import GMAIVLForConditionalGeneration, GMAIVLModel, GMAIVLPreTrainedModel
+    from .processing_gmaivl import CHATML_TEMPLATE, GMAIVLProcessor
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

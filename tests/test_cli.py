@@ -216,3 +216,16 @@ def test_documented_commands_use_current_names_and_parse(capsys):
         assert not used & {"--out", "--records", "--folder", "--train", "--json"}, (
             f"{where}: old flag spelling"
         )
+
+
+def test_data_builds_from_the_command_line_load_no_torch():
+    """`gmaivl data build` and its worker processes (forked from it) never import torch or
+    transformers: the windowing they share with the image processor is numpy only."""
+    code = (
+        "import sys; sys.argv = ['gmaivl']\n"
+        "import gmaivl.commands.data_build, gmaivl.dataset_builders.build, gmaivl.dataset_builders.adapters\n"
+        "print(','.join(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""
