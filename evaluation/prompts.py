@@ -8,6 +8,7 @@ of every predictions file header, so changing a template invalidates old predict
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .samples import EvalSample
@@ -49,9 +50,16 @@ def prompt_text(sample: EvalSample) -> str:
     return "\n".join(lines)
 
 
-def build_messages(sample: EvalSample, system_prompt: str | None = None) -> list[dict[str, Any]]:
-    """Chat messages in the processor's format: image entries first, then the text."""
-    content: list[dict[str, Any]] = [{"type": "image"} for _ in sample.images]
+def build_messages(
+    sample: EvalSample, system_prompt: str | None = None, image_part: Callable[[Any], dict] | None = None
+) -> list[dict[str, Any]]:
+    """Chat messages: the image entries first, then the evaluator's prompt text. By default in the
+    processor's format (`{"type": "image"}`); `image_part(image)` gives another (OpenAI's inline
+    `image_url` for served models)."""
+    if image_part is None:
+        content: list[dict[str, Any]] = [{"type": "image"} for _ in sample.images]
+    else:
+        content = [image_part(image) for image in sample.load_images()]
     content.append({"type": "text", "text": prompt_text(sample)})
     messages: list[dict[str, Any]] = []
     if system_prompt:

@@ -25,7 +25,7 @@ from typing import Any
 from gmaivl.openai_chat import ChatEndpoint, ChatRequestError, image_data_url
 
 from .extraction import Judge
-from .prompts import prompt_text
+from .prompts import build_messages
 from .runner import DEFAULT_MAX_NEW_TOKENS, evaluate, protocol_header
 from .samples import EvalSample
 
@@ -33,16 +33,12 @@ ServedModelError = ChatRequestError
 
 
 def chat_messages(sample: EvalSample, system_prompt: str | None = None) -> list[dict[str, Any]]:
-    """OpenAI chat messages: the images first (inline), then the evaluator's prompt text."""
-    content: list[dict[str, Any]] = [
-        {"type": "image_url", "image_url": {"url": image_data_url(img)}} for img in sample.load_images()
-    ]
-    content.append({"type": "text", "text": prompt_text(sample)})
-    messages: list[dict[str, Any]] = []
-    if system_prompt:
-        messages.append({"role": "system", "content": system_prompt})
-    messages.append({"role": "user", "content": content})
-    return messages
+    """OpenAI chat messages: the images first (inline PNG data URLs), then the evaluator's prompt."""
+    return build_messages(
+        sample,
+        system_prompt,
+        lambda image: {"type": "image_url", "image_url": {"url": image_data_url(image)}},
+    )
 
 
 class ServedModel:

@@ -7,6 +7,8 @@ has exactly the structure of the 7B model, at a size a laptop trains in seconds.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import CLIPVisionConfig, PreTrainedTokenizerFast, Qwen2Config
@@ -52,6 +54,23 @@ def build_tiny_tokenizer(vocab_size: int = 640) -> PreTrainedTokenizerFast:
     )
 
 
+def tiny_text_kwargs(tokenizer: PreTrainedTokenizerFast, **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments of the tiny language models (a 2-layer Qwen2 with 4 query / 2 kv heads)."""
+    return {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 4096,
+        "tie_word_embeddings": False,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        **overrides,
+    }
+
+
 def tiny_config(
     tokenizer: PreTrainedTokenizerFast, image_size: int = 56, patch_size: int = 14, **text_overrides
 ) -> GMAIVLConfig:
@@ -65,19 +84,7 @@ def tiny_config(
         patch_size=patch_size,
         projection_dim=32,
     )
-    text_kwargs = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        tie_word_embeddings=False,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    text_kwargs.update(text_overrides)
+    text_kwargs = tiny_text_kwargs(tokenizer, **text_overrides)
     return GMAIVLConfig(
         vision_config=vision.to_dict(),
         text_config=Qwen2Config(**text_kwargs).to_dict(),

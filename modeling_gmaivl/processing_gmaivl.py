@@ -7,28 +7,35 @@ import numpy as np
 import torch
 from transformers.processing_utils import ImagesKwargs, ProcessingKwargs, ProcessorMixin
 
-# ChatML as in InternLM2 / Qwen. Images render as "<image>\n" where they stand in the content.
-# `{% generation %}` marks what the assistant says (its <|im_end|> included) so that TRL's
-# `assistant_only_loss=True` trains those tokens only: never image placeholders or user turns.
-CHATML_TEMPLATE = (
-    "{%- macro render(content) -%}"
-    "{%- if content is string -%}{{- content -}}"
-    "{%- else -%}{%- for part in content -%}"
-    "{%- if part['type'] == 'image' -%}{{- '<image>\n' -}}"
-    "{%- elif part['type'] == 'text' -%}{{- part['text'] -}}"
-    "{%- endif -%}{%- endfor -%}{%- endif -%}"
-    "{%- endmacro -%}"
-    "{%- for message in messages -%}"
-    "{%- if message['role'] == 'assistant' -%}"
-    "{{- '<|im_start|>assistant\n' -}}"
-    "{% generation %}{{- render(message['content']) + '<|im_end|>' -}}{% endgeneration %}"
-    "{{- '\n' -}}"
-    "{%- else -%}"
-    "{{- '<|im_start|>' + message['role'] + '\n' + render(message['content']) + '<|im_end|>\n' -}}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}"
-)
+
+def chatml_template(image_text: str = "<image>\n") -> str:
+    """ChatML as in InternLM2 / Qwen, images rendered as `image_text` where they stand in the content.
+
+    `{% generation %}` marks what the assistant says (its <|im_end|> included) so that TRL's
+    `assistant_only_loss=True` trains those tokens only: never image placeholders or user turns.
+    """
+    return (
+        "{%- macro render(content) -%}"
+        "{%- if content is string -%}{{- content -}}"
+        "{%- else -%}{%- for part in content -%}"
+        "{%- if part['type'] == 'image' -%}{{- '" + image_text + "' -}}"
+        "{%- elif part['type'] == 'text' -%}{{- part['text'] -}}"
+        "{%- endif -%}{%- endfor -%}{%- endif -%}"
+        "{%- endmacro -%}"
+        "{%- for message in messages -%}"
+        "{%- if message['role'] == 'assistant' -%}"
+        "{{- '<|im_start|>assistant\n' -}}"
+        "{% generation %}{{- render(message['content']) + '<|im_end|>' -}}{% endgeneration %}"
+        "{{- '\n' -}}"
+        "{%- else -%}"
+        "{{- '<|im_start|>' + message['role'] + '\n' + render(message['content']) + '<|im_end|>\n' -}}"
+        "{%- endif -%}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}"
+    )
+
+
+CHATML_TEMPLATE = chatml_template()
 
 
 class GMAIVLImagesKwargs(ImagesKwargs, total=False):

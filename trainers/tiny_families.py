@@ -15,46 +15,16 @@ import torch
 from transformers import CLIPVisionConfig, Qwen2Config
 
 from gmaivl.compose import finalize_generation_config
-from gmaivl.tiny import build_tiny_tokenizer
+from gmaivl.modeling_gmaivl.processing_gmaivl import chatml_template
+from gmaivl.tiny import build_tiny_tokenizer, tiny_text_kwargs
 
 # ChatML with `{% generation %}` markers (assistant tokens only are trained); images as Qwen2-VL writes them.
-QWEN_CHAT_TEMPLATE = (
-    "{%- macro render(content) -%}"
-    "{%- if content is string -%}{{- content -}}"
-    "{%- else -%}{%- for part in content -%}"
-    "{%- if part['type'] == 'image' -%}{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
-    "{%- elif part['type'] == 'text' -%}{{- part['text'] -}}"
-    "{%- endif -%}{%- endfor -%}{%- endif -%}"
-    "{%- endmacro -%}"
-    "{%- for message in messages -%}"
-    "{%- if message['role'] == 'assistant' -%}"
-    "{{- '<|im_start|>assistant\n' -}}"
-    "{% generation %}{{- render(message['content']) + '<|im_end|>' -}}{% endgeneration %}"
-    "{{- '\n' -}}"
-    "{%- else -%}"
-    "{{- '<|im_start|>' + message['role'] + '\n' + render(message['content']) + '<|im_end|>\n' -}}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}"
-)
+QWEN_CHAT_TEMPLATE = chatml_template("<|vision_start|><|image_pad|><|vision_end|>")
 _QWEN_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
 
 
-def _text_config(tokenizer: Any, hidden_size: int = 64, **extra: Any) -> dict[str, Any]:
-    return dict(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        tie_word_embeddings=False,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-        **extra,
-    )
+def _text_config(tokenizer: Any, **extra: Any) -> dict[str, Any]:
+    return tiny_text_kwargs(tokenizer, bos_token_id=None, **extra)
 
 
 def _finish(model: Any, tokenizer: Any, attn_implementation: str) -> None:
