@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gmaivl.kernels.cli",
     "gmaivl.model_cards.commands",
     "gmaivl.trainers.cli",
+    "gmaivl.quickstart",
 )
 
 
