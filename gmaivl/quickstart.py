@@ -43,13 +43,15 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("stage4_grpo", "stage4_grpo.yaml", "everything, GRPO (format + accuracy rewards)"),
 )
 BENCHMARK_NAME = "quickstart-heldout"
+#: Token budget of a multiple-choice reply (the option texts are at most three words).
+MCQ_TOKENS = 8
 #: The paper's Table 7 (GMAI-MMBench test accuracy, %), for the report.
 PAPER_TABLE7 = {
     "stage1_shallow_alignment": 53.69,
     "stage2_deep_alignment": 58.28,
     "stage3_instruction_tuning": 62.43,
 }
-REASONING_FORMAT = "<think>The image shows {label}.</think><answer>{letter}</answer>"
+REASONING_FORMAT = "<think>The image shows {label}.</think><answer>{label}</answer>"
 
 
 @dataclass
@@ -197,38 +199,50 @@ def _parse_mcq(text: str) -> tuple[str, list[str]]:
     return question.strip(), options
 
 
-def write_rl_data(corpus: Path, out: Path, seed: int) -> tuple[Path, Path]:
-    """From the training split's percept MCQs: GRPO rows and a small `<think>/<answer>` SFT cold start."""
+def write_derived_data(corpus: Path, out: Path, seed: int) -> dict[str, Path]:
+    """Rows derived from the training split's percept MCQs (`gmaivl.trainers.grpo_data` does the same
+    for Lingshu's RL data): `mcq_text` (the MCQ answered with the option's text, see
+    `OPTION_TEXT_INSTRUCTION`), `grpo` (question / options / letter for the RL stage) and `cold_start`
+    (the RL prompt answered in the `<think>/<answer>` format, a small SFT warm-up for GRPO)."""
     from datasets import load_dataset
 
+    from gmaivl.quickstart_data import OPTION_TEXT_INSTRUCTION
     from gmaivl.trainers.grpo_data import build_prompt
     from gmaivl.trainers.rewards import options_as_dict
 
-    percept = load_dataset(str(corpus), "percept", split="train")
     # the builders' percept rows carry the question inside `messages` and name the kind of question in
     # `question_type` (classification, modality, ...); GRPO wants question / options / mcq columns
-    percept = percept.filter(lambda t: t != "modality", input_columns="question_type")
+    percept = load_dataset(str(corpus), "percept", split="train")
 
     def grpo_row(row: dict[str, Any]) -> dict[str, Any]:
         question, options = _parse_mcq(row["messages"][0]["content"])
         return {"question": question, "options": options, "answer": row["answer"], "question_type": "mcq"}
 
     grpo = percept.map(grpo_row, remove_columns=[c for c in percept.column_names if c != "images"])
-    grpo_path = out / "grpo"
-    grpo.save_to_disk(str(grpo_path))
+    paths = {name: out / name for name in ("mcq_text", "grpo", "cold_start")}
+
+    def text_row(row: dict[str, Any]) -> dict[str, Any]:
+        opts = options_as_dict(row["options"]) or {}
+        prompt = "\n".join([row["question"], *row["options"], OPTION_TEXT_INSTRUCTION])
+        return {
+            "messages": [
+                {"role": "user", "content": prompt},
+                {"role": "assistant", "content": opts[row["answer"]]},
+            ]
+        }
 
     def cold_row(row: dict[str, Any]) -> dict[str, Any]:
         opts = options_as_dict(row["options"]) or {}
         prompt = build_prompt(row["question"], opts, 0)[0]["content"][-1]["text"]
-        answer = REASONING_FORMAT.format(label=opts[row["answer"]], letter=row["answer"])
+        answer = REASONING_FORMAT.format(label=opts[row["answer"]])
         return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]}
 
-    cold = grpo.shuffle(seed=seed).map(
-        cold_row, remove_columns=["question", "options", "answer", "question_type"]
-    )
-    cold_path = out / "cold_start"
-    cold.save_to_disk(str(cold_path))
-    return grpo_path, cold_path
+    drop = ["question", "options", "answer", "question_type"]
+    grpo.filter(lambda t: not t.startswith("Which imaging modality") and not t.startswith("What kind"),
+                input_columns="question").save_to_disk(str(paths["grpo"]))  # fmt: skip
+    grpo.map(text_row, remove_columns=drop).save_to_disk(str(paths["mcq_text"]))
+    grpo.shuffle(seed=seed).map(cold_row, remove_columns=drop).save_to_disk(str(paths["cold_start"]))
+    return paths
 
 
 # ------------------------------------------------------------------------------------------------
@@ -266,7 +280,7 @@ def evaluate(model: Any, processor: Any, tsv: Path, out_dir: Path, cfg: Quicksta
         out_dir / "predictions.jsonl",
         benchmark=BENCHMARK_NAME,
         batch_size=cfg.eval_batch_size,
-        max_new_tokens={"mcq": 3},
+        max_new_tokens={"mcq": MCQ_TOKENS},
         progress=cfg.progress,
     )
     write_reports({**result, "source": str(tsv), "split": None}, out_dir, print_tables=False)
@@ -482,7 +496,7 @@ def run_quickstart(output_dir: str | Path, cfg: QuickstartConfig | None = None) 
             raise RuntimeError(
                 f"{overlap} held-out benchmark images overlap the training corpus ({root / 'benchmark' / 'decontam.json'})"
             )
-        write_rl_data(root / "corpus", root / "rl", cfg.seed)
+        write_derived_data(root / "corpus", root / "derived", cfg.seed)
         chance = chance_level(tsv)
     # 3. model and stages
     results: dict[str, Any] = {"chance": chance, "decontam_overlap": overlap, "stages": {}}
@@ -553,7 +567,7 @@ def check_reload(
         path = out / f"{name}.jsonl"
         path.unlink(missing_ok=True)
         run_benchmark(m, p, samples, path, benchmark=BENCHMARK_NAME, batch_size=cfg.eval_batch_size,
-                      max_new_tokens={"mcq": 3}, progress=False)  # fmt: skip
+                      max_new_tokens={"mcq": MCQ_TOKENS}, progress=False)  # fmt: skip
         lines = [json.loads(x) for x in path.read_text().splitlines()[1:]]
         answers[name] = {r["index"]: r["prediction"] for r in lines}
     same = answers["in_memory"] == answers["reloaded"]
