@@ -339,6 +339,18 @@ def accept_renamed_cache(module: Any) -> None:
         type.__setattr__(obj, "__init__", __init__)
 
 
+def isolate_datasets_cache(folder: Path) -> None:
+    """Workaround: `load_dataset(local_folder, config)` caches by the folder's *name* and the config,
+    so two built corpora in folders of the same name (every quickstart run's `corpus/`) read each
+    other's cached Arrow files. Give this run its own, fresh datasets cache."""
+    import datasets
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ["HF_DATASETS_CACHE"] = str(folder)
+    datasets.config.HF_DATASETS_CACHE = folder
+
+
 def _load(folder: Path):
     from gmaivl import GMAIVLForConditionalGeneration, GMAIVLProcessor
 
@@ -460,6 +472,7 @@ def run_quickstart(output_dir: str | Path, cfg: QuickstartConfig | None = None) 
     cfg = cfg or QuickstartConfig()
     root = Path(output_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
+    isolate_datasets_cache(root / "hf_datasets_cache")
     set_seed(cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     timer = _Timer()
