@@ -299,8 +299,16 @@ def _seed(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()[:4], "big")
 
 
+CAPTION_PROMPTS = (
+    "Describe this medical image.",
+    "Give a short description of this image.",
+    "What does this image show?",
+)
+
+
 def write_text_dialogues(path: Path, count: int, seed: int) -> None:
-    """Text-only multiple-choice questions about a written finding (JSONL: question, answer)."""
+    """Text-only dialogues about a written finding (JSONL: question, answer): multiple-choice questions
+    (60%), captions and main-finding questions, in the wording of the image rows."""
     rng = random.Random(seed)
     np_rng = np.random.default_rng(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -314,9 +322,20 @@ def write_text_dialogues(path: Path, count: int, seed: int) -> None:
         distractors = [x for x in labels if x != label]
         options = [label, *rng.sample(distractors, rng.randint(1, len(distractors)))]
         rng.shuffle(options)
+        modality = rng.choice(modalities)
+        report = f"Report: the {modality} image shows {describe(finding)}."
+        kind = rng.random()
+        if kind < 0.25:  # the caption's wording
+            lines.append(json.dumps({"question": f"{report}\n{rng.choice(CAPTION_PROMPTS)}",
+                                     "answer": f"This {modality} image shows {label}."}))  # fmt: skip
+            continue
+        if kind < 0.4:  # the instruction rows' wording
+            lines.append(json.dumps({"question": f"{report}\nWhat is the main finding in this image?",
+                                     "answer": f"The main finding is {label}."}))  # fmt: skip
+            continue
         question = "\n".join(
             [
-                f"Report: the {rng.choice(modalities)} image shows {describe(finding)}.",
+                report,
                 "Which option matches the report?",
                 *(f"{'ABCDE'[k]}. {o}" for k, o in enumerate(options)),
                 OPTION_TEXT_INSTRUCTION,
