@@ -611,9 +611,9 @@ def small_config(cfg: QuickstartConfig | None = None) -> QuickstartConfig:
     cfg = cfg or QuickstartConfig()
     cfg.train_per_label, cfg.test_per_label, cfg.text_dialogues = 12, 5, 600
     cfg.max_steps = {
-        "stage0_language_pretraining": 30,
-        "stage1_shallow_alignment": 20,
-        "stage2_deep_alignment": 30,
+        "stage0_language_pretraining": 25,
+        "stage1_shallow_alignment": 10,
+        "stage2_deep_alignment": 10,
         "stage3_instruction_tuning": 30,
         "stage4_grpo": 2,
     }

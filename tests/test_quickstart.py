@@ -17,6 +17,10 @@ from safetensors.torch import load_file
 
 from gmaivl.quickstart import STAGES, QuickstartConfig, chance_level, run_quickstart, wilson_interval
 
+# The reduced run costs more CPU than the default suite's budget allows (the packing collator renders and
+# tokenises every sample at every step), so the tests that need it are `slow`: `pytest -m slow tests/test_quickstart.py`.
+needs_run = pytest.mark.slow
+
 STAGE_KEYS = ("untrained", *(key for key, _, _ in STAGES[1:]))
 
 
@@ -34,6 +38,7 @@ def run(tmp_path_factory) -> tuple[Path, dict]:
     return out, results
 
 
+@needs_run
 def test_results_json_has_the_issue_schema(run):
     out, _ = run
     on_disk = json.loads((out / "results.json").read_text())
@@ -47,6 +52,7 @@ def test_results_json_has_the_issue_schema(run):
     assert "| stage3_instruction_tuning |" in (out / "results.md").read_text()
 
 
+@needs_run
 def test_benchmark_comes_from_held_out_sources_only(run):
     out, _ = run
     import pandas as pd
@@ -62,6 +68,7 @@ def test_benchmark_comes_from_held_out_sources_only(run):
         assert counts.max() - counts.min() <= 1
 
 
+@needs_run
 @pytest.mark.xfail(
     reason="measured: the reduced (and the full) run do not learn yet; stage III stays below chance "
     "(see README, quickstart section). Kept as the acceptance test of issue 14.",
@@ -78,6 +85,7 @@ def test_learns_well_above_chance_on_held_out_images(run):
     assert blank["ci_low"] <= chance + 0.05, blank
 
 
+@needs_run
 def test_each_stage_trains_only_its_modules(run):
     out, _ = run
 
@@ -105,6 +113,7 @@ def test_each_stage_trains_only_its_modules(run):
     assert changed("stage2_deep_alignment", "stage3_instruction_tuning") == {"vision", "projector", "llm"}
 
 
+@needs_run
 def test_final_model_reloads_as_hub_folder_with_a_card(run):
     out, results = run
     assert results["reload"]["identical_answers"] is True
