@@ -542,7 +542,7 @@ def run_quickstart(output_dir: str | Path, cfg: QuickstartConfig | None = None) 
         # the card reads CHECKPOINT/evaluation/*/results.json
         card_eval = final / "evaluation"
         shutil.rmtree(card_eval, ignore_errors=True)
-        shutil.copytree(root / "evaluation" / list(results["stages"])[-1], card_eval)
+        shutil.copytree(root / "evaluation" / list(results["stages"])[-1], card_eval / BENCHMARK_NAME)
         from gmaivl.model_cards.commands import run_card
 
         run_card(
