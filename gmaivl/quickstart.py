@@ -1,0 +1,572 @@
+"""`gmaivl quickstart`: the GMAI-VL stage ablation (GMAI-VL paper, Table 7) in miniature, on a CPU.
+
+1. Data: real medical files shipped in pydicom / nibabel / scikit-image, cut into slices, crops and
+   augmentations, with planted lesions of known presence, quadrant and size
+   (`gmaivl.quickstart_data`), written as builder sources and built by the dataset builders
+   (`gmaivl data build`): caption, instruct, percept and text configs, train and test splits.
+2. Benchmark: GMAI-MMBench-style MCQs by `gmaivl bench-build` from the test split only (other
+   files and volume slices than any training image); `gmaivl decontam` must find no overlap.
+3. Model: a small GMAI-VL built from config (CLIP ViT + MLP projector + Qwen2 LM, a byte-level BPE
+   trained on the corpus), trained from scratch with the packaged recipes
+   (`trainers/recipes/quickstart/`) through the trainers' own code path, packing on: stage 0
+   pre-trains the LM on text (the pretrained LLM of the paper), then stage I (projector), II
+   (+ vision), III (everything) and GRPO (format + accuracy rewards).
+4. Report: held-out accuracy before training and after every stage with Wilson 95% intervals and
+   the chance level (`results.json`, `results.md`, `loss_curves.png`), blank-image control, the
+   final model reloaded with `AutoModelForImageTextToText(trust_remote_code=True)` answering the
+   same, and its model card by `gmaivl card`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STAGES: tuple[tuple[str, str, str], ...] = (
+    # (results key, recipe file, what trains)
+    (
+        "stage0_language_pretraining",
+        "stage0_language_pretraining.yaml",
+        "LLM on text (stands in for a pretrained LLM)",
+    ),
+    ("stage1_shallow_alignment", "stage1_shallow_alignment.yaml", "projector"),
+    ("stage2_deep_alignment", "stage2_deep_alignment.yaml", "vision encoder + projector"),
+    ("stage3_instruction_tuning", "stage3_instruction_tuning.yaml", "vision encoder + projector + LLM"),
+    ("stage4_grpo", "stage4_grpo.yaml", "everything, GRPO (format + accuracy rewards)"),
+)
+BENCHMARK_NAME = "quickstart-heldout"
+#: Token budget of a multiple-choice reply (the option texts are at most three words).
+MCQ_TOKENS = 8
+#: The paper's Table 7 (GMAI-MMBench test accuracy, %), for the report.
+PAPER_TABLE7 = {
+    "stage1_shallow_alignment": 53.69,
+    "stage2_deep_alignment": 58.28,
+    "stage3_instruction_tuning": 62.43,
+}
+REASONING_FORMAT = "<think>The image shows {label}.</think><answer>{label}</answer>"
+
+
+@dataclass
+class QuickstartConfig:
+    """Sizes of one quickstart run (the defaults are the full run; tests shrink them)."""
+
+    seed: int = 0
+    train_per_label: int = 24
+    test_per_label: int = 8
+    text_dialogues: int = 2000
+    image_size: int = 112
+    patch_size: int = 14
+    vision: dict[str, int] = field(
+        default_factory=lambda: dict(
+            hidden_size=96, intermediate_size=192, num_hidden_layers=3, num_attention_heads=4
+        )
+    )
+    text: dict[str, int] = field(
+        default_factory=lambda: dict(
+            hidden_size=128,
+            intermediate_size=384,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
+    )
+    vocab_size: int = 800
+    max_steps: dict[str, int] = field(default_factory=dict)  # per results key, overrides the recipe
+    cases_per_answer: int = 30
+    eval_batch_size: int = 64
+    stages: tuple[str, ...] = tuple(s[0] for s in STAGES)
+    progress: bool = True
+
+
+# ------------------------------------------------------------------------------------------------
+# statistics
+# ------------------------------------------------------------------------------------------------
+def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (scipy's `binomtest(...).proportion_ci`)."""
+    if n == 0:
+        return (0.0, 1.0)
+    from scipy.stats import binomtest
+
+    ci = binomtest(correct, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return (float(ci.low), float(ci.high))
+
+
+def accuracy_entry(correct: int, n: int) -> dict[str, float]:
+    low, high = wilson_interval(correct, n)
+    return {"accuracy": correct / n if n else 0.0, "ci_low": low, "ci_high": high, "correct": correct, "n": n}
+
+
+def chance_level(tsv: str | os.PathLike) -> float:
+    """Expected accuracy of uniform guessing: the mean of 1 / (number of options) over questions."""
+    from gmaivl.evaluation.loaders import load_benchmark
+
+    samples = load_benchmark(str(tsv))
+    return sum(1.0 / len(s.options) for s in samples) / len(samples)
+
+
+# ------------------------------------------------------------------------------------------------
+# model from config
+# ------------------------------------------------------------------------------------------------
+def corpus_texts(corpus: Path, limit: int = 4000) -> list[str]:
+    """User and assistant texts of the training split (to train the tokenizer on)."""
+    from datasets import load_dataset
+
+    texts = []
+    for config in ("caption", "instruct", "percept", "text_single"):
+        ds = load_dataset(str(corpus), config, split="train").select_columns(["messages"])
+        for row in ds.select(range(min(limit, len(ds)))):
+            texts.extend(m["content"] for m in row["messages"])
+    return texts
+
+
+def build_untrained_model(corpus: Path, out: Path, cfg: QuickstartConfig) -> Path:
+    """A random GMAI-VL built from config with a BPE tokenizer trained on the corpus, saved as a Hub folder."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import CLIPVisionConfig, PreTrainedTokenizerFast, Qwen2Config
+
+    from gmaivl.compose import SPECIAL_TOKENS, build_processor, finalize_generation_config
+    from gmaivl.evaluation.prompts import INSTRUCTIONS
+    from gmaivl.modeling_gmaivl import GMAIVLConfig, GMAIVLForConditionalGeneration
+    from gmaivl.trainers.grpo_data import REASONING_INSTRUCTION
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=cfg.vocab_size,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    extra = [
+        *INSTRUCTIONS.values(),
+        REASONING_INSTRUCTION,
+        "Question: Options: <think></think><answer></answer>",
+    ]
+    tokenizer.train_from_iterator(corpus_texts(corpus) + extra * 20, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token=SPECIAL_TOKENS["im_end"],
+        pad_token=SPECIAL_TOKENS["pad"],
+        extra_special_tokens={"image_token": SPECIAL_TOKENS["image"]},
+        model_max_length=4096,
+    )
+    vision = CLIPVisionConfig(
+        image_size=cfg.image_size, patch_size=cfg.patch_size, projection_dim=32, **cfg.vision
+    )
+    text = Qwen2Config(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **cfg.text,
+    )
+    config = GMAIVLConfig(
+        vision_config=vision.to_dict(),
+        text_config=text.to_dict(),
+        image_token_id=tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS["image"]),
+    )
+    torch.manual_seed(cfg.seed)
+    model = GMAIVLForConditionalGeneration(config)
+    model.set_attn_implementation("sdpa")
+    finalize_generation_config(model, tokenizer)
+    processor = build_processor(tokenizer, config)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# data derived from the built corpus for the RL stage
+# ------------------------------------------------------------------------------------------------
+def _parse_mcq(text: str) -> tuple[str, list[str]]:
+    """Question and "A. text" option lines of a percept question."""
+    import re
+
+    lines = text.split("\n")
+    options = [line for line in lines if re.match(r"^[A-E]\. ", line)]
+    question = "\n".join(line for line in lines if line not in options and not line.startswith("Answer with"))
+    return question.strip(), options
+
+
+def write_derived_data(corpus: Path, out: Path, seed: int) -> dict[str, Path]:
+    """Rows derived from the training split's percept MCQs (`gmaivl.trainers.grpo_data` does the same
+    for Lingshu's RL data): `mcq_text` (the MCQ answered with the option's text, see
+    `OPTION_TEXT_INSTRUCTION`), `grpo` (question / options / letter for the RL stage) and `cold_start`
+    (the RL prompt answered in the `<think>/<answer>` format, a small SFT warm-up for GRPO)."""
+    from datasets import load_dataset
+
+    from gmaivl.quickstart_data import OPTION_TEXT_INSTRUCTION
+    from gmaivl.trainers.grpo_data import build_prompt
+    from gmaivl.trainers.rewards import options_as_dict
+
+    # the builders' percept rows carry the question inside `messages` and name the kind of question in
+    # `question_type` (classification, modality, ...); GRPO wants question / options / mcq columns
+    percept = load_dataset(str(corpus), "percept", split="train")
+
+    def grpo_row(row: dict[str, Any]) -> dict[str, Any]:
+        question, options = _parse_mcq(row["messages"][0]["content"])
+        return {"question": question, "options": options, "answer": row["answer"], "question_type": "mcq"}
+
+    grpo = percept.map(grpo_row, remove_columns=[c for c in percept.column_names if c != "images"])
+    paths = {name: out / name for name in ("mcq_text", "grpo", "cold_start")}
+
+    def text_row(row: dict[str, Any]) -> dict[str, Any]:
+        opts = options_as_dict(row["options"]) or {}
+        prompt = "\n".join([row["question"], *row["options"], OPTION_TEXT_INSTRUCTION])
+        return {
+            "messages": [
+                {"role": "user", "content": prompt},
+                {"role": "assistant", "content": opts[row["answer"]]},
+            ]
+        }
+
+    def cold_row(row: dict[str, Any]) -> dict[str, Any]:
+        opts = options_as_dict(row["options"]) or {}
+        prompt = build_prompt(row["question"], opts, 0)[0]["content"][-1]["text"]
+        answer = REASONING_FORMAT.format(label=opts[row["answer"]])
+        return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]}
+
+    drop = ["question", "options", "answer", "question_type"]
+    grpo.filter(lambda t: not t.startswith("Which imaging modality") and not t.startswith("What kind"),
+                input_columns="question").save_to_disk(str(paths["grpo"]))  # fmt: skip
+    grpo.map(text_row, remove_columns=drop).save_to_disk(str(paths["mcq_text"]))
+    grpo.shuffle(seed=seed).map(cold_row, remove_columns=drop).save_to_disk(str(paths["cold_start"]))
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------
+# stages and evaluation
+# ------------------------------------------------------------------------------------------------
+def stage_recipe(key: str, recipe_file: str, root: Path, previous: Path, cfg: QuickstartConfig):
+    """The packaged quickstart recipe with its paths placed under `root` (and the run's sizes)."""
+    from gmaivl.trainers.recipes import packaged_recipe_dir, parse_recipe, read_yaml_mapping
+
+    path = packaged_recipe_dir() / "quickstart" / recipe_file
+    values = read_yaml_mapping(path)
+    values["model_name_or_path"] = str(previous)
+    values["output_dir"] = str(root / "stages" / key)
+    values["seed"] = cfg.seed
+    values["data_seed"] = cfg.seed
+    values["disable_tqdm"] = not cfg.progress
+    if key in cfg.max_steps:
+        values["max_steps"] = cfg.max_steps[key]
+    values["datasets"] = [{**d, "path": str(root / d["path"])} for d in values["datasets"]]
+    return parse_recipe(values, source=str(path))
+
+
+def evaluate(model: Any, processor: Any, tsv: Path, out_dir: Path, cfg: QuickstartConfig) -> dict[str, Any]:
+    """Score `model` on the held-out benchmark with the evaluator (`gmaivl eval`'s protocol)."""
+    from gmaivl.evaluation.loaders import load_benchmark
+    from gmaivl.evaluation.report import write_reports
+    from gmaivl.evaluation.runner import run_benchmark
+
+    samples = load_benchmark(str(tsv))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = run_benchmark(
+        model,
+        processor,
+        samples,
+        out_dir / "predictions.jsonl",
+        benchmark=BENCHMARK_NAME,
+        batch_size=cfg.eval_batch_size,
+        max_new_tokens={"mcq": MCQ_TOKENS},
+        progress=cfg.progress,
+    )
+    write_reports({**result, "source": str(tsv), "split": None}, out_dir, print_tables=False)
+    n = result["n"]
+    correct = round(result["metrics"]["accuracy"] / 100 * n)
+    return {**accuracy_entry(correct, n), "unanswerable": result["unanswerable"]["count"]}
+
+
+def blank_benchmark(tsv: Path, out: Path) -> Path:
+    """The same questions with every image replaced by a blank (mid-grey) one of the same size."""
+    import base64
+    import io
+
+    import pandas as pd
+    from PIL import Image
+
+    frame = pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False)
+
+    def blank(b64: str) -> str:
+        if not b64 or b64.isdigit():
+            return b64
+        size = Image.open(io.BytesIO(base64.b64decode(b64))).size
+        buffer = io.BytesIO()
+        Image.new("RGB", size, (128, 128, 128)).save(buffer, format="PNG")
+        return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+    frame["image"] = frame["image"].map(blank)
+    frame.to_csv(out, sep="\t", index=False)
+    return out
+
+
+def isolate_datasets_cache(folder: Path) -> None:
+    """Workaround: `load_dataset(local_folder, config)` caches by the folder's *name* and the config,
+    so two built corpora in folders of the same name (every quickstart run's `corpus/`) read each
+    other's cached Arrow files. Give this run its own, fresh datasets cache."""
+    import datasets
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ["HF_DATASETS_CACHE"] = str(folder)
+    datasets.config.HF_DATASETS_CACHE = folder
+
+
+def _load(folder: Path):
+    from gmaivl import GMAIVLForConditionalGeneration, GMAIVLProcessor
+
+    return GMAIVLForConditionalGeneration.from_pretrained(folder), GMAIVLProcessor.from_pretrained(folder)
+
+
+# ------------------------------------------------------------------------------------------------
+# report
+# ------------------------------------------------------------------------------------------------
+def results_table(results: dict[str, Any], timings: dict[str, float]) -> str:
+    rows = [
+        "| model | trains | held-out accuracy | 95% CI (Wilson) | paper, Table 7 (GMAI-MMBench) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    names = {"untrained": ("untrained (after LM pre-training, before stage I)", "-")}
+    names.update({key: (key, trains) for key, _, trains in STAGES})
+    for key, entry in results["stages"].items():
+        label, trains = names[key]
+        paper = PAPER_TABLE7.get(key)
+        rows.append(
+            f"| {label} | {trains} | {entry['accuracy']:.3f} ({entry['correct']}/{entry['n']}) "
+            f"| {entry['ci_low']:.3f}-{entry['ci_high']:.3f} | {paper if paper is not None else '-'} |"
+        )
+    blank = results["blank_images"]
+    rows.append(
+        f"| final model, blank images | - | {blank['accuracy']:.3f} | {blank['ci_low']:.3f}-{blank['ci_high']:.3f} | - |"
+    )
+    lines = [
+        "# gmaivl quickstart: held-out accuracy after each stage",
+        "",
+        *rows,
+        "",
+        f"Chance level (mean of 1/options): {results['chance']:.3f}. Benchmark images overlapping the training "
+        f"corpus (`gmaivl decontam`, md5 or pHash distance 0): {results['decontam_overlap']}.",
+        "",
+        "Wall / CPU seconds per step: "
+        + ", ".join(f"{k} {v['wall']:.0f}/{v['cpu']:.0f}" for k, v in timings.items())
+        + ".",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(root: Path, keys: list[str], path: Path) -> None:
+    """Training loss of every stage on one step axis (GRPO: reward on a second axis)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax2 = None
+    offset = 0
+    for key in keys:
+        history_file = root / "stages" / key / "log_history.json"
+        if not history_file.is_file():
+            continue
+        history = json.loads(history_file.read_text())
+        loss = [(offset + e["step"], e["loss"]) for e in history if "loss" in e and "step" in e]
+        reward = [(offset + e["step"], e["reward"]) for e in history if "reward" in e and "step" in e]
+        if loss and key != "stage4_grpo":
+            ax.plot(*zip(*loss), marker=".", label=key)
+        if reward:
+            ax2 = ax2 or ax.twinx()
+            ax2.plot(*zip(*reward), color="black", marker="o", label=f"{key} reward")
+            ax2.set_ylabel("GRPO reward")
+            ax2.legend(loc="upper center")
+        steps = [e["step"] for e in history if "step" in e]
+        offset += max(steps, default=0)
+        ax.axvline(offset, color="grey", lw=0.5)
+    ax.set_xlabel("optimizer step (stages in order)")
+    ax.set_ylabel("training loss")
+    ax.set_title("gmaivl quickstart: loss per stage")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------------
+# the pipeline
+# ------------------------------------------------------------------------------------------------
+class _Timer:
+    def __init__(self) -> None:
+        self.times: dict[str, dict[str, float]] = {}
+
+    def __call__(self, name: str):
+        timer = self
+
+        class _Block:
+            def __enter__(self):
+                self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+            def __exit__(self, *exc):
+                timer.times[name] = {
+                    "wall": time.perf_counter() - self.wall,
+                    "cpu": time.process_time() - self.cpu,
+                }
+
+        return _Block()
+
+
+def run_quickstart(output_dir: str | Path, cfg: QuickstartConfig | None = None) -> dict[str, Any]:
+    """Run the whole quickstart into `output_dir`; returns the contents of `results.json`."""
+    import torch
+    from transformers import set_seed
+
+    from gmaivl.dataset_builders.build import run_build
+    from gmaivl.dataset_builders.records import iter_records
+    from gmaivl.evaluation.bench_build import build_benchmark
+    from gmaivl.evaluation.decontam import decontamination_report
+    from gmaivl.quickstart_data import write_sources
+    from gmaivl.trainers.train import atomic_write_text, is_stage_done, run_stage
+
+    cfg = cfg or QuickstartConfig()
+    root = Path(output_dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    isolate_datasets_cache(root / "hf_datasets_cache")
+    set_seed(cfg.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    timer = _Timer()
+    logging.getLogger("gmaivl").setLevel(logging.WARNING)
+
+    # 1. data
+    with timer("data"):
+        spec = write_sources(
+            root / "sources",
+            train_per_label=cfg.train_per_label,
+            test_per_label=cfg.test_per_label,
+            text_dialogues=cfg.text_dialogues,
+            image_size=cfg.image_size,
+            seed=cfg.seed,
+            progress=cfg.progress,
+        )
+        run_build(spec, root / "corpus", num_workers=1, progress=cfg.progress)
+    # 2. held-out benchmark + decontamination
+    with timer("benchmark"):
+        tsv = root / "benchmark" / f"{BENCHMARK_NAME}.tsv"
+        build_benchmark(
+            iter_records(root / "corpus", split="test"),
+            tsv,
+            cases_per_answer=cfg.cases_per_answer,
+            seed=cfg.seed,
+            progress=cfg.progress,
+        )
+        decontam = decontamination_report(
+            str(tsv), str(root / "corpus"), root / "benchmark" / "decontam.json", train_split="train",
+            progress=cfg.progress,
+        )  # fmt: skip
+        overlap = int(decontam["n_contaminated_benchmark_images"])
+        if overlap:
+            raise RuntimeError(
+                f"{overlap} held-out benchmark images overlap the training corpus ({root / 'benchmark' / 'decontam.json'})"
+            )
+        write_derived_data(root / "corpus", root / "derived", cfg.seed)
+        chance = chance_level(tsv)
+    # 3. model and stages
+    results: dict[str, Any] = {"chance": chance, "decontam_overlap": overlap, "stages": {}}
+    previous = root / "untrained"
+    with timer("model"):
+        if not (previous / "config.json").is_file():
+            build_untrained_model(root / "corpus", previous, cfg)
+    for key, recipe_file, _ in STAGES:
+        if key not in cfg.stages:
+            continue
+        recipe = stage_recipe(key, recipe_file, root, previous, cfg)
+        with timer(key):
+            if not is_stage_done(recipe.training.output_dir):
+                run_stage(recipe)
+        previous = Path(recipe.training.output_dir)
+        if key == "stage0_language_pretraining":
+            key = "untrained"  # the composed model: pretrained (text-only) LLM, untrained vision side
+        with timer(f"eval {key}"):
+            model, processor = _load(previous)
+            results["stages"][key] = evaluate(model, processor, tsv, root / "evaluation" / key, cfg)
+    # 4. controls, reload, card
+    with timer("controls"):
+        final = previous
+        model, processor = _load(final)
+        blank_tsv = blank_benchmark(tsv, root / "benchmark" / f"{BENCHMARK_NAME}-blank.tsv")
+        results["blank_images"] = evaluate(
+            model, processor, blank_tsv, root / "evaluation" / "blank_images", cfg
+        )
+        results["reload"] = check_reload(model, processor, final, tsv, root / "evaluation" / "reload", cfg)
+        # the card reads CHECKPOINT/evaluation/*/results.json
+        card_eval = final / "evaluation"
+        shutil.rmtree(card_eval, ignore_errors=True)
+        shutil.copytree(root / "evaluation" / list(results["stages"])[-1], card_eval / BENCHMARK_NAME)
+        from gmaivl.model_cards.commands import run_card
+
+        run_card(
+            argparse.Namespace(
+                checkpoint=str(final), out=None, results=None, model_name="gmai-vl-quickstart",
+                repo_id=None, license="apache-2.0", base_model=None, dataset=None,
+            )
+        )  # fmt: skip
+        model_dir = root / "model"
+        shutil.rmtree(model_dir, ignore_errors=True)
+        shutil.copytree(final, model_dir)
+    results["timings"] = timer.times
+    results["config"] = {k: v for k, v in cfg.__dict__.items() if k != "progress"}
+    atomic_write_text(root / "results.json", json.dumps(results, indent=2, default=list))
+    atomic_write_text(root / "results.md", results_table(results, timer.times))
+    plot_curves(root, [s[0] for s in STAGES], root / "loss_curves.png")
+    return results
+
+
+def check_reload(
+    model: Any, processor: Any, folder: Path, tsv: Path, out: Path, cfg: QuickstartConfig
+) -> dict:
+    """Reload `folder` through the auto classes with trust_remote_code and compare answers."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from gmaivl.evaluation.loaders import load_benchmark
+    from gmaivl.evaluation.runner import run_benchmark
+
+    samples = load_benchmark(str(tsv))[:64]
+    reloaded = AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True)
+    reloaded_processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    answers = {}
+    for name, (m, p) in {"in_memory": (model, processor), "reloaded": (reloaded, reloaded_processor)}.items():
+        path = out / f"{name}.jsonl"
+        path.unlink(missing_ok=True)
+        run_benchmark(m, p, samples, path, benchmark=BENCHMARK_NAME, batch_size=cfg.eval_batch_size,
+                      max_new_tokens={"mcq": MCQ_TOKENS}, progress=False)  # fmt: skip
+        lines = [json.loads(x) for x in path.read_text().splitlines()[1:]]
+        answers[name] = {r["index"]: r["prediction"] for r in lines}
+    same = answers["in_memory"] == answers["reloaded"]
+    if not same:
+        raise RuntimeError(f"{folder}: the reloaded model answers differently from the trained one")
+    return {"questions": len(samples), "identical_answers": same, "class": type(reloaded).__name__}
+
+
+def small_config(cfg: QuickstartConfig | None = None) -> QuickstartConfig:
+    """A reduced run (fewer images and steps) for CI."""
+    cfg = cfg or QuickstartConfig()
+    cfg.train_per_label, cfg.test_per_label, cfg.text_dialogues = 12, 5, 600
+    cfg.max_steps = {
+        "stage0_language_pretraining": 25,
+        "stage1_shallow_alignment": 10,
+        "stage2_deep_alignment": 10,
+        "stage3_instruction_tuning": 30,
+        "stage4_grpo": 2,
+    }
+    return cfg
