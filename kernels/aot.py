@@ -39,18 +39,25 @@ KERNELS = {
     "fwd_tma": _k.packed_attn_fwd_kernel,  # Q/K/V through tensor descriptors (Hopper+)
     "fwd_window": _k.packed_attn_fwd_kernel,  # a causal sliding window (band)
     "dkdv": _k.packed_attn_bwd_dkdv_kernel,  # default backward: dQ by atomics (5 GEMMs)
+    "dkdv_tma": _k.packed_attn_bwd_dkdv_kernel,  # the same, Q/dO/K/V through tensor descriptors
     "dkdv_det": _k.packed_attn_bwd_dkdv_kernel,  # deterministic=True: dK/dV only, then "dq"
+    "dkdv_det_tma": _k.packed_attn_bwd_dkdv_kernel,
     "dkdv_window": _k.packed_attn_bwd_dkdv_kernel,  # atomic dQ with a causal sliding window
     "dq": _k.packed_attn_bwd_dq_kernel,
+    "dq_tma": _k.packed_attn_bwd_dq_kernel,
 }
 #: Compile-time arguments that tell the kernels' variants apart, and whose autotune list each uses.
 KERNEL_CONSTANTS = {
     "fwd": {"USE_TMA": False},
     "fwd_tma": {"USE_TMA": True},
     "fwd_window": {"USE_TMA": False, "WINDOW": True},
-    "dkdv": {"ATOMIC_DQ": True},
-    "dkdv_det": {"ATOMIC_DQ": False},
-    "dkdv_window": {"ATOMIC_DQ": True, "WINDOW": True},
+    "dkdv": {"ATOMIC_DQ": True, "USE_TMA": False},
+    "dkdv_tma": {"ATOMIC_DQ": True, "USE_TMA": True},
+    "dkdv_det": {"ATOMIC_DQ": False, "USE_TMA": False},
+    "dkdv_det_tma": {"ATOMIC_DQ": False, "USE_TMA": True},
+    "dkdv_window": {"ATOMIC_DQ": True, "WINDOW": True, "USE_TMA": False},
+    "dq": {"USE_TMA": False},
+    "dq_tma": {"USE_TMA": True},
 }
 TUNE_LIST = {"dkdv_det": "dkdv", "fwd_window": "fwd", "dkdv_window": "dkdv"}
 #: Opt-in shared memory per block (bytes), from NVIDIA's CUDA C++ Programming Guide, Table 23.

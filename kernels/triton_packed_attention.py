@@ -362,16 +362,24 @@ def _bwd_dkdv_inner(
     EVEN_D: tl.constexpr,
     DOT_PREC: tl.constexpr,
     LONG_OFFSETS: tl.constexpr,
+    USE_TMA: tl.constexpr,
 ):
-    """Walk query blocks [lo, hi). MASKED: rows may pass seqlen_q and (causal) straddle the diagonal."""
+    """Walk query blocks [lo, hi). MASKED: rows may pass seqlen_q and (causal) straddle the diagonal.
+
+    q_base / do_base: the sequence's row 0 of one head, pointers or (USE_TMA) tensor descriptors.
+    """
     offs_m0 = tl.arange(0, BLOCK_M)
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + offs_m0
         m_mask = offs_m < seqlen_q
-        q_ptrs = _rows_ptrs(q_base, start_m, offs_m0, offs_d, stride_qt, LONG_OFFSETS)
-        do_ptrs = _rows_ptrs(do_base, start_m, offs_m0, offs_d, stride_dot, LONG_OFFSETS)
-        q = _load_tile(q_ptrs, m_mask, d_mask, MASKED, EVEN_D)
-        do = _load_tile(do_ptrs, m_mask, d_mask, MASKED, EVEN_D)
+        if USE_TMA:  # bounds-checked bulk copies: rows past the sequence and columns past D are 0
+            q = q_base.load([start_m, 0])
+            do = do_base.load([start_m, 0])
+        else:
+            q_ptrs = _rows_ptrs(q_base, start_m, offs_m0, offs_d, stride_qt, LONG_OFFSETS)
+            do_ptrs = _rows_ptrs(do_base, start_m, offs_m0, offs_d, stride_dot, LONG_OFFSETS)
+            q = _load_tile(q_ptrs, m_mask, d_mask, MASKED, EVEN_D)
+            do = _load_tile(do_ptrs, m_mask, d_mask, MASKED, EVEN_D)
         if MASKED:
             # rows past the end get lse = +inf, hence p = 0
             lse = tl.load(lse_base + offs_m, mask=m_mask, other=float("inf"))
@@ -446,13 +454,16 @@ def packed_attn_bwd_dkdv_kernel(
     LONG_OFFSETS: tl.constexpr,
     WINDOW: tl.constexpr,
     ATOMIC_DQ: tl.constexpr,
+    USE_TMA: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
     """dK, dV for one key block of one key/value head (and, with ATOMIC_DQ, dQ into fp32 ``DQacc``).
 
-    ``num_heads`` is the number of key/value heads here.
+    ``num_heads`` is the number of key/value heads here. USE_TMA (Hopper+): the K/V block and the
+    Q/dO blocks come through tensor descriptors bounded by the sequence, as in the forward; the
+    atomic dQ adds, LSE/delta loads and stores stay pointer accesses.
     """
     seq, pid_n, kv_head = _next_tile(Tiles, stride_tile_row, num_heads, BLOCK_N)
     if seq < 0:
@@ -469,15 +480,25 @@ def packed_attn_bwd_dkdv_kernel(
     offs_d = tl.arange(0, BLOCK_D)
     n_mask = offs_n < seqlen_k
     d_mask = offs_d < HEAD_DIM
-    k_row = (k_start + n_start).to(tl.int64)
-    k = _load_tile(
-        K + k_row * stride_kt + kv_head * stride_kh + offs_n0[:, None] * stride_kt + offs_d[None, :],
-        n_mask, d_mask, True, EVEN_D,
-    )  # fmt: skip
-    v = _load_tile(
-        V + k_row * stride_vt + kv_head * stride_vh + offs_n0[:, None] * stride_vt + offs_d[None, :],
-        n_mask, d_mask, True, EVEN_D,
-    )  # fmt: skip
+    if USE_TMA:
+        k = tl.make_tensor_descriptor(
+            K + k_start.to(tl.int64) * stride_kt + kv_head * stride_kh,
+            shape=[seqlen_k, HEAD_DIM], strides=[stride_kt, 1], block_shape=[BLOCK_N, BLOCK_D],
+        ).load([n_start, 0])  # fmt: skip
+        v = tl.make_tensor_descriptor(
+            V + k_start.to(tl.int64) * stride_vt + kv_head * stride_vh,
+            shape=[seqlen_k, HEAD_DIM], strides=[stride_vt, 1], block_shape=[BLOCK_N, BLOCK_D],
+        ).load([n_start, 0])  # fmt: skip
+    else:
+        k_row = (k_start + n_start).to(tl.int64)
+        k = _load_tile(
+            K + k_row * stride_kt + kv_head * stride_kh + offs_n0[:, None] * stride_kt + offs_d[None, :],
+            n_mask, d_mask, True, EVEN_D,
+        )  # fmt: skip
+        v = _load_tile(
+            V + k_row * stride_vt + kv_head * stride_vh + offs_n0[:, None] * stride_vt + offs_d[None, :],
+            n_mask, d_mask, True, EVEN_D,
+        )  # fmt: skip
     # keys past the end load as zeros; -inf keeps their probabilities exactly 0
     col_bias = tl.where(n_mask, 0.0, float("-inf"))
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
@@ -508,23 +529,30 @@ def packed_attn_bwd_dkdv_kernel(
         head = kv_head * GROUP + g
         q_base = Q + q_row0 * stride_qt + head * stride_qh
         do_base = DO + q_row0 * stride_dot + head * stride_doh
+        if USE_TMA:
+            q_base = tl.make_tensor_descriptor(
+                q_base, shape=[seqlen_q, HEAD_DIM], strides=[stride_qt, 1], block_shape=[BLOCK_M, BLOCK_D]
+            )
+            do_base = tl.make_tensor_descriptor(
+                do_base, shape=[seqlen_q, HEAD_DIM], strides=[stride_dot, 1], block_shape=[BLOCK_M, BLOCK_D]
+            )
         dq_base = DQacc + q_row0 * stride_dqt + head * stride_dqh
         lse_base = Lse + head.to(tl.int64) * stride_lh + q_start
         delta_base = Delta + head.to(tl.int64) * stride_lh + q_start
         dk, dv = _bwd_dkdv_inner(
             dk, dv, k, v, q_base, do_base, dq_base, lse_base, delta_base, stride_qt, stride_dot, stride_dqt,
             offs_n, offs_d, d_mask, col_bias, seqlen_q, diag, window_left, qk_scale, lo, mid_end,
-            True, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, EVEN_D, DOT_PREC, LONG_OFFSETS,
+            True, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, EVEN_D, DOT_PREC, LONG_OFFSETS, USE_TMA,
         )  # fmt: skip
         dk, dv = _bwd_dkdv_inner(
             dk, dv, k, v, q_base, do_base, dq_base, lse_base, delta_base, stride_qt, stride_dot, stride_dqt,
             offs_n, offs_d, d_mask, col_bias, seqlen_q, diag, window_left, qk_scale, mid, full_end,
-            False, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, EVEN_D, DOT_PREC, LONG_OFFSETS,
+            False, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, EVEN_D, DOT_PREC, LONG_OFFSETS, USE_TMA,
         )  # fmt: skip
         dk, dv = _bwd_dkdv_inner(
             dk, dv, k, v, q_base, do_base, dq_base, lse_base, delta_base, stride_qt, stride_dot, stride_dqt,
             offs_n, offs_d, d_mask, col_bias, seqlen_q, diag, window_left, qk_scale, tail, q_end,
-            True, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, EVEN_D, DOT_PREC, LONG_OFFSETS,
+            True, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, EVEN_D, DOT_PREC, LONG_OFFSETS, USE_TMA,
         )  # fmt: skip
 
     dk = dk * sm_scale
@@ -566,15 +594,21 @@ def _bwd_dq_inner(
     EVEN_D: tl.constexpr,
     DOT_PREC: tl.constexpr,
     LONG_OFFSETS: tl.constexpr,
+    USE_TMA: tl.constexpr,
 ):
+    """k_base / v_base: the sequence's row 0 of one head, pointers or (USE_TMA) tensor descriptors."""
     offs_n0 = tl.arange(0, BLOCK_N)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
         n_mask = offs_n < seqlen_k
-        k_ptrs = _rows_ptrs(k_base, start_n, offs_n0, offs_d, stride_kt, LONG_OFFSETS)
-        v_ptrs = _rows_ptrs(v_base, start_n, offs_n0, offs_d, stride_vt, LONG_OFFSETS)
-        k = _load_tile(k_ptrs, n_mask, d_mask, MASKED, EVEN_D)
-        v = _load_tile(v_ptrs, n_mask, d_mask, MASKED, EVEN_D)
+        if USE_TMA:
+            k = k_base.load([start_n, 0])
+            v = v_base.load([start_n, 0])
+        else:
+            k_ptrs = _rows_ptrs(k_base, start_n, offs_n0, offs_d, stride_kt, LONG_OFFSETS)
+            v_ptrs = _rows_ptrs(v_base, start_n, offs_n0, offs_d, stride_vt, LONG_OFFSETS)
+            k = _load_tile(k_ptrs, n_mask, d_mask, MASKED, EVEN_D)
+            v = _load_tile(v_ptrs, n_mask, d_mask, MASKED, EVEN_D)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
         p = tl.math.exp2(qk * qk_scale - lse[:, None])
         if MASKED:
@@ -626,10 +660,13 @@ def packed_attn_bwd_dq_kernel(
     DOT_PREC: tl.constexpr,
     LONG_OFFSETS: tl.constexpr,
     WINDOW: tl.constexpr,
+    USE_TMA: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
+    """dQ for one query block of one head (``deterministic=True``). USE_TMA (Hopper+): Q, dO, K
+    and V come through tensor descriptors bounded by the sequence, as in the forward."""
     seq, pid_m, head = _next_tile(Tiles, stride_tile_row, num_heads, BLOCK_M)
     if seq < 0:
         return
@@ -647,19 +684,36 @@ def packed_attn_bwd_dq_kernel(
     m_mask = offs_m < seqlen_q
     d_mask = offs_d < HEAD_DIM
     row0 = (q_start + m_start).to(tl.int64)
-    q = _load_tile(
-        Q + row0 * stride_qt + head * stride_qh + offs_m0[:, None] * stride_qt + offs_d[None, :],
-        m_mask, d_mask, True, EVEN_D,
-    )  # fmt: skip
-    do = _load_tile(
-        DO + row0 * stride_dot + head * stride_doh + offs_m0[:, None] * stride_dot + offs_d[None, :],
-        m_mask, d_mask, True, EVEN_D,
-    )  # fmt: skip
+    if USE_TMA:
+        q = tl.make_tensor_descriptor(
+            Q + q_start.to(tl.int64) * stride_qt + head * stride_qh,
+            shape=[seqlen_q, HEAD_DIM], strides=[stride_qt, 1], block_shape=[BLOCK_M, BLOCK_D],
+        ).load([m_start, 0])  # fmt: skip
+        do = tl.make_tensor_descriptor(
+            DO + q_start.to(tl.int64) * stride_dot + head * stride_doh,
+            shape=[seqlen_q, HEAD_DIM], strides=[stride_dot, 1], block_shape=[BLOCK_M, BLOCK_D],
+        ).load([m_start, 0])  # fmt: skip
+    else:
+        q = _load_tile(
+            Q + row0 * stride_qt + head * stride_qh + offs_m0[:, None] * stride_qt + offs_d[None, :],
+            m_mask, d_mask, True, EVEN_D,
+        )  # fmt: skip
+        do = _load_tile(
+            DO + row0 * stride_dot + head * stride_doh + offs_m0[:, None] * stride_dot + offs_d[None, :],
+            m_mask, d_mask, True, EVEN_D,
+        )  # fmt: skip
     lse_base = Lse + head.to(tl.int64) * stride_lh + q_start
     lse = tl.load(lse_base + offs_m, mask=m_mask, other=float("inf"))
     delta = tl.load(Delta + head.to(tl.int64) * stride_lh + q_start + offs_m, mask=m_mask, other=0.0)
     k_base = K + k_start.to(tl.int64) * stride_kt + kv_head * stride_kh
     v_base = V + k_start.to(tl.int64) * stride_vt + kv_head * stride_vh
+    if USE_TMA:
+        k_base = tl.make_tensor_descriptor(
+            k_base, shape=[seqlen_k, HEAD_DIM], strides=[stride_kt, 1], block_shape=[BLOCK_N, BLOCK_D]
+        )
+        v_base = tl.make_tensor_descriptor(
+            v_base, shape=[seqlen_k, HEAD_DIM], strides=[stride_vt, 1], block_shape=[BLOCK_N, BLOCK_D]
+        )
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
     diag = seqlen_k - seqlen_q
@@ -671,16 +725,17 @@ def packed_attn_bwd_dq_kernel(
         dq = _bwd_dq_inner(
             dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k,
             diag, window_left, qk_scale, lo, tl.minimum(full_lo, hi), True, CAUSAL, WINDOW, BLOCK_N, EVEN_D,
-            DOT_PREC, LONG_OFFSETS,
+            DOT_PREC, LONG_OFFSETS, USE_TMA,
         )  # fmt: skip
     dq = _bwd_dq_inner(
         dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k, diag,
         window_left, qk_scale, full_lo, full_hi, False, CAUSAL, WINDOW, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS,
+        USE_TMA,
     )  # fmt: skip
     dq = _bwd_dq_inner(
         dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d, d_mask, seqlen_k, diag,
         window_left, qk_scale, tl.maximum(full_lo, full_hi), hi, True, CAUSAL, WINDOW, BLOCK_N, EVEN_D, DOT_PREC,
-        LONG_OFFSETS,
+        LONG_OFFSETS, USE_TMA,
     )  # fmt: skip
 
     dq = dq * sm_scale

@@ -76,6 +76,27 @@ _TILE_TABLE: dict[str, tuple[list[tuple[int, int, int, int]], ...]] = {
         [(128, 64, 8, 2), (64, 64, 8, 3), (64, 32, 4, 3), (64, 32, 8, 3), (128, 32, 8, 3)],
         [(64, 32, 8, 2), (32, 32, 4, 2)],
     ),
+    # the backward with tensor descriptors for Q/dO/K/V (sm_90+), from the same compile report.
+    # Against the pointer kernels: the dQ kernel needs ~70 fewer registers (172 vs 242 at 128 x 64
+    # w8, d=128), so 128 x 128 is in at d=128 (219); the deterministic dK/dV kernel fits 64 x 64 at
+    # d=128 (231); the atomic dK/dV kernel saves almost nothing (219 vs 220 at 32 x 64 w8 s3) and
+    # still spills at 64 x 64 (344 B, dropped) but fits 32 x 128 w8 s2 (255, no spill; 80 B with
+    # pointers). Dropped for spilling: dkdv_tma 64x64 w8 s3 / s2 at d=128 (344 / 416 B).
+    "dkdv_tma": (
+        [(64, 128, 8, 3), (32, 128, 8, 2), (64, 128, 8, 2), (64, 64, 8, 3), (32, 64, 4, 3)],
+        [(32, 128, 8, 2), (32, 64, 8, 2), (32, 64, 8, 3), (16, 64, 8, 3)],
+        [(16, 64, 8, 2), (32, 32, 8, 2), (16, 32, 4, 2)],
+    ),
+    "dkdv_det_tma": (  # deterministic=True: no dQ tile held in the dK/dV kernel
+        [(64, 128, 8, 3), (32, 128, 8, 2), (64, 128, 8, 2), (64, 64, 8, 3), (32, 64, 4, 3)],
+        [(64, 64, 8, 3), (64, 64, 8, 2), (32, 128, 8, 2), (32, 64, 8, 3), (16, 64, 8, 3)],
+        [(16, 64, 8, 2), (32, 32, 8, 2), (16, 32, 4, 2)],
+    ),
+    "dq_tma": (
+        [(128, 128, 8, 2), (128, 64, 8, 2), (64, 128, 4, 2), (64, 64, 4, 3), (128, 32, 8, 3)],
+        [(128, 128, 8, 2), (128, 64, 8, 2), (128, 64, 8, 3), (64, 64, 8, 3), (64, 32, 8, 3)],
+        [(64, 32, 8, 2), (32, 32, 4, 2)],
+    ),
 }
 TUNED_TILES: dict[str, tuple[list[triton.Config], ...]] = {
     name: tuple([_tile(*t) for t in bucket] for bucket in buckets) for name, buckets in _TILE_TABLE.items()
@@ -105,13 +126,18 @@ FP32_AUTOTUNE_CONFIGS: dict[str, list[triton.Config]] = {
 _FP32_TILE_AREA_LIMITS = (64 * 32, 32 * 32, 16 * 32)
 
 
+def _base_kernel(name: str) -> str:
+    """The kernel a tile list belongs to: "dkdv_det_tma" -> "dkdv"."""
+    return name.removesuffix("_tma").removesuffix("_det")
+
+
 def tuned_configs(name: str, head_dim: int, fp32: bool = False) -> list[triton.Config]:
     """The tiles the autotuner tries for a kernel, by dtype and head dim."""
     block_d = _block_d(head_dim)
     bucket = 0 if block_d <= 64 else 1 if block_d <= 128 else 2
     if not fp32:
         return TUNED_TILES[name][bucket]
-    pool = FP32_AUTOTUNE_CONFIGS[name.removesuffix("_tma")]
+    pool = FP32_AUTOTUNE_CONFIGS[_base_kernel(name)]
     area = lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"]  # noqa: E731
     return [c for c in pool if area(c) <= _FP32_TILE_AREA_LIMITS[bucket]] or [min(pool, key=area)]
 
@@ -119,14 +145,15 @@ def tuned_configs(name: str, head_dim: int, fp32: bool = False) -> list[triton.C
 def _autotuned(name: str, kernel):
     def prune(configs, named_args, **kwargs):
         meta = {**named_args, **kwargs}
-        tiles = "fwd_tma" if name == "fwd" and meta.get("USE_TMA") else name
+        tiles = name
+        if meta.get("USE_TMA"):
+            tiles = "dkdv_det_tma" if name == "dkdv" and not meta["ATOMIC_DQ"] else f"{name}_tma"
         return tuned_configs(tiles, meta["HEAD_DIM"], fp32=meta["DOT_PREC"] == "ieee")
 
+    lists = [t for t in AUTOTUNE_CONFIGS if _base_kernel(t) == name]  # pointers, descriptors
     return triton.autotune(
-        configs=AUTOTUNE_CONFIGS[name]
-        + (AUTOTUNE_CONFIGS["fwd_tma"] if name == "fwd" else [])
-        + FP32_AUTOTUNE_CONFIGS[name],
-        key=_TUNE_KEY + {"dkdv": ["ATOMIC_DQ"], "fwd": ["USE_TMA"]}.get(name, []),
+        configs=[c for t in lists for c in AUTOTUNE_CONFIGS[t]] + FP32_AUTOTUNE_CONFIGS[name],
+        key=_TUNE_KEY + ["USE_TMA"] + (["ATOMIC_DQ"] if name == "dkdv" else []),
         prune_configs_by={"early_config_prune": prune},
         # timing a tile runs the kernel repeatedly: the atomically summed dQ must restart at 0
         reset_to_zero=["DQacc"] if name == "dkdv" else None,
@@ -143,8 +170,9 @@ else:  # pragma: no cover - needs a GPU
     _dq_kernel = _autotuned("dq", _k.packed_attn_bwd_dq_kernel)
 
 
-#: Tensor descriptors (TMA) for the forward's Q/K/V loads: "auto" on compute capability >= 9 when
-#: the tensors are 16-byte aligned, "on" wherever aligned (the CPU interpreter too: tests), "off".
+#: Tensor descriptors (TMA) for the Q/K/V loads of the forward and the Q/dO/K/V loads of the
+#: backward: "auto" on compute capability >= 9 when the tensors are 16-byte aligned, "on" wherever
+#: aligned (the CPU interpreter too: tests), "off".
 TMA_MODE = "auto"
 
 
@@ -332,6 +360,9 @@ def _backward(do, q, k, v, out, lse, cu_q, cu_k, tiles_q, max_q, max_k, causal, 
     dq = torch.zeros_like(q) if deterministic else torch.zeros(q.shape, device=q.device, dtype=torch.float32)
     long_offsets = needs_long_offsets(q, k, v, do, dq, dk, dv)
     common = kernel_meta(head_dim, heads // kv_heads, causal, q.dtype, long_offsets, window < NO_WINDOW)
+    common["USE_TMA"] = _tma_usable(q, k, v, do)
+    if common["USE_TMA"] and q.is_cuda:  # pragma: no cover - needs a GPU
+        triton.set_allocator(_tma_scratch)
     delta = torch.empty((heads, total_q), device=q.device, dtype=torch.float32)
     _k.packed_attn_bwd_preprocess_kernel[(triton.cdiv(total_q, _PREPROCESS_BLOCK_M), heads)](
         out, do, delta, out.stride(0), out.stride(1), do.stride(0), do.stride(1), delta.stride(0), total_q,

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from gmaivl.kernels.aot import KERNELS, CompileResult, _signature, summarize
-from gmaivl.kernels.varlen import AUTOTUNE_CONFIGS, FP32_AUTOTUNE_CONFIGS, tuned_configs
+from gmaivl.kernels.varlen import AUTOTUNE_CONFIGS, FP32_AUTOTUNE_CONFIGS, _base_kernel, tuned_configs
 
 
 def test_every_kernel_argument_has_a_type():
@@ -46,9 +46,7 @@ def test_tuned_configs_depend_on_head_dim_and_dtype():
     assert any(c.kwargs["BLOCK_M"] == c.kwargs["BLOCK_N"] == 128 for c in tuned_configs("fwd", 64))
     for name in AUTOTUNE_CONFIGS:  # fp32 (IEEE dot products) never gets a 16-bit tile
         fp32 = tuned_configs(name, 64, fp32=True)
-        assert fp32 and all(
-            any(c is t for t in FP32_AUTOTUNE_CONFIGS[name.removesuffix("_tma")]) for c in fp32
-        )
+        assert fp32 and all(any(c is t for t in FP32_AUTOTUNE_CONFIGS[_base_kernel(name)]) for c in fp32)
         assert tuned_configs(name, 256, fp32=True)  # always at least one tile
 
 
@@ -105,6 +103,17 @@ def test_the_autotuner_itself_prunes_by_dtype():
     meta = dict(HEAD_DIM=128, GROUP=1, CAUSAL=True, BLOCK_D=128, DOT_PREC="tf32")
     assert fwd.prune_configs(meta | {"USE_TMA": True}) == tuned_configs("fwd_tma", 128)
     assert fwd.prune_configs(meta | {"USE_TMA": False}) == tuned_configs("fwd", 128)
+    # the backward's descriptor variants have lists of their own (dK/dV: atomic or deterministic)
+    meta = dict(HEAD_DIM=128, GROUP=1, CAUSAL=True, BLOCK_D=128, DOT_PREC="tf32")
+    for atomic, tiles in ((True, "dkdv_tma"), (False, "dkdv_det_tma")):
+        assert tuner.prune_configs(meta | {"USE_TMA": True, "ATOMIC_DQ": atomic}) == tuned_configs(tiles, 128)
+        assert tuner.prune_configs(meta | {"USE_TMA": False, "ATOMIC_DQ": atomic}) == tuned_configs(
+            "dkdv", 128
+        )
+    dq = _autotuned("dq", k.packed_attn_bwd_dq_kernel)
+    dq.nargs = {}
+    assert dq.prune_configs(meta | {"USE_TMA": True}) == tuned_configs("dq_tma", 128)
+    assert dq.prune_configs(meta | {"USE_TMA": False}) == tuned_configs("dq", 128)
 
 
 def test_autotune_lists_hold_no_tile_that_spills_in_the_committed_report():
@@ -120,7 +129,7 @@ def test_autotune_lists_hold_no_tile_that_spills_in_the_committed_report():
         (r["kernel"], r["head_dim"], r["block_m"], r["block_n"], r["num_warps"], r["num_stages"]): r
         for r in rows
     }
-    for name in ("fwd", "fwd_tma", "dkdv", "dkdv_det", "dq"):
+    for name in ("fwd", "fwd_tma", "dkdv", "dkdv_tma", "dkdv_det", "dkdv_det_tma", "dq", "dq_tma"):
         for head_dim in (64, 128):
             for c in tuned_configs(aot.TUNE_LIST.get(name, name), head_dim):
                 key = (name, head_dim, c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
