@@ -12,7 +12,18 @@ from ._flags import flag
 
 DTYPE_NAMES = ("bf16", "fp16", "fp32")
 #: The kernel variants the report can build (`gmaivl.kernels.aot.KERNELS` maps them to kernels).
-KERNEL_NAMES = ("fwd", "fwd_tma", "fwd_window", "dkdv", "dkdv_det", "dkdv_window", "dq")
+KERNEL_NAMES = (
+    "fwd",
+    "fwd_tma",
+    "fwd_window",
+    "dkdv",
+    "dkdv_tma",
+    "dkdv_det",
+    "dkdv_det_tma",
+    "dkdv_window",
+    "dq",
+    "dq_tma",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -136,3 +136,10 @@ def test_autotune_lists_hold_no_tile_that_spills_in_the_committed_report():
                 assert key in seen, f"{key} is not in the compile report"
                 assert seen[key]["error"] is None and seen[key]["spill_bytes"] == 0, seen[key]
                 assert seen[key]["fits"] is True
+
+
+def test_the_command_line_offers_every_kernel_of_the_report():
+    from gmaivl.commands.kernels_compile_report import KERNEL_NAMES
+    from gmaivl.kernels.aot import KERNEL_CONSTANTS, KERNELS
+
+    assert tuple(KERNELS) == KERNEL_NAMES and set(KERNEL_CONSTANTS) == set(KERNELS)
