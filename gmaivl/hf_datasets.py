@@ -5,16 +5,32 @@
   (one file is one split);
 - anything else, a folder in the Hub layout (Parquet shards, README `configs:`) or a Hub id:
   `load_dataset(path, name, split=...)`, exactly as on the Hub.
+
+`datasets` caches a local folder under its *name* only (`corpus/cfg/...`): two folders of the same
+name, or a folder rebuilt in place, would read each other's stale rows (seen with datasets 5.2).
+So a local folder gets a cache of its own, keyed by its absolute path and the path, size and
+modification time of every file in it: a rebuilt corpus is read anew.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv", ".arrow": "arrow"}
 _SAVED_MARKERS = ("state.json", "dataset_dict.json")
+
+
+def _local_cache_dir(folder: Path) -> str:
+    import datasets
+
+    digest = hashlib.sha256(str(folder.resolve()).encode())
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"\0{path.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    return str(Path(datasets.config.HF_DATASETS_CACHE) / "gmaivl-local" / digest.hexdigest()[:16])
 
 
 def open_dataset(
@@ -39,7 +55,10 @@ def open_dataset(
                 f"{where}: unsupported file type {local.suffix!r} (use {', '.join(FILE_BUILDERS)})"
             )
         return datasets.load_dataset(builder, data_files=str(local), split="train")
+    cache_dir = _local_cache_dir(local) if local.is_dir() else None
     try:
-        return datasets.load_dataset(str(path_or_id), name, data_files=data_files, split=split)
+        return datasets.load_dataset(
+            str(path_or_id), name, data_files=data_files, split=split, cache_dir=cache_dir
+        )
     except Exception as err:  # not found, offline, bad config name...: the user's input, one line
         raise ValueError(f"{where}: {err}") from err
