@@ -12,8 +12,8 @@ from ._helpers import conversation, random_image
 
 
 @pytest.fixture(scope="module")
-def prompt(tiny):
-    _, processor = tiny
+def prompt(tiny_shared):
+    _, processor = tiny_shared
     text = processor.apply_chat_template(conversation("What modality is this?"), add_generation_prompt=True)
     return processor(text=text, images=[random_image(0)], return_tensors="pt")
 
