@@ -77,11 +77,6 @@ def register_auto_classes() -> None:
     AutoModelForImageTextToText.register(GMAIVLConfig, GMAIVLForConditionalGeneration, exist_ok=True)
     AutoImageProcessor.register(GMAIVLConfig, slow_image_processor_class=GMAIVLImageProcessor, exist_ok=True)
     AutoProcessor.register(GMAIVLConfig, GMAIVLProcessor, exist_ok=True)
-    GMAIVLConfig.register_for_auto_class("AutoConfig")
-    GMAIVLModel.register_for_auto_class("AutoModel")
-    GMAIVLForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
-    GMAIVLImageProcessor.register_for_auto_class("AutoImageProcessor")
-    GMAIVLProcessor.register_for_auto_class("AutoProcessor")
     _registered = True
 
 

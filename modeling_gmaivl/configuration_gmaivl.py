@@ -139,4 +139,7 @@ class GMAIVLConfig(PreTrainedConfig):
         return side * side + (1 if self.vision_feature_select_strategy == "full" else 0)
 
 
+# `save_pretrained` writes `auto_map` and copies this code beside the weights for these auto classes.
+GMAIVLConfig.register_for_auto_class("AutoConfig")
+
 __all__ = ["GMAIVLConfig"]

@@ -212,6 +212,9 @@ class GMAIVLImageProcessor(BaseImageProcessor):
         return self.preprocess(images, **kwargs)
 
 
+# `save_pretrained` writes `auto_map` and copies this code beside the weights for these auto classes.
+GMAIVLImageProcessor.register_for_auto_class("AutoImageProcessor")
+
 __all__ = [
     "WINDOW_PRESETS",
     "GMAIVLImageProcessor",

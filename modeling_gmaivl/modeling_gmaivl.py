@@ -302,4 +302,8 @@ class GMAIVLForConditionalGeneration(GMAIVLPreTrainedModel, LlavaForConditionalG
                 custom_object_save(get_class_from_dynamic_module(ref, source), save_directory)
 
 
+# `save_pretrained` writes `auto_map` and copies this code beside the weights for these auto classes.
+GMAIVLModel.register_for_auto_class("AutoModel")
+GMAIVLForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
+
 __all__ = ["GMAIVLForConditionalGeneration", "GMAIVLModel", "GMAIVLPreTrainedModel"]

@@ -113,4 +113,7 @@ class GMAIVLProcessor(ProcessorMixin):
         return ["input_ids", "attention_mask", "pixel_values"]
 
 
+# `save_pretrained` writes `auto_map` and copies this code beside the weights for these auto classes.
+GMAIVLProcessor.register_for_auto_class("AutoProcessor")
+
 __all__ = ["CHATML_TEMPLATE", "GMAIVLProcessor"]
