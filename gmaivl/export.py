@@ -29,6 +29,7 @@ from transformers import (
 )
 from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
 
+from . import register_auto_classes
 from .modeling_gmaivl import (
     GMAIVLConfig,
     GMAIVLForConditionalGeneration,
@@ -100,6 +101,7 @@ def gmaivl_config_from_llava(config: LlavaConfig) -> GMAIVLConfig:
 
 def export_to_llava(src: str | Path, dst: str | Path) -> Path:
     """Write the GMAI-VL checkpoint `src` as a native LLaVA folder `dst` (see the module docstring)."""
+    register_auto_classes()  # the GMAI-VL folder loads through the auto classes
     src, dst = Path(src), Path(dst)
     values = _read_config(src)
     if values.get("model_type") != GMAIVLConfig.model_type:

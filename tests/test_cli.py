@@ -229,3 +229,17 @@ def test_data_builds_from_the_command_line_load_no_torch():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ""
+
+
+def test_commands_that_load_checkpoints_work_from_the_console(tiny_checkpoint, tmp_path):
+    """The console command skips the auto-class registration on import; loaders register themselves."""
+    out = tmp_path / "llava"
+    cmd = [sys.executable, "-m", "gmaivl", "model", "export", "--format", "llava"]
+    proc = subprocess.run(
+        [*cmd, "--model", str(tiny_checkpoint), "--output-dir", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert '"model_type": "llava"' in (out / "config.json").read_text()
