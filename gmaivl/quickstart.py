@@ -579,14 +579,15 @@ def check_reload(
 
 
 def small_config(cfg: QuickstartConfig | None = None) -> QuickstartConfig:
-    """A reduced run (fewer images and steps) for CI."""
+    """A reduced run (fewer images and steps, 16 image tokens of 28 px patches) for CI."""
     cfg = cfg or QuickstartConfig()
     cfg.train_per_label, cfg.test_per_label, cfg.text_dialogues = 12, 5, 600
+    cfg.patch_size = 28
     cfg.max_steps = {
-        "stage0_language_pretraining": 25,
-        "stage1_shallow_alignment": 10,
-        "stage2_deep_alignment": 10,
-        "stage3_instruction_tuning": 30,
+        "stage0_language_pretraining": 60,
+        "stage1_shallow_alignment": 15,
+        "stage2_deep_alignment": 15,
+        "stage3_instruction_tuning": 90,
         "stage4_grpo": 2,
     }
     return cfg
