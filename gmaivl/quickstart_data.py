@@ -53,10 +53,18 @@ TASKS: dict[str, dict[str, Any]] = {
 QUADRANTS = {"upper left": (0, 0), "upper right": (0, 1), "lower left": (1, 0), "lower right": (1, 1)}
 SIZES = ("small", "large")
 
-#: How the quickstart's multiple-choice training rows ask for the answer: the option's text. A model of
-#: this size does not learn, within a CPU budget of minutes, to point from the answer to its letter
-#: (150 text-only steps left the letter at chance); the evaluator reads an option's text as the choice.
-OPTION_TEXT_INSTRUCTION = "Answer with the text of the correct option."
+
+def mcq_prompt(question: str, options: list[str], context: str | None = None) -> str:
+    """A multiple-choice prompt in the evaluator's layout (Context / Question / Options / instruction),
+    so that training rows and held-out questions read alike. The quickstart's rows are answered with
+    the option's *text*, which the evaluator's extraction reads as that option: a model of this size
+    does not learn, within minutes of CPU, to point from an answer to its letter."""
+    from gmaivl.evaluation.prompts import INSTRUCTIONS
+
+    lines = [f"Context: {context}"] if context else []
+    lines += [f"Question: {question.strip()}", "Options:", *options, INSTRUCTIONS["mcq"]]
+    return "\n".join(lines)
+
 
 #: Department of each modality's images (GMAI-MMBench lexical tree).
 DEPARTMENTS = {
@@ -299,6 +307,16 @@ def _seed(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()[:4], "big")
 
 
+#: Question wordings of the text-only MCQs per task (the benchmark uses its own templates).
+TEXT_QUESTIONS = {
+    "lesion-presence": ("This is a {modality} image. Which diagnosis does it most likely show?",
+                        "Which finding does this {modality} image show?"),
+    "lesion-location": ("This is a {modality} image. Which attribute does it show?",
+                        "Where is the lesion in this {modality} image?"),
+    "lesion-size": ("This is a {modality} image. What is the severity grade shown?",
+                    "How large is the lesion in this {modality} image?"),
+}  # fmt: skip
+
 CAPTION_PROMPTS = (
     "Describe this medical image.",
     "Give a short description of this image.",
@@ -333,13 +351,10 @@ def write_text_dialogues(path: Path, count: int, seed: int) -> None:
             lines.append(json.dumps({"question": f"{report}\nWhat is the main finding in this image?",
                                      "answer": f"The main finding is {label}."}))  # fmt: skip
             continue
-        question = "\n".join(
-            [
-                report,
-                "Which option matches the report?",
-                *(f"{'ABCDE'[k]}. {o}" for k, o in enumerate(options)),
-                OPTION_TEXT_INSTRUCTION,
-            ]
+        question = mcq_prompt(
+            rng.choice(TEXT_QUESTIONS[task]).format(modality=modality),
+            [f"{'ABCDE'[k]}. {o}" for k, o in enumerate(options)],
+            context=f"the {modality} image shows {describe(finding)}.",
         )
         lines.append(json.dumps({"question": question, "answer": label}))
     path.write_text("\n".join(lines) + "\n")
