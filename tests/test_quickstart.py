@@ -18,7 +18,9 @@ from safetensors.torch import load_file
 from gmaivl.quickstart import STAGES, QuickstartConfig, chance_level, run_quickstart, wilson_interval
 
 # The reduced run costs more CPU than the default suite's budget allows (measured: 508 s wall, stage III
-# 277 s, on the shared 2-core machine), so the tests that need it are `slow`: `pytest -m slow tests/test_quickstart.py`.
+# 277 s, on the shared 2-core machine), so the learning test that needs it is `slow`:
+# `pytest -m slow tests/test_quickstart.py`. Everything else runs in the default suite on a minimal
+# run (two images per label, three steps per stage: about a minute) that goes through the same code.
 needs_run = pytest.mark.slow
 
 STAGE_KEYS = ("untrained", *(key for key, _, _ in STAGES[1:]))
@@ -31,6 +33,14 @@ def ci_config() -> QuickstartConfig:
     return cfg
 
 
+def minimal_config() -> QuickstartConfig:
+    cfg = QuickstartConfig(progress=False)
+    cfg.train_per_label, cfg.test_per_label, cfg.text_dialogues, cfg.patch_size = 2, 1, 40, 28
+    # three steps: the recipes warm the learning rate up from 0 over their first step
+    cfg.max_steps = {key: 1 if key == "stage4_grpo" else 3 for key, _, _ in STAGES}
+    return cfg
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("quickstart")
@@ -38,9 +48,14 @@ def run(tmp_path_factory) -> tuple[Path, dict]:
     return out, results
 
 
-@needs_run
-def test_results_json_has_the_issue_schema(run):
-    out, _ = run
+@pytest.fixture(scope="module")
+def minimal_run(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("quickstart-minimal")
+    return out, run_quickstart(out, minimal_config())
+
+
+def test_results_json_has_the_issue_schema(minimal_run):
+    out, _ = minimal_run
     on_disk = json.loads((out / "results.json").read_text())
     assert set(on_disk["stages"]) == set(STAGE_KEYS)
     for entry in [*on_disk["stages"].values(), on_disk["blank_images"]]:
@@ -52,9 +67,8 @@ def test_results_json_has_the_issue_schema(run):
     assert "| stage3_instruction_tuning |" in (out / "results.md").read_text()
 
 
-@needs_run
-def test_benchmark_comes_from_held_out_sources_only(run):
-    out, _ = run
+def test_benchmark_comes_from_held_out_sources_only(minimal_run):
+    out, _ = minimal_run
     import pandas as pd
 
     bench = pd.read_csv(out / "benchmark" / "quickstart-heldout.tsv", sep="\t", dtype=str)
@@ -85,9 +99,8 @@ def test_learns_well_above_chance_on_held_out_images(run):
     assert blank["ci_low"] <= chance + 0.05, blank
 
 
-@needs_run
-def test_each_stage_trains_only_its_modules(run):
-    out, _ = run
+def test_each_stage_trains_only_its_modules(minimal_run):
+    out, _ = minimal_run
 
     def weights(stage: str) -> dict[str, torch.Tensor]:
         folder = out / ("untrained" if stage == "untrained" else f"stages/{stage}")
@@ -113,9 +126,8 @@ def test_each_stage_trains_only_its_modules(run):
     assert changed("stage2_deep_alignment", "stage3_instruction_tuning") == {"vision", "projector", "llm"}
 
 
-@needs_run
-def test_final_model_reloads_as_hub_folder_with_a_card(run):
-    out, results = run
+def test_final_model_reloads_as_hub_folder_with_a_card(minimal_run):
+    out, results = minimal_run
     assert results["reload"]["identical_answers"] is True
     assert (out / "model" / "config.json").is_file()
     card = (out / "model" / "README.md").read_text()
