@@ -119,11 +119,11 @@ def chance_level(tsv: str | os.PathLike) -> float:
 # ------------------------------------------------------------------------------------------------
 def corpus_texts(corpus: Path, limit: int = 4000) -> list[str]:
     """User and assistant texts of the training split (to train the tokenizer on)."""
-    from datasets import load_dataset
+    from gmaivl.hf_datasets import open_dataset
 
     texts = []
     for config in ("caption", "instruct", "percept", "text_single"):
-        ds = load_dataset(str(corpus), config, split="train").select_columns(["messages"])
+        ds = open_dataset(corpus, config).select_columns(["messages"])
         for row in ds.select(range(min(limit, len(ds)))):
             texts.extend(m["content"] for m in row["messages"])
     return texts
@@ -206,15 +206,14 @@ def write_derived_data(corpus: Path, out: Path, seed: int) -> dict[str, Path]:
     for Lingshu's RL data): `mcq_text` (the MCQ answered with the option's text, see
     `gmaivl.quickstart_data.mcq_prompt`), `grpo` (question / options / letter for the RL stage) and `cold_start`
     (the RL prompt answered in the `<think>/<answer>` format, a small SFT warm-up for GRPO)."""
-    from datasets import load_dataset
-
+    from gmaivl.hf_datasets import open_dataset
     from gmaivl.quickstart_data import mcq_prompt
     from gmaivl.trainers.grpo_data import build_prompt
     from gmaivl.trainers.rewards import options_as_dict
 
     # the builders' percept rows carry the question inside `messages` and name the kind of question in
     # `question_type` (classification, modality, ...); GRPO wants question / options / mcq columns
-    percept = load_dataset(str(corpus), "percept", split="train")
+    percept = open_dataset(corpus, "percept")
     # the lesion questions only: the builders also ask yes/no and imaging-modality questions, which
     # the held-out benchmark (lesion presence / location / size MCQs) does not
     percept = percept.filter(
@@ -321,18 +320,6 @@ def blank_benchmark(tsv: Path, out: Path) -> Path:
     frame["image"] = frame["image"].map(blank)
     frame.to_csv(out, sep="\t", index=False)
     return out
-
-
-def isolate_datasets_cache(folder: Path) -> None:
-    """Workaround: `load_dataset(local_folder, config)` caches by the folder's *name* and the config,
-    so two built corpora in folders of the same name (every quickstart run's `corpus/`) read each
-    other's cached Arrow files. Give this run its own, fresh datasets cache."""
-    import datasets
-
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    os.environ["HF_DATASETS_CACHE"] = str(folder)
-    datasets.config.HF_DATASETS_CACHE = folder
 
 
 def _load(folder: Path):
@@ -467,7 +454,6 @@ def _run_quickstart(output_dir: str | Path, cfg: QuickstartConfig) -> dict[str, 
 
     root = Path(output_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    isolate_datasets_cache(root / "hf_datasets_cache")
     set_seed(cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     timer = _Timer()
