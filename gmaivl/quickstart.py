@@ -57,7 +57,7 @@ class QuickstartConfig:
     """Sizes of one quickstart run (the defaults are the full run; tests shrink them)."""
 
     seed: int = 0
-    train_per_label: int = 24
+    train_per_label: int = 48
     test_per_label: int = 8
     text_dialogues: int = 2000
     image_size: int = 112
@@ -78,6 +78,8 @@ class QuickstartConfig:
     )
     vocab_size: int = 800
     max_steps: dict[str, int] = field(default_factory=dict)  # per results key, overrides the recipe
+    #: other recipe keys per results key (e.g. {"stage3_instruction_tuning": {"learning_rate": 1e-3}})
+    recipe_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     cases_per_answer: int = 30
     eval_batch_size: int = 64
     stages: tuple[str, ...] = tuple(s[0] for s in STAGES)
@@ -191,67 +193,57 @@ def build_untrained_model(corpus: Path, out: Path, cfg: QuickstartConfig) -> Pat
 # ------------------------------------------------------------------------------------------------
 # data derived from the built corpus for the RL stage
 # ------------------------------------------------------------------------------------------------
-def _parse_mcq(text: str) -> tuple[str, list[str]]:
-    """Question and "A. text" option lines of a percept question."""
-    import re
-
-    lines = text.split("\n")
-    options = [line for line in lines if re.match(r"^[A-E]\. ", line)]
-    question = "\n".join(line for line in lines if line not in options and not line.startswith("Answer with"))
-    return question.strip(), options
-
-
 def write_derived_data(corpus: Path, out: Path, seed: int) -> dict[str, Path]:
-    """Rows derived from the training split's percept MCQs (`gmaivl.trainers.grpo_data` does the same
-    for Lingshu's RL data): `mcq_text` (the MCQ answered with the option's text, see
-    `gmaivl.quickstart_data.mcq_prompt`), `grpo` (question / options / letter for the RL stage) and `cold_start`
-    (the RL prompt answered in the `<think>/<answer>` format, a small SFT warm-up for GRPO)."""
-    from gmaivl.hf_datasets import open_dataset
-    from gmaivl.quickstart_data import mcq_prompt
+    """Training rows in the held-out benchmark's own format, from the *training* split.
+
+    `gmaivl bench-build` is run on the training records (every record, not a sample), so the
+    training questions read exactly like the held-out ones (GMAI-MMBench's question pools, 2-5
+    options, the evaluator's prompt layout) while their images stay disjoint from the benchmark's.
+    Three datasets come out of it: `mcq_text` (the evaluator's prompt, answered with the option's
+    *text*, which the evaluator's extraction reads as that option: a model of this size does not
+    learn, within minutes of CPU, to point from an answer to its letter), `grpo` (question /
+    options / letter for the RL stage) and `cold_start` (the RL prompt answered in the
+    `<think>/<answer>` format, a small SFT warm-up for GRPO)."""
+    import datasets
+
+    from gmaivl.dataset_builders.records import iter_records
+    from gmaivl.evaluation.bench_build import build_benchmark
+    from gmaivl.evaluation.loaders import load_benchmark
+    from gmaivl.evaluation.prompts import prompt_text
     from gmaivl.trainers.grpo_data import build_prompt
-    from gmaivl.trainers.rewards import options_as_dict
 
-    # the builders' percept rows carry the question inside `messages` and name the kind of question in
-    # `question_type` (classification, modality, ...); GRPO wants question / options / mcq columns
-    percept = open_dataset(corpus, "percept")
-    # the lesion questions only: the builders also ask yes/no and imaging-modality questions, which
-    # the held-out benchmark (lesion presence / location / size MCQs) does not
-    percept = percept.filter(
-        lambda kind, messages: (
-            kind == "mcq"
-            and "modality" not in messages[0]["content"].split("\n")[0]
-            and not messages[0]["content"].startswith("What kind")
-        ),
-        input_columns=["question_type", "messages"],
+    out.mkdir(parents=True, exist_ok=True)
+    tsv = out / "train_mcq.tsv"
+    build_benchmark(
+        iter_records(corpus, split="train"), tsv, cases_per_answer=10**9, seed=seed + 1, progress=False
     )
-
-    def grpo_row(row: dict[str, Any]) -> dict[str, Any]:
-        question, options = _parse_mcq(row["messages"][0]["content"])
-        return {"question": question, "options": options, "answer": row["answer"], "question_type": "mcq"}
-
-    grpo = percept.map(grpo_row, remove_columns=[c for c in percept.column_names if c != "images"])
+    samples = load_benchmark(str(tsv))
+    images = datasets.List(datasets.Image())
+    chat = datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})
+    mcq_text, grpo, cold_start = [], [], []
+    for sample in samples:
+        pixels = sample.load_images()
+        answer = sample.options[sample.answer]
+        mcq_text.append({"images": pixels, "messages": [
+            {"role": "user", "content": prompt_text(sample)}, {"role": "assistant", "content": answer}]})  # fmt: skip
+        options = [f"{k}. {v}" for k, v in sample.options.items()]
+        grpo.append({"images": pixels, "question": sample.question, "options": options,
+                     "answer": sample.answer, "question_type": "mcq"})  # fmt: skip
+        prompt = build_prompt(sample.question, sample.options, 0)[0]["content"][-1]["text"]
+        cold_start.append({"images": pixels, "messages": [
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": REASONING_FORMAT.format(label=answer)}]})  # fmt: skip
     paths = {name: out / name for name in ("mcq_text", "grpo", "cold_start")}
-
-    def text_row(row: dict[str, Any]) -> dict[str, Any]:
-        opts = options_as_dict(row["options"]) or {}
-        prompt = mcq_prompt(row["question"], row["options"])
-        return {
-            "messages": [
-                {"role": "user", "content": prompt},
-                {"role": "assistant", "content": opts[row["answer"]]},
-            ]
-        }
-
-    def cold_row(row: dict[str, Any]) -> dict[str, Any]:
-        opts = options_as_dict(row["options"]) or {}
-        prompt = build_prompt(row["question"], opts, 0)[0]["content"][-1]["text"]
-        answer = REASONING_FORMAT.format(label=opts[row["answer"]])
-        return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]}
-
-    drop = ["question", "options", "answer", "question_type"]
-    grpo.save_to_disk(str(paths["grpo"]))
-    grpo.map(text_row, remove_columns=drop).save_to_disk(str(paths["mcq_text"]))
-    grpo.shuffle(seed=seed).map(cold_row, remove_columns=drop).save_to_disk(str(paths["cold_start"]))
+    features = {
+        "mcq_text": datasets.Features({"images": images, "messages": chat}),
+        "cold_start": datasets.Features({"images": images, "messages": chat}),
+        "grpo": datasets.Features({"images": images, "question": datasets.Value("string"),
+                                   "options": datasets.List(datasets.Value("string")),
+                                   "answer": datasets.Value("string"), "question_type": datasets.Value("string")}),
+    }  # fmt: skip
+    for name, rows in (("mcq_text", mcq_text), ("grpo", grpo), ("cold_start", cold_start)):
+        dataset = datasets.Dataset.from_list(rows, features=features[name])
+        dataset.shuffle(seed=seed).save_to_disk(str(paths[name]))
     return paths
 
 
@@ -269,6 +261,7 @@ def stage_recipe(key: str, recipe_file: str, root: Path, previous: Path, cfg: Qu
     values["seed"] = cfg.seed
     values["data_seed"] = cfg.seed
     values["disable_tqdm"] = not cfg.progress
+    values.update(cfg.recipe_overrides.get(key, {}))
     if key in cfg.max_steps:
         values["max_steps"] = cfg.max_steps[key]
     values["datasets"] = [{**d, "path": str(root / d["path"])} for d in values["datasets"]]
@@ -565,15 +558,15 @@ def check_reload(
 
 
 def small_config(cfg: QuickstartConfig | None = None) -> QuickstartConfig:
-    """A reduced run (fewer images and steps, 16 image tokens of 28 px patches) for CI."""
+    """A reduced run for CI: half the images, stages 0-II and GRPO cut to a few steps, stage III
+    to the steps it needs to learn from the images."""
     cfg = cfg or QuickstartConfig()
-    cfg.train_per_label, cfg.test_per_label, cfg.text_dialogues = 12, 5, 600
-    cfg.patch_size = 28
+    cfg.train_per_label, cfg.test_per_label, cfg.text_dialogues = 24, 6, 600
     cfg.max_steps = {
-        "stage0_language_pretraining": 60,
-        "stage1_shallow_alignment": 15,
-        "stage2_deep_alignment": 15,
-        "stage3_instruction_tuning": 90,
-        "stage4_grpo": 2,
+        "stage0_language_pretraining": 30,
+        "stage1_shallow_alignment": 5,
+        "stage2_deep_alignment": 5,
+        "stage3_instruction_tuning": 220,
+        "stage4_grpo": 1,
     }
     return cfg

@@ -2,9 +2,10 @@
 
 Backgrounds are real images shipped inside installed packages (pydicom's CT / MR / ultrasound test
 files, nibabel's MR volumes, scikit-image's fundus and microscopy images), cut into slices, crops
-and augmentations. Onto each one a synthetic finding may be planted: a round lesion, brighter or
-darker than its surroundings, of a known size (small or large) in a known quadrant. So every
-question has ground truth, and it can only be answered by looking at the image:
+and augmentations, with their intensities compressed into `BACKGROUND_RANGE`. Onto each one a
+synthetic finding may be planted: a round lesion at full brightness (like a contrast-enhancing
+lesion), of a known size (small or large) in a known quadrant. So every question has ground
+truth, and it can only be answered by looking at the image:
 
 - `lesion-presence`: "lesion present" / "no lesion" (half the images carry no lesion);
 - `lesion-location`: the quadrant of the lesion ("upper left lesion", ...);
@@ -15,8 +16,10 @@ Each (task, modality, split) is one `class_folders` source of the dataset builde
 Answers are balanced within every source, so the question text alone predicts nothing.
 
 The split is by source: the held-out (`test`) backgrounds come from files and volume slices that
-no training image is cut from (for microscopy, whose only slide is scikit-image's `ihc.png`, from a
-disjoint field of view of that slide), so `gmaivl decontam` can find no overlap.
+no training image is cut from (for fundus and microscopy, whose only images are scikit-image's
+`retina.jpg` and `ihc.png`, from a disjoint part of that image), and a held-out image that hashes
+near a training one is drawn again, so `gmaivl decontam` finds no overlap. (scikit-image's
+`microaneurysms.png` is not used: its real dark dots would contradict "no lesion".)
 
 A `text` source adds text-only multiple-choice dialogues about written findings; they pre-train the
 tiny language model from scratch (the role the pretrained LLM plays in the paper's recipe).
@@ -54,18 +57,6 @@ QUADRANTS = {"upper left": (0, 0), "upper right": (0, 1), "lower left": (1, 0), 
 SIZES = ("small", "large")
 
 
-def mcq_prompt(question: str, options: list[str], context: str | None = None) -> str:
-    """A multiple-choice prompt in the evaluator's layout (Context / Question / Options / instruction),
-    so that training rows and held-out questions read alike. The quickstart's rows are answered with
-    the option's *text*, which the evaluator's extraction reads as that option: a model of this size
-    does not learn, within minutes of CPU, to point from an answer to its letter."""
-    from gmaivl.evaluation.prompts import INSTRUCTIONS
-
-    lines = [f"Context: {context}"] if context else []
-    lines += [f"Question: {question.strip()}", "Options:", *options, INSTRUCTIONS["mcq"]]
-    return "\n".join(lines)
-
-
 #: Department of each modality's images (GMAI-MMBench lexical tree).
 DEPARTMENTS = {
     "CT": "Oncology (Medical)",
@@ -78,7 +69,7 @@ DEPARTMENTS = {
 
 @dataclass(frozen=True)
 class Finding:
-    """A planted lesion: quadrant, size and polarity; `None` quadrant means no lesion."""
+    """A planted lesion: quadrant and size; `None` quadrant means no lesion."""
 
     quadrant: str | None
     size: str = "small"
@@ -132,25 +123,40 @@ def _skimage(name: str) -> np.ndarray:
     return _unit(np.asarray(image.convert("RGB" if image.mode not in ("L", "I", "I;16") else "L")))
 
 
+def trim(array: np.ndarray, threshold: float = 0.05) -> np.ndarray:
+    """Cut an image to the bounding box of its content (pixels brighter than `threshold`): the black
+    frame around a scanner's field of view would otherwise fill whole crops."""
+    gray = array if array.ndim == 2 else array.max(axis=-1)
+    rows, cols = np.nonzero(gray.max(axis=1) > threshold)[0], np.nonzero(gray.max(axis=0) > threshold)[0]
+    if rows.size == 0 or cols.size == 0:
+        return array
+    return array[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
 def packaged_backgrounds() -> dict[tuple[str, str], list[np.ndarray]]:
-    """Base images per (modality, split), in [0, 1]. Test images come from other files/slices."""
-    ihc = _skimage("ihc.png")
-    cut = ihc.shape[0] * 3 // 5
-    return {
-        ("CT", "train"): _dicom_frames("CT_small.dcm"),
+    """Base images per (modality, split), in [0, 1], trimmed to their content. The held-out (`test`)
+    images come from other files, other volume slices, or a disjoint part of the one slide or photograph."""
+    ihc, retina = _skimage("ihc.png"), _skimage("retina.jpg")
+    ihc_cut, retina_cut = ihc.shape[0] * 3 // 5, retina.shape[1] * 3 // 5
+    backgrounds = {
+        ("CT", "train"): _dicom_frames("CT_small.dcm") + _dicom_frames("J2K_pixelrep_mismatch.dcm"),
+        ("CT", "test"): _dicom_frames("693_J2KI.dcm"),
         ("MR", "train"): _nifti_slices("anatomical.nii", lambda z, n: z < n // 2 - 2 or z > n // 2 + 2)
         + _nifti_slices("example4d.nii.gz", lambda z, n: True)
         + _dicom_frames("examples_overlay.dcm"),
         ("MR", "test"): _nifti_slices("anatomical.nii", lambda z, n: n // 2 - 2 <= z <= n // 2 + 2)
         + _dicom_frames("MR_small.dcm"),
-        ("US", "train"): _dicom_frames("examples_ybr_color.dcm", slice(0, 30, 3)),
+        ("US", "train"): _dicom_frames("examples_ybr_color.dcm", slice(0, 30, 3))
+        + _dicom_frames("examples_rgb_color.dcm"),
         ("US", "test"): _dicom_frames("examples_palette.dcm"),
-        ("fundus", "train"): [_skimage("retina.jpg")],
-        ("fundus", "test"): [_skimage("microaneurysms.png")],
-        # one immunohistochemistry slide: training crops from its upper part, test crops from the rest
-        ("microscopy", "train"): [ihc[:cut]],
-        ("microscopy", "test"): [ihc[cut:]],
+        # one fundus photograph and one immunohistochemistry slide: training crops from one part,
+        # held-out crops from the rest
+        ("fundus", "train"): [retina[:, :retina_cut]],
+        ("fundus", "test"): [retina[:, retina_cut:]],
+        ("microscopy", "train"): [ihc[:ihc_cut]],
+        ("microscopy", "test"): [ihc[ihc_cut:]],
     }
+    return {key: [trim(b) for b in bases] for key, bases in backgrounds.items()}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -170,16 +176,22 @@ def augment(base: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray
     image = Image.fromarray((np.clip(crop, 0, 1) * 255).astype(np.uint8), mode="L" if gray else "RGB")
     out = np.asarray(image.resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
     gamma = float(np.exp(rng.uniform(-0.3, 0.3)))
-    out = np.clip(out, 0, 1) ** gamma
+    out = BACKGROUND_RANGE[0] + (BACKGROUND_RANGE[1] - BACKGROUND_RANGE[0]) * np.clip(out, 0, 1) ** gamma
     if gray:
         out = np.repeat(out[..., None], 3, axis=-1)
     return out
 
 
+#: Intensity range of the background and value of a lesion: the planted lesion is the one region
+#: at full brightness, like a contrast-enhancing lesion, so a model trained for minutes can find it.
+BACKGROUND_RANGE = (0.05, 0.7)
+LESION_VALUE = 1.0
+
+
 def lesion_radius(size: str, image_size: int) -> tuple[float, float]:
     """Radius range of a small or large lesion, in pixels of a square image of `image_size`."""
     return (
-        (0.04 * image_size, 0.06 * image_size) if size == "small" else (0.12 * image_size, 0.15 * image_size)
+        (0.07 * image_size, 0.09 * image_size) if size == "small" else (0.15 * image_size, 0.19 * image_size)
     )
 
 
@@ -197,9 +209,7 @@ def plant(image: np.ndarray, finding: Finding, rng: np.random.Generator) -> np.n
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     dist = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
     alpha = np.clip(r + 0.5 - dist, 0.0, 1.0)[..., None]
-    local = float(image[dist < r].mean())
-    value = min(1.0, local + 0.55) if local < 0.5 else max(0.0, local - 0.55)
-    return image * (1 - alpha) + value * alpha
+    return image * (1 - alpha) + LESION_VALUE * alpha
 
 
 def finding_for(task: str, label: str, rng: np.random.Generator) -> Finding:
@@ -223,11 +233,6 @@ def describe(finding: Finding) -> str:
 # ------------------------------------------------------------------------------------------------
 # sources + spec
 # ------------------------------------------------------------------------------------------------
-def _save_png(array: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((np.clip(array, 0, 1) * 255 + 0.5).astype(np.uint8)).save(path)
-
-
 def write_sources(
     folder: str | Path,
     *,
@@ -244,23 +249,44 @@ def write_sources(
     """
     from tqdm.auto import tqdm
 
+    from gmaivl.dataset_builders.qc import DECONTAMINATION_DISTANCE, HammingIndex
+    from gmaivl.dataset_builders.records import image_phash
+
     root = Path(folder)
     backgrounds = packaged_backgrounds()
-    jobs = []
-    for (modality, split), bases in sorted(backgrounds.items()):
-        for task, info in TASKS.items():
-            per_label = train_per_label if split == "train" else test_per_label
-            for label in info["labels"]:
-                for i in range(per_label):
-                    jobs.append((modality, split, task, label, i, bases))
+    jobs = []  # training images first: the held-out ones are then drawn away from them
+    for split in ("train", "test"):
+        for (modality, base_split), bases in sorted(backgrounds.items()):
+            if base_split != split:
+                continue
+            for task, info in TASKS.items():
+                per_label = train_per_label if split == "train" else test_per_label
+                for label in info["labels"]:
+                    for i in range(per_label):
+                        jobs.append((modality, split, task, label, i, bases))
+    # a held-out image within twice decontam's pHash distance of a training image is drawn again
+    # (dark, nearly empty crops of different files can hash alike), so the split holds by construction
+    train_hashes = HammingIndex(2 * DECONTAMINATION_DISTANCE)
     sources = []
     seen = set()
     for modality, split, task, label, i, bases in tqdm(jobs, desc="quickstart sources", disable=not progress):
         name = f"{task}-{modality.lower()}-{split}"
-        rng = np.random.default_rng(_seed(seed, name, label, i))
-        base = bases[int(rng.integers(0, len(bases)))]
-        image = plant(augment(base, rng, image_size), finding_for(task, label, rng), rng)
-        _save_png(image, root / "sources" / name / label.replace(" ", "_") / f"{i:04d}.png")
+        for attempt in range(100):
+            rng = np.random.default_rng(_seed(seed, name, label, i, attempt))
+            base = bases[int(rng.integers(0, len(bases)))]
+            image = plant(augment(base, rng, image_size), finding_for(task, label, rng), rng)
+            pixels = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+            phash = int(image_phash(pixels), 16)
+            if split == "train":
+                train_hashes.add(phash, name)
+                break
+            if train_hashes.find(phash) is None:
+                break
+        else:
+            raise RuntimeError(f"{name}: no held-out image away from the training images in 100 draws")
+        path = root / "sources" / name / label.replace(" ", "_") / f"{i:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(path)
         if name not in seen:
             seen.add(name)
             sources.append(
@@ -307,16 +333,6 @@ def _seed(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()[:4], "big")
 
 
-#: Question wordings of the text-only MCQs per task (the benchmark uses its own templates).
-TEXT_QUESTIONS = {
-    "lesion-presence": ("This is a {modality} image. Which diagnosis does it most likely show?",
-                        "Which finding does this {modality} image show?"),
-    "lesion-location": ("This is a {modality} image. Which attribute does it show?",
-                        "Where is the lesion in this {modality} image?"),
-    "lesion-size": ("This is a {modality} image. What is the severity grade shown?",
-                    "How large is the lesion in this {modality} image?"),
-}  # fmt: skip
-
 CAPTION_PROMPTS = (
     "Describe this medical image.",
     "Give a short description of this image.",
@@ -325,36 +341,45 @@ CAPTION_PROMPTS = (
 
 
 def write_text_dialogues(path: Path, count: int, seed: int) -> None:
-    """Text-only dialogues about a written finding (JSONL: question, answer): multiple-choice questions
-    (60%), captions and main-finding questions, in the wording of the image rows."""
+    """Text-only dialogues about a written finding (JSONL: question, answer).
+
+    Most are multiple-choice questions in the held-out benchmark's layout (its question pools and
+    option counts, the evaluator's prompt) with the finding written as context: they teach the
+    language model to answer with the text of the option that matches a finding. The rest are
+    captions in the image rows' wording."""
+    from gmaivl.dataset_builders.labels import modality_name
+    from gmaivl.dataset_builders.templates import distractor_count
+    from gmaivl.evaluation.bench_build import load_question_pools, questions_for
+    from gmaivl.evaluation.prompts import prompt_text
+    from gmaivl.evaluation.samples import EvalSample
+
+    pools = load_question_pools()
     rng = random.Random(seed)
     np_rng = np.random.default_rng(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    modalities = ["CT", "MRI", "ultrasound", "fundus photograph", "microscopy"]
     lines = []
-    for _ in range(count):
+    for i in range(count):
         task = rng.choice(list(TASKS))
         labels = TASKS[task]["labels"]
         label = rng.choice(labels)
         finding = finding_for(task, label, np_rng)
-        distractors = [x for x in labels if x != label]
-        options = [label, *rng.sample(distractors, rng.randint(1, len(distractors)))]
-        rng.shuffle(options)
-        modality = rng.choice(modalities)
-        report = f"Report: the {modality} image shows {describe(finding)}."
-        kind = rng.random()
-        if kind < 0.25:  # the caption's wording
-            lines.append(json.dumps({"question": f"{report}\n{rng.choice(CAPTION_PROMPTS)}",
+        modality = modality_name(rng.choice(list(DEPARTMENTS)))
+        if rng.random() < 0.2:  # the caption's wording
+            lines.append(json.dumps({"question": f"Report: the {modality} image shows {describe(finding)}.\n"
+                                     f"{rng.choice(CAPTION_PROMPTS)}",
                                      "answer": f"This {modality} image shows {label}."}))  # fmt: skip
             continue
-        if kind < 0.4:  # the instruction rows' wording
-            lines.append(json.dumps({"question": f"{report}\nWhat is the main finding in this image?",
-                                     "answer": f"The main finding is {label}."}))  # fmt: skip
-            continue
-        question = mcq_prompt(
-            rng.choice(TEXT_QUESTIONS[task]).format(modality=modality),
-            [f"{'ABCDE'[k]}. {o}" for k, o in enumerate(options)],
-            context=f"the {modality} image shows {describe(finding)}.",
+        pool = [x for x in labels if x != label]
+        options = [label, *rng.sample(pool, distractor_count(len(pool), rng, 4))]
+        rng.shuffle(options)
+        question = rng.choice(questions_for(pools, TASKS[task]["clinical_task"], "image"))
+        sample = EvalSample(
+            index=str(i),
+            question=question.replace("<modality>", modality),
+            answer="ABCDE"[options.index(label)],
+            question_type="mcq",
+            options=dict(zip("ABCDE", options)),
+            metadata={"hint": f"the {modality} image shows {describe(finding)}."},
         )
-        lines.append(json.dumps({"question": question, "answer": label}))
+        lines.append(json.dumps({"question": prompt_text(sample), "answer": label}))
     path.write_text("\n".join(lines) + "\n")

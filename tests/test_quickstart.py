@@ -17,10 +17,9 @@ from safetensors.torch import load_file
 
 from gmaivl.quickstart import STAGES, QuickstartConfig, chance_level, run_quickstart, wilson_interval
 
-# The reduced run costs more CPU than the default suite's budget allows (measured: 508 s wall, stage III
-# 277 s, on the shared 2-core machine), so the learning test that needs it is `slow`:
-# `pytest -m slow tests/test_quickstart.py`. Everything else runs in the default suite on a minimal
-# run (two images per label, three steps per stage: about a minute) that goes through the same code.
+# The learning test needs the reduced run (`gmaivl quickstart --small`): about three minutes of
+# CPU, so it is `slow`. Everything else runs in the default suite on a minimal run (two images per
+# label, three steps per stage) that goes through the same code.
 needs_run = pytest.mark.slow
 
 STAGE_KEYS = ("untrained", *(key for key, _, _ in STAGES[1:]))
@@ -29,8 +28,7 @@ STAGE_KEYS = ("untrained", *(key for key, _, _ in STAGES[1:]))
 def ci_config() -> QuickstartConfig:
     from gmaivl.quickstart import small_config
 
-    cfg = small_config(QuickstartConfig(progress=False))
-    return cfg
+    return small_config(QuickstartConfig(progress=False))
 
 
 def minimal_config() -> QuickstartConfig:
