@@ -138,3 +138,40 @@ def test_wilson_interval_matches_the_formula():
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
     assert (low, high) == pytest.approx((centre - half, centre + half))
+
+
+def test_training_mcqs_read_like_the_held_out_ones(minimal_run):
+    """bench-build on the training split: the evaluator's prompt layout, answered with an option's text,
+    and no training image among the benchmark's."""
+    import datasets
+
+    from gmaivl.evaluation.prompts import INSTRUCTIONS
+
+    out, _ = minimal_run
+    rows = datasets.load_from_disk(str(out / "derived" / "mcq_text"))
+    assert len(rows) > 0
+    for row in rows:
+        user, assistant = (m["content"] for m in row["messages"])
+        lines = user.split("\n")
+        assert (
+            lines[0].startswith("Question: ") and lines[1] == "Options:" and lines[-1] == INSTRUCTIONS["mcq"]
+        )
+        options = [line.split(". ", 1)[1] for line in lines[2:-1]]
+        assert assistant in options and 2 <= len(options) <= 5
+        assert len(row["images"]) == 1
+
+
+def test_planted_lesion_is_the_only_full_brightness_region(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from gmaivl.quickstart_data import BACKGROUND_RANGE, write_sources
+
+    write_sources(tmp_path, train_per_label=2, test_per_label=1, text_dialogues=4, progress=False)
+    brightest = {"lesion": [], "none": []}
+    for png in (tmp_path / "sources").glob("lesion-*/*/*.png"):
+        kind = "none" if png.parent.name == "no_lesion" else "lesion"
+        brightest[kind].append(np.asarray(Image.open(png)).max() / 255)
+    assert brightest["lesion"] and brightest["none"]
+    assert max(brightest["none"]) <= BACKGROUND_RANGE[1] + 1 / 255
+    assert min(brightest["lesion"]) > 0.95
