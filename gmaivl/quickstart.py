@@ -61,7 +61,7 @@ class QuickstartConfig:
     test_per_label: int = 8
     text_dialogues: int = 2000
     image_size: int = 112
-    patch_size: int = 14
+    patch_size: int = 28  # 16 image tokens (measured: 0.67 s per stage III step, 1.0 s with 64 tokens)
     vision: dict[str, int] = field(
         default_factory=lambda: dict(
             hidden_size=96, intermediate_size=192, num_hidden_layers=3, num_attention_heads=4
@@ -558,15 +558,16 @@ def check_reload(
 
 
 def small_config(cfg: QuickstartConfig | None = None) -> QuickstartConfig:
-    """A reduced run for CI: half the images, stages 0-II and GRPO cut to a few steps, stage III
-    to the steps it needs to learn from the images."""
+    """A reduced run: half the images and a few steps per stage (about two minutes). It checks the
+    plumbing end to end; it is too short to learn (stage III needs ~300 steps before the answers
+    follow the image)."""
     cfg = cfg or QuickstartConfig()
     cfg.train_per_label, cfg.test_per_label, cfg.text_dialogues = 24, 6, 600
     cfg.max_steps = {
         "stage0_language_pretraining": 30,
         "stage1_shallow_alignment": 5,
         "stage2_deep_alignment": 5,
-        "stage3_instruction_tuning": 220,
+        "stage3_instruction_tuning": 100,
         "stage4_grpo": 1,
     }
     return cfg

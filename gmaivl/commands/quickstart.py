@@ -14,7 +14,9 @@ from ._flags import quiet
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", default="runs/quickstart", help="where everything is written")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--small", action="store_true", help="reduced sizes (the CI test's run)")
+    p.add_argument(
+        "--small", action="store_true", help="reduced sizes: a quick end-to-end check, too short to learn"
+    )
     quiet(p)
 
 
