@@ -61,7 +61,9 @@ class QuickstartConfig:
     test_per_label: int = 8
     text_dialogues: int = 2000
     image_size: int = 112
-    patch_size: int = 28  # 16 image tokens (measured: 0.67 s per stage III step, 1.0 s with 64 tokens)
+    #: 64 image tokens. Measured, seed 0: stage III 0.825 held-out with 64 tokens, 0.566 with 16 (patch
+    #: 28), which costs 0.85 s per stage III step against 1.25 s.
+    patch_size: int = 14
     vision: dict[str, int] = field(
         default_factory=lambda: dict(
             hidden_size=96, intermediate_size=192, num_hidden_layers=3, num_attention_heads=4

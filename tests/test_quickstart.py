@@ -80,7 +80,7 @@ def test_learns_from_the_images_on_held_out_sources(run):
     out, results = run
     chance, stages = results["chance"], results["stages"]
     final = stages["stage3_instruction_tuning"]
-    assert final["ci_low"] > chance + 0.1, stages
+    assert final["ci_low"] > chance and final["accuracy"] > chance + 0.1, stages
     assert final["accuracy"] > stages["untrained"]["accuracy"] + 0.15
     assert stages["stage2_deep_alignment"]["accuracy"] <= final["accuracy"]
     # GRPO: a positive reward, and no loss of accuracy beyond the interval
