@@ -85,10 +85,11 @@ class QuickstartConfig:
     cases_per_answer: int = 30
     eval_batch_size: int = 64
     stages: tuple[str, ...] = tuple(s[0] for s in STAGES)
-    #: torch intra-op threads. The matrices of this model are tiny: splitting each op over threads
-    #: costs more in synchronisation than it gains (measured on the shared 2-core machine: one
-    #: forward + backward of 2 x 512 tokens, 0.21 s with 1 thread, 2.3 s with 2).
-    num_threads: int = 1
+    #: torch intra-op threads; at most 2: the matrices of this model are small. Measured on the
+    #: 2-core machine with nothing else running, one forward + backward of a stage III batch
+    #: (32 questions, 9 x 512 tokens): 0.72 s with 1 thread, 0.42 s with 2. Set 1 when another
+    #: job shares the cores (two threads fighting a second process cost more than they gain).
+    num_threads: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
     progress: bool = True
 
 

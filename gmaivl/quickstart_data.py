@@ -3,9 +3,10 @@
 Backgrounds are real images shipped inside installed packages (pydicom's CT / MR / ultrasound test
 files, nibabel's MR volumes, scikit-image's fundus and microscopy images), cut into slices, crops
 and augmentations, with their intensities compressed into `BACKGROUND_RANGE`. Onto each one a
-synthetic finding may be planted: a round lesion at full brightness (like a contrast-enhancing
-lesion), of a known size (small or large) in a known quadrant. So every question has ground
-truth, and it can only be answered by looking at the image:
+synthetic finding may be planted: a round, finely mottled lesion (a one-pixel checker of black and
+full-brightness pixels; `LESION_CELL` says why not a plain bright disc), of a known size (small or
+large) in a known quadrant. So every question has ground truth, and it can only be answered by
+looking at the image:
 
 - `lesion-presence`: "lesion present" / "no lesion" (half the images carry no lesion);
 - `lesion-location`: the quadrant of the lesion ("upper left lesion", ...);
@@ -183,10 +184,19 @@ def augment(base: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray
     return out
 
 
-#: Intensity range of the background and value of a lesion: the planted lesion is the one region
-#: at full brightness, like a contrast-enhancing lesion, so a model trained for minutes can find it.
+#: Intensity range of the backgrounds; a lesion is a fine checker of `LESION_DARK` and `LESION_VALUE`
+#: pixels (a mottled lesion), and its bright pixels are the only ones at full brightness.
+#:
+#: Why a texture and not a bright disc: the CLIP vision tower embeds each patch linearly (no bias)
+#: and layer-normalises the result, so a uniform patch of any brightness becomes the same token up
+#: to sign. Measured on the quickstart's vision tower: uniform patches at 0.85 and 1.0 have cosine
+#: 0.998 after `pre_layrnorm`, even after stage III. A uniformly bright lesion is then visible only
+#: at its edge. With the checker, stage III reached 0.991 held-out (seed 0, 600 steps) against
+#: 0.825 for the plain bright disc, and 0.925 with 2-pixel cells.
 BACKGROUND_RANGE = (0.05, 0.7)
 LESION_VALUE = 1.0
+LESION_DARK = 0.0
+LESION_CELL = 1  # pixels
 
 
 def lesion_radius(size: str, image_size: int) -> tuple[float, float]:
@@ -197,7 +207,7 @@ def lesion_radius(size: str, image_size: int) -> tuple[float, float]:
 
 
 def plant(image: np.ndarray, finding: Finding, rng: np.random.Generator) -> np.ndarray:
-    """Draw a round lesion (soft edge, contrasting with its surroundings) inside its quadrant."""
+    """Draw a round mottled lesion (soft edge) inside its quadrant (see `LESION_CELL`)."""
     if finding.quadrant is None:
         return image
     size = image.shape[0]
@@ -210,7 +220,14 @@ def plant(image: np.ndarray, finding: Finding, rng: np.random.Generator) -> np.n
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     dist = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
     alpha = np.clip(r + 0.5 - dist, 0.0, 1.0)[..., None]
-    return image * (1 - alpha) + LESION_VALUE * alpha
+    return image * (1 - alpha) + lesion_texture(size)[..., None] * alpha
+
+
+def lesion_texture(size: int) -> np.ndarray:
+    """The lesion's mottled texture over a whole `size` x `size` image (float32, 0-1)."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    checker = (yy // LESION_CELL + xx // LESION_CELL) % 2
+    return (LESION_DARK + (LESION_VALUE - LESION_DARK) * checker).astype(np.float32)
 
 
 def finding_for(task: str, label: str, rng: np.random.Generator) -> Finding:

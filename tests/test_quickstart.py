@@ -194,3 +194,37 @@ def test_same_seed_same_benchmark_and_training_questions(tmp_path):
         write_derived_data(root / "corpus", root / "derived", 0)
         outputs.append(((root / "bench.tsv").read_bytes(), (root / "derived" / "train_mcq.tsv").read_bytes()))
     assert outputs[0] == outputs[1]
+
+
+def test_lesion_texture_survives_the_vision_towers_layer_norm():
+    """Why the planted lesion is mottled rather than a plain bright disc: CLIP embeds each patch
+    linearly, without bias, then layer-normalises it, so uniform patches of different brightness
+    become the same token, while the lesion's texture gives a token of its own."""
+    import numpy as np
+    from PIL import Image
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    from gmaivl.quickstart_data import lesion_texture
+    from modeling_gmaivl.image_processing_gmaivl import GMAIVLImageProcessor
+
+    cfg = QuickstartConfig()
+    torch.manual_seed(0)
+    tower = CLIPVisionModel(
+        CLIPVisionConfig(**cfg.vision, image_size=cfg.image_size, patch_size=cfg.patch_size)
+    ).eval()
+    size = cfg.image_size
+    images = {
+        "dim": np.full((size, size), 0.6, np.float32),
+        "bright": np.full((size, size), 1.0, np.float32),
+        "lesion": lesion_texture(size),
+    }
+    pixels = GMAIVLImageProcessor(size=size)(
+        [Image.fromarray((v * 255).round().astype(np.uint8)).convert("RGB") for v in images.values()],
+        return_tensors="pt",
+    )["pixel_values"]
+    with torch.no_grad():
+        tokens = tower.pre_layrnorm(tower.embeddings(pixels))[:, 1:]
+    dim, bright, lesion = torch.nn.functional.normalize(tokens, dim=-1)
+    assert (dim * bright).sum(-1).min() > 0.95  # brightness alone is (almost) invisible
+    assert (lesion * bright).sum(-1).abs().max() < 0.9
+    assert (lesion * dim).sum(-1).abs().max() < 0.9

@@ -17,6 +17,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--small", action="store_true", help="reduced sizes: a quick end-to-end check, too short to learn"
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: min(2, CPU count)); 1 if the cores are shared",
+    )
     quiet(p)
 
 
@@ -24,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from gmaivl.quickstart import QuickstartConfig, run_quickstart, small_config
 
     cfg = QuickstartConfig(seed=args.seed, progress=not args.quiet)
+    if args.threads:
+        cfg.num_threads = args.threads
     if args.small:
         cfg = small_config(cfg)
     results = run_quickstart(args.output_dir, cfg)
