@@ -15,23 +15,21 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gmaivl.quickstart import STAGES, QuickstartConfig, chance_level, run_quickstart, wilson_interval
+from gmaivl.quickstart import (
+    STAGES,
+    QuickstartConfig,
+    chance_level,
+    run_quickstart,
+    small_config,
+    wilson_interval,
+)
 
-# The learning test needs the README's whole run (`gmaivl quickstart`: about ten minutes of CPU, stage
-# III needs ~300 steps before the answers follow the image), so it is `slow`:
-# `pytest -m slow tests/test_quickstart.py`. Everything else runs in the default suite on a minimal
-# run (two images per label, three steps per stage) that goes through the same code.
-needs_run = pytest.mark.slow
-
+# Two runs go through the same code. The default suite runs `gmaivl quickstart --small`
+# (`small_config`: half the images, 100 stage III steps; about 2.5 minutes on 2 cores) and asserts
+# that it learns lesion presence and size from the held-out images; lesion location (the quadrant)
+# needs more steps. The whole run (`gmaivl quickstart`, about 7 minutes) is `slow`:
+# `pytest -m slow tests/test_quickstart.py`.
 STAGE_KEYS = ("untrained", *(key for key, _, _ in STAGES[1:]))
-
-
-def minimal_config() -> QuickstartConfig:
-    cfg = QuickstartConfig(progress=False)
-    cfg.train_per_label, cfg.test_per_label, cfg.text_dialogues, cfg.patch_size = 2, 1, 40, 28
-    # three steps: the recipes warm the learning rate up from 0 over their first step
-    cfg.max_steps = {key: 1 if key == "stage4_grpo" else 3 for key, _, _ in STAGES}
-    return cfg
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +40,22 @@ def run(tmp_path_factory) -> tuple[Path, dict]:
 
 
 @pytest.fixture(scope="module")
-def minimal_run(tmp_path_factory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("quickstart-minimal")
-    return out, run_quickstart(out, minimal_config())
+def small_run(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("quickstart-small")
+    return out, run_quickstart(out, small_config(QuickstartConfig(progress=False)))
 
 
-def test_results_json_has_the_issue_schema(minimal_run):
-    out, _ = minimal_run
+def above_chance(entry: dict, chance: float, margin: float) -> bool:
+    """Above `chance` with 95% confidence and by at least `margin`."""
+    return entry["ci_low"] > chance and entry["accuracy"] >= chance + margin
+
+
+def at_chance(entry: dict, chance: float) -> bool:
+    return entry["ci_low"] <= chance <= entry["ci_high"] or entry["accuracy"] <= chance
+
+
+def test_results_json_has_the_issue_schema(small_run):
+    out, _ = small_run
     on_disk = json.loads((out / "results.json").read_text())
     assert set(on_disk["stages"]) == set(STAGE_KEYS)
     for entry in [*on_disk["stages"].values(), on_disk["blank_images"]]:
@@ -60,8 +67,8 @@ def test_results_json_has_the_issue_schema(minimal_run):
     assert "| stage3_instruction_tuning |" in (out / "results.md").read_text()
 
 
-def test_benchmark_comes_from_held_out_sources_only(minimal_run):
-    out, _ = minimal_run
+def test_benchmark_comes_from_held_out_sources_only(small_run):
+    out, _ = small_run
     import pandas as pd
 
     bench = pd.read_csv(out / "benchmark" / "quickstart-heldout.tsv", sep="\t", dtype=str)
@@ -75,25 +82,38 @@ def test_benchmark_comes_from_held_out_sources_only(minimal_run):
         assert counts.max() - counts.min() <= 1
 
 
-@needs_run
+def test_small_run_learns_presence_and_size_from_the_held_out_images(small_run):
+    """The CI-sized learning check: it fails when training does not learn from the images (labels
+    masked, the wrong modules frozen, packed samples attending to each other...)."""
+    _, results = small_run
+    final, blank = results["stages"]["stage4_grpo"]["by_task"], results["blank_images"]["by_task"]
+    for task in ("lesion-presence", "lesion-size"):  # two options each: chance is 0.5
+        assert above_chance(final[task], 0.5, 0.25), (task, final[task])
+        assert at_chance(blank[task], 0.5), (task, blank[task])
+    untrained = results["stages"]["untrained"]
+    assert results["stages"]["stage3_instruction_tuning"]["accuracy"] > untrained["accuracy"] + 0.1
+
+
+@pytest.mark.slow
 def test_learns_from_the_images_on_held_out_sources(run):
     out, results = run
     chance, stages = results["chance"], results["stages"]
     final = stages["stage3_instruction_tuning"]
-    assert final["ci_low"] > chance and final["accuracy"] > chance + 0.1, stages
-    assert final["accuracy"] > stages["untrained"]["accuracy"] + 0.15
+    assert above_chance(final, chance, 0.4) and final["accuracy"] >= 0.9, stages
+    for task, entry in final["by_task"].items():
+        assert entry["accuracy"] >= 0.85, (task, entry)
+    assert final["accuracy"] > stages["untrained"]["accuracy"] + 0.4
     assert stages["stage2_deep_alignment"]["accuracy"] <= final["accuracy"]
     # GRPO: a positive reward, and no loss of accuracy beyond the interval
     history = json.loads((out / "stages" / "stage4_grpo" / "log_history.json").read_text())
     assert max(e["reward"] for e in history if "reward" in e) > 0
     assert stages["stage4_grpo"]["accuracy"] >= final["ci_low"]
     # with blank images the answers cannot come from the image: back to chance
-    blank = results["blank_images"]
-    assert blank["ci_low"] <= chance <= blank["ci_high"] or blank["accuracy"] <= chance, blank
+    assert at_chance(results["blank_images"], chance), results["blank_images"]
 
 
-def test_each_stage_trains_only_its_modules(minimal_run):
-    out, _ = minimal_run
+def test_each_stage_trains_only_its_modules(small_run):
+    out, _ = small_run
 
     def weights(stage: str) -> dict[str, torch.Tensor]:
         folder = out / ("untrained" if stage == "untrained" else f"stages/{stage}")
@@ -119,8 +139,8 @@ def test_each_stage_trains_only_its_modules(minimal_run):
     assert changed("stage2_deep_alignment", "stage3_instruction_tuning") == {"vision", "projector", "llm"}
 
 
-def test_final_model_reloads_as_hub_folder_with_a_card(minimal_run):
-    out, results = minimal_run
+def test_final_model_reloads_as_hub_folder_with_a_card(small_run):
+    out, results = small_run
     assert results["reload"]["identical_answers"] is True
     assert (out / "model" / "config.json").is_file()
     card = (out / "model" / "README.md").read_text()
@@ -135,14 +155,14 @@ def test_wilson_interval_matches_the_formula():
     assert (low, high) == pytest.approx((centre - half, centre + half))
 
 
-def test_training_mcqs_read_like_the_held_out_ones(minimal_run):
+def test_training_mcqs_read_like_the_held_out_ones(small_run):
     """bench-build on the training split: the evaluator's prompt layout, answered with an option's text,
     and no training image among the benchmark's."""
     import datasets
 
     from gmaivl.evaluation.prompts import INSTRUCTIONS
 
-    out, _ = minimal_run
+    out, _ = small_run
     rows = datasets.load_from_disk(str(out / "derived" / "mcq_text"))
     assert len(rows) > 0
     for row in rows:

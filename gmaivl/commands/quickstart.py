@@ -15,7 +15,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", default="runs/quickstart", help="where everything is written")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--small", action="store_true", help="reduced sizes: a quick end-to-end check, too short to learn"
+        "--small",
+        action="store_true",
+        help="reduced sizes (about 2.5 min): learns lesion presence and size, not yet the quadrant",
     )
     p.add_argument(
         "--threads",
