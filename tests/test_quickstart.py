@@ -25,9 +25,9 @@ from gmaivl.quickstart import (
 )
 
 # Two runs go through the same code. The default suite runs `gmaivl quickstart --small`
-# (`small_config`: half the images, 100 stage III steps; about 2.5 minutes on 2 cores) and asserts
-# that it learns lesion presence and size from the held-out images; lesion location (the quadrant)
-# needs more steps. The whole run (`gmaivl quickstart`, about 7 minutes) is `slow`:
+# (`small_config`: half the images, 220 stage III steps; about 3 minutes on 2 cores) and asserts
+# that it learns every task from the held-out images, well above chance but short of the whole
+# run. The whole run (`gmaivl quickstart`, about 8 minutes) is `slow`:
 # `pytest -m slow tests/test_quickstart.py`.
 STAGE_KEYS = ("untrained", *(key for key, _, _ in STAGES[1:]))
 
@@ -82,16 +82,24 @@ def test_benchmark_comes_from_held_out_sources_only(small_run):
         assert counts.max() - counts.min() <= 1
 
 
-def test_small_run_learns_presence_and_size_from_the_held_out_images(small_run):
-    """The CI-sized learning check: it fails when training does not learn from the images (labels
-    masked, the wrong modules frozen, packed samples attending to each other...)."""
-    _, results = small_run
+def test_small_run_learns_from_the_held_out_images(small_run):
+    """The CI-sized learning check. Measured with planted faults: labels on the prompt instead of
+    the answer, 0/320; packed samples attending to each other, 120/320 (the priors); vision and
+    projector frozen in stage III, size 50/80 after GRPO, under the bar of 52 (random vision
+    features still carry the lesion's texture; `test_each_stage_trains_only_its_modules` catches
+    wrong freezing exactly)."""
+    from gmaivl.quickstart_data import TASKS
+
+    out, results = small_run
     final, blank = results["stages"]["stage4_grpo"]["by_task"], results["blank_images"]["by_task"]
-    for task in ("lesion-presence", "lesion-size"):  # two options each: chance is 0.5
-        assert above_chance(final[task], 0.5, 0.25), (task, final[task])
-        assert at_chance(blank[task], 0.5), (task, blank[task])
+    for task, spec in TASKS.items():
+        chance = 1 / len(spec["labels"])
+        assert above_chance(final[task], chance, 0.15), (task, final[task])
+        assert at_chance(blank[task], chance), (task, blank[task])
     untrained = results["stages"]["untrained"]
-    assert results["stages"]["stage3_instruction_tuning"]["accuracy"] > untrained["accuracy"] + 0.1
+    assert results["stages"]["stage3_instruction_tuning"]["accuracy"] > untrained["accuracy"] + 0.2
+    history = json.loads((out / "stages" / "stage4_grpo" / "log_history.json").read_text())
+    assert min(e["reward"] for e in history if "reward" in e) > 0
 
 
 @pytest.mark.slow

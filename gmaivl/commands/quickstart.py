@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--small",
         action="store_true",
-        help="reduced sizes (about 2.5 min): learns lesion presence and size, not yet the quadrant",
+        help="reduced sizes (about 3 min): learns, but less than the whole run",
     )
     p.add_argument(
         "--threads",
