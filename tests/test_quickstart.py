@@ -232,8 +232,8 @@ def test_lesion_texture_survives_the_vision_towers_layer_norm():
     from PIL import Image
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
+    from gmaivl import GMAIVLImageProcessor
     from gmaivl.quickstart_data import lesion_texture
-    from modeling_gmaivl.image_processing_gmaivl import GMAIVLImageProcessor
 
     cfg = QuickstartConfig()
     torch.manual_seed(0)
