@@ -6,29 +6,36 @@ Public API:
   (imported lazily; see README.md in this folder).
 """
 
-from typing import Any
+if (
+    __name__ != "gmaivl.dataset_builders"
+):  # imported by its folder name from a checkout: see gmaivl/_checkout.py
+    import pathlib
+    import runpy
 
-from .records import MedicalRecord, image_phash, iter_records, pixel_md5, record_features
+    runpy.run_path(str(pathlib.Path(__file__).parents[1] / "gmaivl" / "_checkout.py"))["hand_over"](__name__)
+else:
+    from typing import Any
 
-__all__ = [
-    "MedicalRecord",
-    "image_phash",
-    "iter_records",
-    "load_build_spec",
-    "pixel_md5",
-    "record_features",
-    "run_build",
-]
+    from .records import MedicalRecord, image_phash, iter_records, pixel_md5, record_features
 
+    __all__ = [
+        "MedicalRecord",
+        "image_phash",
+        "iter_records",
+        "load_build_spec",
+        "pixel_md5",
+        "record_features",
+        "run_build",
+    ]
 
-def __getattr__(name: str) -> Any:
-    # the build pulls in pyarrow, datasets and the imaging stack: only on demand
-    if name == "run_build":
-        from .build import run_build
+    def __getattr__(name: str) -> Any:
+        # the build pulls in pyarrow, datasets and the imaging stack: only on demand
+        if name == "run_build":
+            from .build import run_build
 
-        return run_build
-    if name == "load_build_spec":
-        from .spec import load_build_spec
+            return run_build
+        if name == "load_build_spec":
+            from .spec import load_build_spec
 
-        return load_build_spec
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+            return load_build_spec
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

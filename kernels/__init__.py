@@ -21,9 +21,12 @@ from ``position_ids`` in every layer. Padded batches (a 2-D ``attention_mask``) 
 re-padded. On a machine without a GPU set ``TRITON_INTERPRET=1`` before import (tests only: slow).
 """
 
-# When the repository root is on sys.path (python run from a checkout), transformers' probe for
-# Hugging Face's `kernels` library can import this folder as a top-level `kernels`. Stay inert then.
-if __name__ == "gmaivl.kernels":
+if __name__ != "gmaivl.kernels":  # imported by its folder name from a checkout: see gmaivl/_checkout.py
+    import pathlib
+    import runpy
+
+    runpy.run_path(str(pathlib.Path(__file__).parents[1] / "gmaivl" / "_checkout.py"))["hand_over"](__name__)
+else:
     from .reference import packed_attention_reference, seqlens_to_cu
     from .transformers_integration import ATTENTION_NAME, cu_seqlens_from_position_ids, register
     from .varlen import interpreter_active, packed_attention
