@@ -64,7 +64,7 @@ from .imaging import (
 )
 from .labels import LabelStandardizer
 from .records import MedicalRecord, encode_png, image_phash, pixel_md5
-from .spec import ReaderOptions, SourceSpec
+from .source_spec import ReaderOptions, SourceSpec
 
 
 # -------------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gmaivl.files import atomic_write_text
+from gmaivl.core.files import atomic_write_text
 
 from .adapters import Dropped, Failure, TextSample, WorkUnit, make_reader
 from .generate import RowGenerator, row_features, text_row

@@ -6,7 +6,7 @@ import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gmaivl.files import atomic_write_text
+from gmaivl.core.files import atomic_write_text
 
 from .spec import BuildSpec
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from gmaivl.files import atomic_write, atomic_write_bytes
+from gmaivl.core.files import atomic_write, atomic_write_bytes
 
 
 def export_llava(

@@ -18,8 +18,10 @@ import os
 import re
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .spec import BuildSpec
+if TYPE_CHECKING:
+    from .spec import BuildSpec
 
 
 def resolve_id_key(spec: BuildSpec, work: Path) -> bytes:

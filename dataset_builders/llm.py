@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from gmaivl.openai_chat import ChatEndpoint, RateLimited, image_data_url
+from gmaivl.core.openai_chat import ChatEndpoint, RateLimited, image_data_url
 
 from .prompts import PROMPT_VERSION, SYSTEM
 

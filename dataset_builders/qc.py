@@ -133,7 +133,7 @@ class BenchmarkIndex:
 
     def add_tsv(self, path: str | Path, column: str = "image") -> None:
         """VLMEvalKit TSV: base64 images in `image` (rows that reference another index are skipped)."""
-        from gmaivl.evaluation.images import iter_tsv_rows, tsv_images
+        from gmaivl.core.tsv import iter_tsv_rows, tsv_images
 
         for line, row in iter_tsv_rows(path):
             for image in tsv_images(row.get(column), f"{path}:{line}: column {column!r}"):

@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gmaivl import files
+from gmaivl.core import files
 
 
 def size_to_bytes(value: int | str) -> int:

@@ -47,8 +47,8 @@ import yaml
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
+from gmaivl.core.files import atomic_write_text
 from gmaivl.dataset_builders.templates import distractor_count
-from gmaivl.files import atomic_write_text
 
 REGION_LEVELS = ("box", "mask", "contour")
 LETTERS = "ABCDE"

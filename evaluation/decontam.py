@@ -28,8 +28,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from gmaivl.core.files import atomic_write_text
 from gmaivl.dataset_builders.qc import DECONTAMINATION_DISTANCE, HammingIndex
-from gmaivl.files import atomic_write_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 
@@ -89,7 +89,8 @@ def iter_source_images(source: str | os.PathLike, split: str | None = None) -> I
 
 
 def _iter_tsv(path: Path) -> Iterator[tuple[str, Any]]:
-    from .images import iter_tsv_rows, tsv_images
+    from gmaivl.core.tsv import iter_tsv_rows, tsv_images
+
     from .loaders import BenchmarkFormatError
 
     for line, row in iter_tsv_rows(path):
@@ -130,7 +131,7 @@ def _iter_parquet(path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def _iter_hf(source: str, split: str | None) -> Iterator[tuple[str, Any]]:
-    from gmaivl.hf_datasets import open_dataset
+    from gmaivl.core.hf_datasets import open_dataset
 
     ds = open_dataset(source, split=split or "test")
     cols = [c for c in ("image", "images", "img") if c in ds.column_names]

@@ -401,7 +401,7 @@ class OpenAIJudge:
         max_retries: int = 3,
         client: Any = None,
     ) -> None:
-        from gmaivl.openai_chat import ChatEndpoint
+        from gmaivl.core.openai_chat import ChatEndpoint
 
         self.model = model
         self.endpoint = ChatEndpoint(

@@ -45,7 +45,7 @@ def _child(mode: str, path: str) -> None:
     else:
         import pandas as pd
 
-        from gmaivl.evaluation.images import decode_base64_image
+        from gmaivl.core.tsv import decode_base64_image
 
         df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
         held = [decode_base64_image(v, path) for v in df["image"]]

@@ -24,14 +24,17 @@ from typing import Any
 
 from PIL import Image
 
-from .images import (
+from gmaivl.core.tsv import (
     IMAGE_REFERENCE_MAX_LEN,
-    DatasetImage,
-    LazyImage,
     as_list,
     decode_base64_image,
     iter_tsv_records,
     looks_like_image,
+)
+
+from .images import (
+    DatasetImage,
+    LazyImage,
     undecoded,
 )
 from .question_types import infer_question_type
@@ -312,7 +315,7 @@ _ANSWER_NAMES = ("answer", "Answer", "label", "gt_answer", "answer_label")
 
 
 def _load_hf(path_or_id: str, name: str | None, split: str):
-    from gmaivl.hf_datasets import open_dataset
+    from gmaivl.core.hf_datasets import open_dataset
 
     return open_dataset(path_or_id, name, split=split)
 

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gmaivl.files import atomic_write_text
+from gmaivl.core.files import atomic_write_text
 
 HEADER_KEY = "gmaivl_predictions"
 FORMAT_VERSION = 1

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from gmaivl.files import atomic_write, atomic_write_text
+from gmaivl.core.files import atomic_write, atomic_write_text
 
 RESULTS_FORMAT = "gmaivl-eval-results/1"
 

@@ -6,7 +6,7 @@ as the in-process path (`prompts.prompt_text`), its images first and inline as P
 greedy decoding (`temperature=0`) and the question type's token budget; replies are read by the
 same rules and stored in the same resumable predictions file.
 
-Requests go through the package's one OpenAI-compatible client (`gmaivl.openai_chat`) in a
+Requests go through the package's one OpenAI-compatible client (`gmaivl.core.openai_chat`) in a
 bounded thread pool (`concurrency`); a request is retried on 429 (waiting what `Retry-After`
 says, else exponential backoff), 5xx, timeouts, connection errors and malformed bodies, up to
 `max_retries` times; other 4xx are not retried.
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from gmaivl.openai_chat import ChatEndpoint, ChatRequestError, image_data_url
+from gmaivl.core.openai_chat import ChatEndpoint, ChatRequestError, image_data_url
 
 from .extraction import Judge
 from .prompts import build_messages

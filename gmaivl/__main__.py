@@ -1,5 +1,5 @@
 """`python -m gmaivl` is the `gmaivl` command."""
 
-from gmaivl.cli import run
+from gmaivl.app.cli import run
 
 run()

@@ -6,7 +6,7 @@ interpreter never does: that it lowers at all (dot layouts, tile shapes), how ma
 takes, whether ptxas spills, and how much shared memory it needs against the target's limit (the
 autotuner skips a tile that does not fit; a shape with no fitting tile could not run).
 
-    python -m gmaivl.kernels.aot --arch 90 --dtypes bf16 --head-dims 64 128 --out report.json
+    gmaivl kernels compile-report --arch 90 --dtypes bf16 --head-dims 64 128 --output report.json
 
 Each compile takes seconds on a CPU; `--max-configs` keeps a quick check quick.
 """
@@ -28,8 +28,6 @@ import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-
-from gmaivl.commands.kernels_compile_report import add_arguments as add_compile_report_arguments
 
 from . import triton_packed_attention as _k
 from .varlen import MAX_HEAD_DIM, kernel_meta, tuned_configs
@@ -300,13 +298,3 @@ def run(args: argparse.Namespace) -> int:
         args.output.write_text(json.dumps([asdict(r) for r in results], indent=1))
         args.output.with_suffix(".md").write_text(markdown_table(results) + "\n")
     return 1 if any(r.error for r in results) else 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_compile_report_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

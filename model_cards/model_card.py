@@ -22,8 +22,8 @@ from typing import Any
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from gmaivl.core.files import atomic_write_text
 from gmaivl.evaluation.report import load_results
-from gmaivl.files import atomic_write_text
 from gmaivl.trainers.outputs import RECIPE_FILENAME
 
 RESULTS_GLOB = "evaluation/*/results.json"

@@ -27,7 +27,7 @@ import pytest
 @pytest.fixture
 def tiny():
     """A fresh tiny random GMAI-VL (16 image tokens per 56 px image) and its processor."""
-    from gmaivl.tiny import build_tiny_gmaivl
+    from gmaivl.core.tiny import build_tiny_gmaivl
 
     return build_tiny_gmaivl(seed=0)
 
@@ -35,7 +35,7 @@ def tiny():
 @pytest.fixture(scope="session")
 def tiny_shared():
     """The same tiny GMAI-VL and processor, built once: for fixtures and tests that only read it."""
-    from gmaivl.tiny import build_tiny_gmaivl
+    from gmaivl.core.tiny import build_tiny_gmaivl
 
     return build_tiny_gmaivl(seed=0)
 

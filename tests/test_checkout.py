@@ -60,7 +60,9 @@ def test_transformers_gets_hugging_face_kernels_from_the_root():
 
 
 def test_import_and_the_command_line_from_the_root():
-    imported = python("-c", "import gmaivl, gmaivl.kernels; print(gmaivl.kernels.packed_attention.__module__)")
+    imported = python(
+        "-c", "import gmaivl, gmaivl.kernels; print(gmaivl.kernels.packed_attention.__module__)"
+    )
     assert imported.returncode == 0, imported.stderr[-2000:]
     assert imported.stdout.strip() == "gmaivl.kernels.varlen"
     helped = python("-m", "gmaivl", "--help")

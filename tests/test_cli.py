@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from gmaivl.cli import COMMANDS, GROUPS, UsageError, main
+from gmaivl.app.cli import COMMANDS, GROUPS, UsageError, main
 
 HEAVY = ("torch", "transformers", "datasets", "trl", "triton", "pandas", "pyarrow")
 
@@ -20,7 +20,7 @@ _PROBE = """
 import sys
 sys.argv = ["gmaivl", *sys.argv[1:]]
 try:
-    from gmaivl.cli import run
+    from gmaivl.app.cli import run
     run()
 except SystemExit:
     pass
@@ -202,7 +202,7 @@ def _documented_commands() -> list[tuple[str, list[str]]]:
 
 
 def test_documented_commands_use_current_names_and_parse(capsys):
-    from gmaivl.cli import _normalise, build_parser
+    from gmaivl.app.cli import _normalise, build_parser
 
     documented = _documented_commands()
     assert len(documented) >= 15
@@ -223,7 +223,7 @@ def test_data_builds_from_the_command_line_load_no_torch():
     transformers: the windowing they share with the image processor is numpy only."""
     code = (
         "import sys; sys.argv = ['gmaivl']\n"
-        "import gmaivl.commands.data_build, gmaivl.dataset_builders.build, gmaivl.dataset_builders.adapters\n"
+        "import gmaivl.app.commands.data_build, gmaivl.dataset_builders.build, gmaivl.dataset_builders.adapters\n"
         "print(','.join(m for m in ('torch', 'transformers') if m in sys.modules))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gmaivl.hf_datasets import open_dataset
+from gmaivl.core.hf_datasets import open_dataset
 
 CARD = "---\nconfigs:\n- config_name: cfg\n  data_files:\n  - split: train\n    path: cfg/train-*\n---\n"
 

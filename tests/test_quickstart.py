@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gmaivl.quickstart import (
+from gmaivl.app.quickstart import (
     STAGES,
     QuickstartConfig,
     chance_level,
@@ -88,7 +88,7 @@ def test_small_run_learns_from_the_held_out_images(small_run):
     projector frozen in stage III, size 50/80 after GRPO, under the bar of 52 (random vision
     features still carry the lesion's texture; `test_each_stage_trains_only_its_modules` catches
     wrong freezing exactly)."""
-    from gmaivl.quickstart_data import TASKS
+    from gmaivl.app.quickstart_data import TASKS
 
     out, results = small_run
     final, blank = results["stages"]["stage4_grpo"]["by_task"], results["blank_images"]["by_task"]
@@ -188,7 +188,7 @@ def test_planted_lesion_is_the_only_full_brightness_region(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from gmaivl.quickstart_data import BACKGROUND_RANGE, write_sources
+    from gmaivl.app.quickstart_data import BACKGROUND_RANGE, write_sources
 
     write_sources(tmp_path, train_per_label=2, test_per_label=1, text_dialogues=4, progress=False)
     brightest = {"lesion": [], "none": []}
@@ -203,11 +203,11 @@ def test_planted_lesion_is_the_only_full_brightness_region(tmp_path):
 def test_same_seed_same_benchmark_and_training_questions(tmp_path):
     """The corpus ids are keyed from the seed (not the builders' random per-folder key), so the
     benchmark's sample and the training questions, hence the whole run, repeat for a seed."""
+    from gmaivl.app.quickstart import write_derived_data
+    from gmaivl.app.quickstart_data import write_sources
     from gmaivl.dataset_builders.build import run_build
     from gmaivl.dataset_builders.records import iter_records
     from gmaivl.evaluation.bench_build import build_benchmark
-    from gmaivl.quickstart import write_derived_data
-    from gmaivl.quickstart_data import write_sources
 
     outputs = []
     for name in ("a", "b"):
@@ -233,7 +233,7 @@ def test_lesion_texture_survives_the_vision_towers_layer_norm():
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
     from gmaivl import GMAIVLImageProcessor
-    from gmaivl.quickstart_data import lesion_texture
+    from gmaivl.app.quickstart_data import lesion_texture
 
     cfg = QuickstartConfig()
     torch.manual_seed(0)

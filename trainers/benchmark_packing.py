@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from gmaivl.tiny import build_tiny_gmaivl
+    from gmaivl.core.tiny import build_tiny_gmaivl
 
     model, processor = build_tiny_gmaivl(seed=args.seed)
     padded = GMAIVLDataCollator(processor, max_length=args.max_length)

@@ -8,7 +8,7 @@ from typing import Any
 
 from datasets import Dataset, concatenate_datasets
 
-from gmaivl.hf_datasets import open_dataset
+from gmaivl.core.hf_datasets import open_dataset
 
 from .configs import StageFields
 

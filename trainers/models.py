@@ -64,7 +64,7 @@ def check_model_source(model_args: GMAIVLModelConfig) -> None:
 def build_tiny(name: str, seed: int = 0, image_size: int | None = None, attn_implementation: str = "sdpa"):
     """A tiny random model of a family and its processor (nothing downloaded)."""
     if name == "tiny":
-        from gmaivl.tiny import build_tiny_gmaivl
+        from gmaivl.core.tiny import build_tiny_gmaivl
 
         return build_tiny_gmaivl(
             seed=seed, image_size=image_size or 56, attn_implementation=attn_implementation
@@ -104,7 +104,7 @@ def load_model_and_processor(model_args: GMAIVLModelConfig, device: str | None =
         )
         return model.to(dtype), processor
     if path is None:
-        from gmaivl.compose import compose_gmaivl
+        from gmaivl.core.compose import compose_gmaivl
 
         return compose_gmaivl(
             model_args.vision_model_name_or_path,

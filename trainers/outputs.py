@@ -16,7 +16,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from gmaivl.files import atomic_write, atomic_write_text
+from gmaivl.core.files import atomic_write, atomic_write_text
 
 logger = logging.getLogger(__name__)
 

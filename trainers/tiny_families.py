@@ -3,7 +3,7 @@
 They carry the module structure of the real families (`LlavaForConditionalGeneration`,
 `Qwen2VLForConditionalGeneration`, `Qwen2_5_VLForConditionalGeneration`) at a size that trains
 in seconds on a CPU, so that every recipe can be tested on every family. The tokenizer is the
-tiny byte-level BPE of `gmaivl.tiny`; the image processors are the PIL backends of transformers
+tiny byte-level BPE of `gmaivl.core.tiny`; the image processors are the PIL backends of transformers
 (`CLIPImageProcessorPil`, `Qwen2VLImageProcessorPil`: the default classes need torchvision).
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from transformers import CLIPVisionConfig, Qwen2Config
 
-from gmaivl.compose import finalize_generation_config
+from gmaivl.core.compose import finalize_generation_config
+from gmaivl.core.tiny import build_tiny_tokenizer, tiny_text_kwargs
 from gmaivl.modeling_gmaivl.processing_gmaivl import chatml_template
-from gmaivl.tiny import build_tiny_tokenizer, tiny_text_kwargs
 
 # ChatML with `{% generation %}` markers (assistant tokens only are trained); images as Qwen2-VL writes them.
 QWEN_CHAT_TEMPLATE = chatml_template("<|vision_start|><|image_pad|><|vision_end|>")

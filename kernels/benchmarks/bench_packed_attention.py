@@ -39,8 +39,8 @@ from collections.abc import Callable
 
 import torch
 
-from gmaivl.commands.kernels_bench import CASES, PROVIDERS
-from gmaivl.commands.kernels_bench import add_arguments as add_bench_arguments
+from gmaivl.app.commands.kernels_bench import CASES, PROVIDERS
+from gmaivl.app.commands.kernels_bench import add_arguments as add_bench_arguments
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 PEAK_REFERENCE = {"fa3_paper_fwd_causal_h100_hdim128_16k": 616.0}
@@ -389,7 +389,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                     results.append(row)
                     print(format_row(row), flush=True)
     if args.output:
-        from gmaivl.files import atomic_write_json
+        from gmaivl.core.files import atomic_write_json
 
         atomic_write_json(args.output, {"environment": env, "reference": PEAK_REFERENCE, "results": results})
     return results

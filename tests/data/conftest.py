@@ -27,7 +27,7 @@ def cli_exit(capsys):
     """Run the console entry point `gmaivl ...`; returns (exit status, the last stderr line)."""
     import sys
 
-    from gmaivl.cli import run
+    from gmaivl.app.cli import run
 
     def call(argv: list[str]) -> tuple[int, str]:
         capsys.readouterr()

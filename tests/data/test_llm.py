@@ -203,7 +203,7 @@ def test_extract_json_tolerates_fences_and_prose():
 
 
 def test_local_transformers_backend_with_tiny_model(tmp_path):
-    from gmaivl.tiny import build_tiny_gmaivl
+    from gmaivl.core.tiny import build_tiny_gmaivl
 
     model, processor = build_tiny_gmaivl()
     backend = TransformersBackend(model, processor, max_new_tokens=6, name="tiny")

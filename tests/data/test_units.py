@@ -11,7 +11,7 @@ import yaml
 from datasets import load_dataset
 from pydicom.data import get_testdata_file
 
-from gmaivl.cli import main
+from gmaivl.app.cli import main
 from gmaivl.dataset_builders.imaging import mask_to_boxes, read_dicom, to_rgb8
 from gmaivl.dataset_builders.labels import LabelStandardizer
 from gmaivl.dataset_builders.qc import HammingIndex, QualityControl, count_tokens

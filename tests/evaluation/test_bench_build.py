@@ -100,7 +100,7 @@ def test_deterministic_for_a_seed(records, tmp_path):
 def test_bench_build_command_on_a_records_folder(records, tmp_path, capsys):
     import datasets
 
-    from gmaivl.cli import main
+    from gmaivl.app.cli import main
     from gmaivl.dataset_builders.records import record_features
     from gmaivl.evaluation.loaders import load_vlmevalkit_tsv
 

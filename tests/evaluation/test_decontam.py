@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gmaivl.cli import main
+from gmaivl.app.cli import main
 from gmaivl.evaluation import decontam
 from gmaivl.evaluation.decontam import ImageHash, decontamination_report, find_overlaps, hash_source
 from gmaivl.evaluation.loaders import load_vlmevalkit_tsv

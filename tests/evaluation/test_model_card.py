@@ -8,7 +8,7 @@ import pytest
 import yaml
 from huggingface_hub import ModelCard
 
-from gmaivl.cli import main
+from gmaivl.app.cli import main
 from gmaivl.model_cards.model_card import build_model_card, metric_type
 
 

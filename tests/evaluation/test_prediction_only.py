@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from gmaivl.cli import main
+from gmaivl.app.cli import main
 from gmaivl.evaluation.images import LazyImage
 from gmaivl.evaluation.loaders import BenchmarkFormatError, load_vlmevalkit_tsv
 

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-from gmaivl.cli import main
+from gmaivl.app.cli import main
 from gmaivl.evaluation.loaders import load_vlmevalkit_tsv
 from gmaivl.evaluation.runner import GenerationFailedError, _generate, run_benchmark
 from gmaivl.evaluation.served import ServedModel, run_served_benchmark
@@ -199,7 +199,7 @@ def test_served_tiny_model_gives_the_in_process_predictions(tiny_shared, samples
 
 
 def test_429_waits_what_retry_after_says(samples, monkeypatch):
-    import gmaivl.openai_chat as client_module
+    import gmaivl.core.openai_chat as client_module
 
     waits = []
     monkeypatch.setattr(client_module.time, "sleep", waits.append)

@@ -73,7 +73,7 @@ def test_kernels_compile_for_hopper_without_a_gpu(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env |= {"TRITON_CACHE_DIR": str(tmp_path / "cache"), "TRITON_DEFAULT_FP_FUSION": "1"}
     out = tmp_path / "report.json"
-    cmd = [sys.executable, "-m", "gmaivl.cli", "kernels", "compile-report", "--arch", "90", "--kernels", "fwd",
+    cmd = [sys.executable, "-m", "gmaivl.app.cli", "kernels", "compile-report", "--arch", "90", "--kernels", "fwd",
            "dkdv", "--dtypes", "bf16", "--head-dims", "80", "--mask", "causal", "--groups", "2",
            "--max-configs", "1", "--out", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
@@ -139,7 +139,7 @@ def test_autotune_lists_hold_no_tile_that_spills_in_the_committed_report():
 
 
 def test_the_command_line_offers_every_kernel_of_the_report():
-    from gmaivl.commands.kernels_compile_report import KERNEL_NAMES
+    from gmaivl.app.commands.kernels_compile_report import KERNEL_NAMES
     from gmaivl.kernels.aot import KERNEL_CONSTANTS, KERNELS
 
     assert tuple(KERNELS) == KERNEL_NAMES and set(KERNEL_CONSTANTS) == set(KERNELS)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gmaivl.cli import main
+from gmaivl.app.cli import main
 from gmaivl.kernels.benchmarks import bench_packed_attention as bench
 from gmaivl.kernels.benchmarks.bench_packed_attention import attention_flops, equal_lengths, mixed_lengths
 

@@ -13,7 +13,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from gmaivl.compose import compose_gmaivl
+from gmaivl.core.compose import compose_gmaivl
 
 from ._helpers import conversation, random_image
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 
-from gmaivl.cli import main, run
-from gmaivl.export import export_to_llava, import_from_llava
-from gmaivl.tiny import build_tiny_gmaivl
+from gmaivl.app.cli import main, run
+from gmaivl.core.export import export_to_llava, import_from_llava
+from gmaivl.core.tiny import build_tiny_gmaivl
 
 from ._helpers import conversation, random_image
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers.integrations.executorch import TorchExportableModuleWithStaticCache
 
-from gmaivl.tiny import build_tiny_gmaivl
+from gmaivl.core.tiny import build_tiny_gmaivl
 
 from ._helpers import conversation, random_image
 

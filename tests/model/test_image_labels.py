@@ -7,7 +7,7 @@ from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
-from gmaivl.tiny import build_tiny_gmaivl
+from gmaivl.core.tiny import build_tiny_gmaivl
 
 from ._helpers import conversation, random_image
 

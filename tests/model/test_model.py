@@ -7,7 +7,7 @@ from transformers import AttentionInterface, CLIPVisionConfig, Qwen2Config, ResN
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from gmaivl import GMAIVLConfig, GMAIVLForConditionalGeneration
-from gmaivl.tiny import build_tiny_gmaivl
+from gmaivl.core.tiny import build_tiny_gmaivl
 
 from ._helpers import conversation, random_image
 

@@ -13,8 +13,8 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from gmaivl.compose import compose_gmaivl
-from gmaivl.tiny import build_tiny_tokenizer
+from gmaivl.core.compose import compose_gmaivl
+from gmaivl.core.tiny import build_tiny_tokenizer
 
 from ._helpers import conversation, random_image
 from .test_hub_roundtrip import load_without_the_package

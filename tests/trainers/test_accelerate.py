@@ -15,7 +15,7 @@ def test_two_process_accelerate_launch(tmp_path):
     out = tmp_path / "stage"
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--main_process_port", "29531",
-        "-m", "gmaivl.cli", "train", "--config", "tiny/stage3_instruction_tuning.yaml",
+        "-m", "gmaivl.app.cli", "train", "--config", "tiny/stage3_instruction_tuning.yaml",
         "--model_name_or_path", "tiny", "--max_steps", "2", "--output_dir", str(out), "--use_cpu", "true",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -11,7 +11,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from gmaivl.cli import main
+from gmaivl.app.cli import main
 from gmaivl.trainers.freezing import part_of_parameter
 
 STAGES = ["01_shallow_alignment", "02_deep_alignment", "03_instruction_tuning"]
@@ -39,7 +39,7 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def _parts():
-    from gmaivl.tiny import build_tiny_gmaivl
+    from gmaivl.core.tiny import build_tiny_gmaivl
 
     model, _ = build_tiny_gmaivl(seed=0)
     return model.state_dict(), part_of_parameter(model)

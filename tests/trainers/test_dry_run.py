@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gmaivl.cli import main
+from gmaivl.app.cli import main
 from gmaivl.trainers.dry_run import Launch, memory_per_gpu
 from gmaivl.trainers.recipes import packaged_recipe_dir
 
@@ -128,7 +128,7 @@ def test_memory_estimate_of_a_7b_model():
 
 def _cli(args: list[str], monkeypatch, capsys) -> tuple[int, list[str]]:
     """`gmaivl ARGS` as the console script runs it: exit status and stderr lines."""
-    from gmaivl.cli import run
+    from gmaivl.app.cli import run
 
     monkeypatch.setattr(sys, "argv", ["gmaivl", *args])
     with pytest.raises(SystemExit) as exit_info:
@@ -160,7 +160,7 @@ def test_bad_input_is_one_line_and_exit_2(world, tmp_path, monkeypatch, capsys):
 def test_the_console_script_exits_2_in_one_line(tmp_path):
     # outside the repository: its `kernels/` folder would shadow Hugging Face's `kernels` package
     proc = subprocess.run(
-        [sys.executable, "-m", "gmaivl.cli", "train", "--config", "gmaivl/stage3_instruction_tuning.yaml", "--dry-run"],
+        [sys.executable, "-m", "gmaivl.app.cli", "train", "--config", "gmaivl/stage3_instruction_tuning.yaml", "--dry-run"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     lines = proc.stderr.strip().splitlines()

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from gmaivl.cli import main
+from gmaivl.app.cli import main
 from gmaivl.trainers.freezing import model_family, part_of_parameter
 from gmaivl.trainers.models import build_tiny
 from gmaivl.trainers.packing import GMAIVLDataCollator

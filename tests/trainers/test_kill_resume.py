@@ -14,7 +14,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from gmaivl.cli import main
+from gmaivl.app.cli import main
 from gmaivl.trainers.outputs import is_complete_checkpoint, last_complete_checkpoint
 from gmaivl.trainers.recipes import packaged_recipe_dir, parse_recipe
 from gmaivl.trainers.train import run_stage
@@ -30,7 +30,7 @@ def killed_while_saving(self, output_dir):
         os.kill(os.getpid(), signal.SIGKILL)
     return save(self, output_dir)
 Trainer._save_optimizer_and_scheduler = killed_while_saving
-from gmaivl.cli import main
+from gmaivl.app.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 STAGE = ["--model_name_or_path", "tiny", "--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2"]

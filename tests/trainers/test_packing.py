@@ -99,7 +99,7 @@ def _loss_and_grads(model, batch):
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_packed_equals_padded_loss_and_gradients(rows, attn):
-    from gmaivl.tiny import build_tiny_gmaivl
+    from gmaivl.core.tiny import build_tiny_gmaivl
 
     model, processor = build_tiny_gmaivl(seed=1, attn_implementation=attn)
     model.train()
@@ -158,7 +158,7 @@ def test_leaky_attention_implementations_are_refused(tiny, impl):
 @pytest.mark.parametrize("max_length", [128, 48])  # one packed row, then several rows
 def test_triton_packed_kernel_matches_padded_sdpa(rows, max_length):
     import gmaivl.kernels  # registers "gmaivl_packed"
-    from gmaivl.tiny import build_tiny_gmaivl
+    from gmaivl.core.tiny import build_tiny_gmaivl
 
     assert gmaivl.kernels is not None
     model, processor = build_tiny_gmaivl(seed=1, attn_implementation="sdpa")

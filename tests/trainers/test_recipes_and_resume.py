@@ -195,7 +195,7 @@ def test_trl_packing_on_a_vlm_recipe_means_vlm_packing(tmp_path, caplog):
 
 
 def test_chain_dry_run_sizes_every_stage(capsys):
-    from gmaivl.cli import main
+    from gmaivl.app.cli import main
 
     chain = str(packaged_recipe_dir() / "tiny" / "chain.yaml")
     assert main(["train-chain", "--config", chain, "--model_name_or_path", "tiny-llava", "--dry-run"]) == 0

@@ -1,7 +1,7 @@
 """`gmaivl kernels compile-report`: compile every autotune tile for an NVIDIA architecture on a
 machine without a GPU and report registers, spills and shared memory (ptxas).
 
-The options live here, importable without torch or triton; `gmaivl.kernels.aot` reuses them."""
+The options live here, importable without torch or triton; `gmaivl.kernels.aot` does the work."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ KERNEL_NAMES = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `gmaivl kernels compile-report` and of `python -m gmaivl.kernels.aot`."""
+    """Options of `gmaivl kernels compile-report`."""
     parser.add_argument("--arch", type=int, default=90, help="compute capability x10: 80 A100, 90 H100/H200")
     parser.add_argument("--kernels", nargs="+", default=list(KERNEL_NAMES), choices=KERNEL_NAMES)
     parser.add_argument("--dtypes", nargs="+", default=["bf16"], choices=DTYPE_NAMES)

@@ -42,3 +42,15 @@ def output_file(parser: argparse.ArgumentParser, help: str, **kwargs: Any) -> ar
 
 def quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_dry_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the recipe; print parameters per part, data mixture, steps, global batch, memory per GPU",
+    )
+    p.add_argument(
+        "--accelerate-config",
+        help="with --dry-run: the accelerate config of the run (a path or a shipped one, e.g. deepspeed_zero3.yaml)",
+    )

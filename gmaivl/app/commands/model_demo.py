@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gmaivl.demo import run_demo
+    from gmaivl.app.demo import run_demo
 
     window = tuple(float(v) for v in args.window.split(",")) if "," in args.window else args.window
     print(json.dumps(run_demo(args.output_dir, args.question, window, args.max_new_tokens), indent=2))

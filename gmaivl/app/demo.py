@@ -23,8 +23,8 @@ def run_demo(
     from pydicom.data import get_testdata_file
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from .dataset_builders.imaging import read_dicom
-    from .tiny import build_tiny_gmaivl
+    from gmaivl.core.tiny import build_tiny_gmaivl
+    from gmaivl.dataset_builders.imaging import read_dicom
 
     output_dir = Path(output_dir)
     model, processor = build_tiny_gmaivl(image_size=336)

@@ -13,8 +13,9 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import CLIPVisionConfig, PreTrainedTokenizerFast, Qwen2Config
 
+from gmaivl.modeling_gmaivl import GMAIVLConfig, GMAIVLForConditionalGeneration, GMAIVLProcessor
+
 from .compose import SPECIAL_TOKENS, build_processor, finalize_generation_config
-from .modeling_gmaivl import GMAIVLConfig, GMAIVLForConditionalGeneration, GMAIVLProcessor
 
 _CORPUS = """
 What modality is shown in this image? This is a computed tomography (CT) scan of the chest.

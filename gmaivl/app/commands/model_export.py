@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
         )
     import torch
 
-    from gmaivl.export import export_to_llava, import_from_llava
+    from gmaivl.core.export import export_to_llava, import_from_llava
 
     with torch.no_grad():
         out = export_to_llava(src, dst) if args.format == "llava" else import_from_llava(src, dst)

@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gmaivl.quickstart import QuickstartConfig, run_quickstart, small_config
+    from gmaivl.app.quickstart import QuickstartConfig, run_quickstart, small_config
 
     cfg = QuickstartConfig(seed=args.seed, progress=not args.quiet)
     if args.threads:

@@ -1,6 +1,6 @@
 """The `gmaivl` command line: `gmaivl GROUP COMMAND [options]`.
 
-Every command is one module in `gmaivl.commands` exposing `add_arguments(parser)` and
+Every command is one module in `gmaivl.app.commands` exposing `add_arguments(parser)` and
 `run(args) -> int`; the table `COMMANDS` below names them. Only the module of the command being
 run (or asked for `--help`) is imported, and command modules import torch, transformers or
 datasets inside `run`, so `gmaivl --help` and every `--help` answer without loading them.
@@ -17,7 +17,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-from gmaivl.commands._flags import HelpFormatter
+from gmaivl.app.commands._flags import HelpFormatter
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Command:
     @property
     def module(self) -> str:
         stem = self.name if self.group == self.name else f"{self.group}_{self.name}"
-        return f"gmaivl.commands.{stem.replace('-', '_')}"
+        return f"gmaivl.app.commands.{stem.replace('-', '_')}"
 
 
 GROUPS: dict[str, str] = {

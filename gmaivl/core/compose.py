@@ -17,13 +17,13 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
-from .modeling_gmaivl import (
+from gmaivl.modeling_gmaivl import (
     GMAIVLConfig,
     GMAIVLForConditionalGeneration,
     GMAIVLImageProcessor,
     GMAIVLProcessor,
 )
-from .modeling_gmaivl.image_processing_gmaivl import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from gmaivl.modeling_gmaivl.image_processing_gmaivl import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 SPECIAL_TOKENS = {
     "pad": "<|endoftext|>",

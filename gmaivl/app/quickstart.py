@@ -2,7 +2,7 @@
 
 1. Data: real medical files shipped in pydicom / nibabel / scikit-image, cut into slices, crops and
    augmentations, with planted lesions of known presence, quadrant and size
-   (`gmaivl.quickstart_data`), written as builder sources and built by the dataset builders
+   (`gmaivl.app.quickstart_data`), written as builder sources and built by the dataset builders
    (`gmaivl data build`): caption, instruct, percept and text configs, train and test splits.
 2. Benchmark: GMAI-MMBench-style MCQs by `gmaivl bench-build` from the test split only (other
    files and volume slices than any training image); `gmaivl decontam` must find no overlap.
@@ -126,7 +126,7 @@ def chance_level(tsv: str | os.PathLike) -> float:
 # ------------------------------------------------------------------------------------------------
 def corpus_texts(corpus: Path, limit: int = 4000) -> list[str]:
     """User and assistant texts of the training split (to train the tokenizer on)."""
-    from gmaivl.hf_datasets import open_dataset
+    from gmaivl.core.hf_datasets import open_dataset
 
     texts = []
     for config in ("caption", "instruct", "percept", "text_single"):
@@ -142,7 +142,7 @@ def build_untrained_model(corpus: Path, out: Path, cfg: QuickstartConfig) -> Pat
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import CLIPVisionConfig, PreTrainedTokenizerFast, Qwen2Config
 
-    from gmaivl.compose import SPECIAL_TOKENS, build_processor, finalize_generation_config
+    from gmaivl.core.compose import SPECIAL_TOKENS, build_processor, finalize_generation_config
     from gmaivl.evaluation.prompts import INSTRUCTIONS
     from gmaivl.modeling_gmaivl import GMAIVLConfig, GMAIVLForConditionalGeneration
     from gmaivl.trainers.grpo_data import REASONING_INSTRUCTION
@@ -275,10 +275,10 @@ def stage_recipe(key: str, recipe_file: str, root: Path, previous: Path, cfg: Qu
 
 def evaluate(model: Any, processor: Any, tsv: Path, out_dir: Path, cfg: QuickstartConfig) -> dict[str, Any]:
     """Score `model` on the held-out benchmark with the evaluator (`gmaivl eval`'s protocol)."""
+    from gmaivl.app.quickstart_data import TASKS
     from gmaivl.evaluation.loaders import load_benchmark
     from gmaivl.evaluation.report import write_reports
     from gmaivl.evaluation.runner import run_benchmark
-    from gmaivl.quickstart_data import TASKS
 
     samples = load_benchmark(str(tsv))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -456,12 +456,12 @@ def run_quickstart(output_dir: str | Path, cfg: QuickstartConfig | None = None) 
 def _run_quickstart(output_dir: str | Path, cfg: QuickstartConfig) -> dict[str, Any]:
     from transformers import set_seed
 
+    from gmaivl.app.quickstart_data import write_sources
+    from gmaivl.core.files import atomic_write_text
     from gmaivl.dataset_builders.build import run_build
     from gmaivl.dataset_builders.records import iter_records
     from gmaivl.evaluation.bench_build import build_benchmark
     from gmaivl.evaluation.decontam import decontamination_report
-    from gmaivl.files import atomic_write_text
-    from gmaivl.quickstart_data import write_sources
     from gmaivl.trainers.outputs import is_stage_done
     from gmaivl.trainers.train import run_stage
 

@@ -8,7 +8,7 @@ import argparse
 import logging
 import os
 
-from .train_run import add_dry_run
+from ._flags import add_dry_run
 
 PASSES_EXTRA_ARGS = True  # recipe keys for every stage, parsed by TRL's parser
 

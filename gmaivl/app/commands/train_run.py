@@ -10,19 +10,9 @@ import argparse
 import logging
 import sys
 
+from ._flags import add_dry_run
+
 PASSES_EXTRA_ARGS = True  # recipe keys, parsed by TRL's parser
-
-
-def add_dry_run(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="check the recipe; print parameters per part, data mixture, steps, global batch, memory per GPU",
-    )
-    p.add_argument(
-        "--accelerate-config",
-        help="with --dry-run: the accelerate config of the run (a path or a shipped one, e.g. deepspeed_zero3.yaml)",
-    )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -29,14 +29,14 @@ from transformers import (
 )
 from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
 
-from . import register_auto_classes
-from .modeling_gmaivl import (
+from gmaivl import register_auto_classes
+from gmaivl.modeling_gmaivl import (
     GMAIVLConfig,
     GMAIVLForConditionalGeneration,
     GMAIVLImageProcessor,
     GMAIVLProcessor,
 )
-from .modeling_gmaivl.configuration_gmaivl import is_native
+from gmaivl.modeling_gmaivl.configuration_gmaivl import is_native
 
 SHARED_FIELDS = (
     "projector_hidden_act",
