@@ -1,4 +1,4 @@
-"""Model cards written from a checkpoint's saved recipe and the evaluator's results (`gmaivl card`)."""
+"""Model cards written from a checkpoint's saved recipe and the evaluator's results (`gmaivl model card`)."""
 
 if __name__ != "gmaivl.model_cards":  # imported by its folder name from a checkout: see gmaivl/_checkout.py
     import pathlib

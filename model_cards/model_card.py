@@ -33,7 +33,7 @@ RECIPE_KEYS = (
     "learning_rate", "lr_scheduler_type", "warmup_steps", "warmup_ratio", "weight_decay", "optim",
     "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
     "max_length", "vlm_packing", "packing_max_length", "attn_implementation", "bf16", "fp16",
-    "gradient_checkpointing", "image_size", "num_generations", "beta", "loss_type", "reward_funcs",
+    "activation_checkpointing", "image_size", "num_generations", "beta", "loss_type", "reward_funcs",
     "temperature", "max_completion_length", "seed",
 )  # fmt: skip
 _METRIC_TYPES = (

@@ -7,6 +7,7 @@ the keys of `GMAIVLScriptArguments`, `GMAIVLModelConfig` and `GMAIVLSFTConfig` (
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 from dataclasses import dataclass, field, fields
@@ -136,10 +137,12 @@ def parse_recipe(
             raise ValueError(f"{source}: `env` must be a mapping")
         for key, value in env.items():
             os.environ[key] = str(value)
+    valid = recipe_keys(kind)
+    _check_keys(values, valid, source, "recipe key")
+    _check_keys(_override_keys(overrides), valid, source, "override")
     remaining = parser.set_defaults_with_config(**values)
-    if remaining:
-        unknown = sorted({s[2:] for s in remaining[::2]})
-        raise ValueError(f"{source}: unknown recipe keys {unknown}")
+    if remaining:  # not reached while `recipe_keys` covers the parser's options
+        raise ValueError(f"{source}: unknown recipe keys {sorted({s[2:] for s in remaining[::2]})}")
     try:
         script_args, training_args, model_args = parser.parse_args_into_dataclasses(args=overrides)
     except SystemExit as err:  # argparse exits on bad flags; turn it into an error callers can catch
@@ -148,6 +151,25 @@ def parse_recipe(
         raise ValueError(f"{source}: {err}") from err
     used = _used_values(values, overrides, (script_args, training_args, model_args))
     return Recipe(script_args, training_args, model_args, used, gpu_values)
+
+
+def recipe_keys(kind: str = "sft") -> list[str]:
+    """Every key a recipe of this trainer kind may set (the fields of its three dataclasses)."""
+    classes = (GMAIVLScriptArguments, config_class(kind), GMAIVLModelConfig)
+    return sorted({f.name for cls in classes for f in fields(cls)} | {"env"})
+
+
+def _override_keys(overrides: list[str]) -> list[str]:
+    """The keys of `--key value` / `--key=value` overrides (argparse takes `--max-steps` too)."""
+    return [a[2:].split("=", 1)[0].replace("-", "_") for a in overrides if a.startswith("--")]
+
+
+def _check_keys(keys: Any, valid: list[str], source: str, what: str) -> None:
+    for key in keys:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"{source}: unknown {what} {key!r}{hint}")
 
 
 def _used_values(values: dict[str, Any], overrides: list[str], objects: tuple) -> dict[str, Any]:

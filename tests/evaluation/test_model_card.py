@@ -2,6 +2,7 @@
 exactly the evaluator's numbers."""
 
 import json
+import os
 import shutil
 
 import pytest
@@ -89,3 +90,29 @@ def test_card_names_the_leaderboard_figure_and_skips_prediction_only_runs(evalua
     assert "The leaderboard figure is `accuracy`" in card.text
     assert f"| **accuracy** | **{result['metrics']['accuracy']:.2f}** |" in card.text
     assert "### gmai-test" in card.text and "predictions only" in card.text
+
+
+def test_card_usage_snippet_runs_as_written(tiny_checkpoint, tmp_path, monkeypatch):
+    import re
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    card = build_model_card(tiny_checkpoint, model_name="tiny", repo_id=str(tiny_checkpoint))
+    assert "gmaivl card " not in card.text and "`gmaivl card`" not in card.text  # the old command name
+    (snippet,) = re.findall(r"```python\n(.*?)```", card.text, flags=re.S)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)).save(
+        tmp_path / "scan.png"
+    )
+    # a Hub user's process: transformers only, the model code from the folder
+    ran = subprocess.run(
+        [sys.executable, "-c", snippet],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]

@@ -154,7 +154,7 @@ def test_lingshu_grpo_recipe_runs_on_each_family(name, tmp_path):
         max_steps=1,
         logging_steps=1,
         save_strategy="no",
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         output_dir=str(tmp_path),
     )
     recipe = parse_recipe(values)

@@ -86,10 +86,31 @@ def test_lingshu_recipes_follow_the_paper():
 def test_unknown_keys_and_bad_values_are_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"trainer": "sft", "learning_rat": 1e-3}))
-    with pytest.raises(ValueError, match=r"bad\.yaml.*learning_rat"):
+    with pytest.raises(
+        ValueError, match=r"bad\.yaml: unknown recipe key 'learning_rat'; did you mean 'learning_rate'"
+    ):
         parse_recipe(bad)
+    with pytest.raises(ValueError, match=r"unknown override 'max_step'; did you mean 'max_steps'"):
+        parse_recipe({"trainer": "sft"}, ["--max_step", "3"])
+    with pytest.raises(
+        ValueError, match=r"unknown override 'num_generation'; did you mean 'num_generations'"
+    ):
+        parse_recipe({"trainer": "grpo"}, ["--num-generation=4"])
     with pytest.raises(ValueError, match="trainable_modules"):
         parse_recipe({"trainable_modules": ["decoder"]})
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(str(p.relative_to(packaged_recipe_dir())) for p in packaged_recipe_dir().glob("*/stage*.yaml")),
+)
+def test_shipped_recipes_parse_without_deprecation_warnings(path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        recipe = parse_recipe(packaged_recipe_dir() / path)
+    assert recipe.training_args.activation_checkpointing == recipe.values["activation_checkpointing"]
 
 
 def test_dashed_overrides_are_recorded_in_the_saved_recipe(tmp_path):
