@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import os
 import resource
 import subprocess
@@ -11,6 +13,7 @@ import time
 import pytest
 
 from gmaivl.app.cli import COMMANDS, GROUPS, UsageError, main
+from gmaivl.app.commands._flags import HelpFormatter
 
 HEAVY = ("torch", "transformers", "datasets", "trl", "triton", "pandas", "pyarrow")
 
@@ -118,6 +121,113 @@ def test_bad_input_of_every_command_is_a_user_error(command, tmp_path):
         main(argv)
     assert "\n" not in str(info.value).strip()
     assert not (tmp_path / "out").exists()
+
+
+def _command_parser(command) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"gmaivl {command.group} {command.name}", formatter_class=HelpFormatter
+    )
+    importlib.import_module(command.module).add_arguments(parser)
+    return parser
+
+
+def test_every_option_of_every_command_has_help():
+    """`--help` explains every option (`gmaivl train` passes TRL's own keys through undeclared)."""
+    checked, missing = 0, []
+    for command in COMMANDS:
+        parser = _command_parser(command)
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            checked += 1
+            if not (action.help or "").strip():
+                missing.append(
+                    f"{command.group} {command.name} {'/'.join(action.option_strings) or action.dest}"
+                )
+        parser.format_help()  # every %(default)s in a help text expands
+    assert checked >= 120 and not missing, f"options without help: {missing}"
+
+
+# (the option the error names, a call giving it an impossible value); {tmp} is the test's folder.
+_BENCH = "eval bench-build --corpus {tmp}/corpus --output {tmp}/out.tsv"
+_SERVED = "eval run --endpoint http://localhost:1/v1 --served-model m --benchmark {tmp}/b.tsv"
+_BUILD = "data build --spec {tmp}/spec.yaml --output-dir {tmp}/out"
+IMPOSSIBLE_VALUES = [
+    ("--cases-per-answer", f"{_BENCH} --cases-per-answer -1"),
+    ("--cases-per-answer", f"{_BENCH} --cases-per-answer 0"),
+    ("--seed", f"{_BENCH} --seed -1"),
+    ("--seed", "quickstart --output-dir {tmp}/out --seed -5"),
+    ("--threads", "quickstart --output-dir {tmp}/out --threads -1"),
+    ("--max-new-tokens", "model demo --output-dir {tmp}/out --max-new-tokens 0"),
+    ("--scale", "data demo --output-dir {tmp}/out --scale 0"),
+    ("--workers", f"{_BUILD} --workers 0"),
+    ("--num-shards", "data ingest --spec {tmp}/spec.yaml --output-dir {tmp}/out --num-shards 0"),
+    ("--shard-index", f"{_BUILD} --shard-index -1"),
+    ("--request-timeout", f"{_SERVED} --request-timeout 0"),
+    ("--request-timeout", f"{_SERVED} --request-timeout -3.5"),
+    ("--request-timeout", f"{_SERVED} --request-timeout nan"),
+    ("--concurrency", f"{_SERVED} --concurrency 0"),
+    ("--max-retries", f"{_SERVED} --max-retries -1"),
+    ("--batch-size", f"{_SERVED} --batch-size eight"),
+    ("--limit", f"{_SERVED} --limit 0"),
+    (
+        "--max-distance",
+        "eval decontam --benchmark {tmp}/b.tsv --corpus {tmp}/c --output {tmp}/o.json --max-distance -1",
+    ),
+    ("--head-dims", "kernels check --head-dims 64 -32"),
+    ("--rep", "kernels bench --output {tmp}/o.json --rep 0"),
+    ("--warmup", "kernels bench --output {tmp}/o.json --warmup -1"),
+    ("--workloads", "kernels bench --output {tmp}/o.json --workloads mixed 0"),
+    ("--total-tokens", "kernels bench --output {tmp}/o.json --total-tokens 1.5"),
+    ("--jobs", "kernels compile-report --output {tmp}/o.json --jobs 0"),
+    ("--max-configs", "kernels compile-report --output {tmp}/o.json --max-configs -2"),
+]
+
+
+@pytest.mark.parametrize(("option", "call"), IMPOSSIBLE_VALUES, ids=[c for _, c in IMPOSSIBLE_VALUES])
+def test_impossible_numbers_are_a_usage_error_before_any_work(option, call, tmp_path, monkeypatch, capsys):
+    """As the console script runs it: one `gmaivl: error:` line naming the option, exit status 2."""
+    from gmaivl.app.cli import run
+
+    argv = call.format(tmp=tmp_path).split()
+    for command in COMMANDS:  # parsing must stop it: no command may start
+        module = importlib.import_module(command.module)
+        monkeypatch.setattr(module, "run", lambda args: pytest.fail(f"`gmaivl {call}` started the command"))
+    monkeypatch.setattr(sys, "argv", ["gmaivl", *argv])
+    with pytest.raises(SystemExit) as info:
+        run()
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert info.value.code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("gmaivl: error: "), err
+    assert f"argument {option}: expects " in lines[0] and repr(argv[-1]) in lines[0], lines[0]
+    assert not any(tmp_path.iterdir())
+
+
+def test_valid_numbers_keep_their_meaning():
+    from gmaivl.app.cli import build_parser
+
+    def parse(*argv: str) -> argparse.Namespace:
+        parser, _ = build_parser(list(argv))
+        args, extras = parser.parse_known_args(list(argv))
+        assert not extras
+        return args
+
+    served = ["eval", "run", "--endpoint", "u", "--served-model", "m", "--benchmark", "b.tsv"]
+    args = parse(*served, "--max-retries", "0", "--request-timeout", "2.5", "--limit", "3")
+    assert (args.max_retries, args.request_timeout, args.limit, args.concurrency) == (0, 2.5, 3, 8)
+    args = parse(
+        "data", "ingest", "--spec", "s", "--output-dir", "o", "--num-shards", "4", "--shard-index", "0"
+    )
+    assert (args.num_shards, args.shard_index, args.workers) == (4, 0, 1)
+    args = parse(
+        "eval", "decontam", "--benchmark", "b", "--corpus", "c", "--output", "o", "--max-distance", "0"
+    )
+    assert args.max_distance == 0
+    args = parse("kernels", "bench", "--workloads", "mixed", "2048", "--warmup", "0", "--seed", "0")
+    assert (args.workloads, args.warmup, args.seed, args.head_dims) == (["mixed", "2048"], 0, 0, [64, 128])
+    args = parse("eval", "bench-build", "--corpus", "c", "--output", "o.tsv")
+    assert (args.cases_per_answer, args.seed) == (30, 0)
 
 
 def test_user_errors_are_one_line_and_exit_2(tmp_path):

@@ -4,12 +4,17 @@ Inputs are named for what they are (`--model`, `--corpus`, `--benchmark`, `--spe
 `--config`), outputs are `--output-dir` (a folder) or `--output` (a file). Flags of earlier
 releases (`--out`, `--records`, `--folder`, `--train`) are accepted as hidden aliases for one
 release; `gmaivl train` passes TRL's own snake_case keys through unchanged.
+
+Numeric options take a `type=` validator below, so an impossible value (`--seed -1`,
+`--request-timeout 0`, `--workers x`) is argparse's one-line usage error before any work starts.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import math
+from collections.abc import Callable
 from typing import Any
 
 
@@ -18,6 +23,44 @@ def flag(parser: argparse.ArgumentParser | Any, name: str, *old: str, **kwargs: 
     action = parser.add_argument(name, *old, **kwargs)
     action.hidden_option_strings = set(old)
     return action
+
+
+def _number(text: str, kind: type, ok: Callable[[Any], bool], expects: str) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or (kind is float and not math.isfinite(value)) or not ok(value):
+        raise argparse.ArgumentTypeError(f"expects {expects}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1: counts, sizes, workers, lengths."""
+    return _number(text, int, lambda v: v >= 1, "an integer >= 1")
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0: seeds, indices, retries, distances."""
+    return _number(text, int, lambda v: v >= 0, "an integer >= 0")
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0: timeouts, durations."""
+    return _number(text, float, lambda v: v > 0, "a number > 0")
+
+
+def positive_int_or(*words: str) -> Callable[[str], str]:
+    """One of `words` or an integer >= 1, returned as the text given (e.g. 'mixed' or '2048')."""
+
+    def check(text: str) -> str:
+        if text not in words:
+            expects = f"{' or '.join(map(repr, words))} or an integer >= 1"
+            _number(text, int, lambda v: v >= 1, expects)
+        return text
+
+    check.__name__ = f"positive_int_or_{'_'.join(words)}"
+    return check
 
 
 class HelpFormatter(argparse.HelpFormatter):

@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ._flags import output_dir, quiet
+from ._flags import non_negative_int, output_dir, positive_int, quiet
 
 STAGES = ("ingest", "finalize")
 
@@ -20,9 +20,24 @@ def add_arguments(p: argparse.ArgumentParser, stages: tuple[str, ...] = STAGES) 
     p.add_argument("--spec", required=True, help="build spec YAML")
     output_dir(p, "output corpus folder", required=True)
     if "ingest" in stages:
-        p.add_argument("--workers", type=int, default=1, help="worker processes")
-        p.add_argument("--num-shards", type=int, default=1, help="split the work units across machines")
-        p.add_argument("--shard-index", type=int, default=0, help="this machine's shard (0-based)")
+        p.add_argument(
+            "--workers",
+            type=positive_int,
+            default=1,
+            help="worker processes; 1 runs in this one (default: %(default)s)",
+        )
+        p.add_argument(
+            "--num-shards",
+            type=positive_int,
+            default=1,
+            help="split the work units across this many machines (default: %(default)s)",
+        )
+        p.add_argument(
+            "--shard-index",
+            type=non_negative_int,
+            default=0,
+            help="this machine's shard, 0 to NUM_SHARDS-1 (default: %(default)s)",
+        )
     quiet(p)
     p.set_defaults(stages=stages)
 

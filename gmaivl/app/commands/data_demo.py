@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 
-from ._flags import output_dir
+from ._flags import output_dir, positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     output_dir(p, "folder for the sources and build.yaml", required=True)
-    p.add_argument("--scale", type=int, default=1, help="multiply the number of 2D crops")
+    p.add_argument(
+        "--scale", type=positive_int, default=1, help="multiply the number of 2D crops (default: %(default)s)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

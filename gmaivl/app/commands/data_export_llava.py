@@ -9,8 +9,12 @@ from ._flags import flag, output_file
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     flag(p, "--corpus", "--folder", required=True, help="built corpus folder")
-    p.add_argument("--config", default="caption")
-    p.add_argument("--split", default="train")
+    p.add_argument(
+        "--config",
+        default="caption",
+        help="corpus config to export, e.g. caption, instruct, percept (default: %(default)s)",
+    )
+    p.add_argument("--split", default="train", help="split of that config (default: %(default)s)")
     output_file(p, "output JSON file", required=True)
     p.add_argument("--image-dir", default=None, help="image folder (default: images/ next to the JSON)")
 

@@ -9,9 +9,9 @@ from ._flags import flag
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     flag(p, "--corpus", "--folder", required=True, help="built corpus folder")
-    p.add_argument("--repo-id", required=True)
-    p.add_argument("--private", action="store_true")
-    p.add_argument("--revision", default=None)
+    p.add_argument("--repo-id", required=True, help="Hub dataset repo, e.g. org/name (created if missing)")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument("--revision", default=None, help="branch to upload to (default: the main branch)")
 
 
 def run(args: argparse.Namespace) -> int:

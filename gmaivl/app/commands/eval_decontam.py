@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._flags import flag, output_file, quiet
+from ._flags import flag, non_negative_int, output_file, quiet
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,9 +20,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="training corpus: built folder, Parquet, images or dataset",
     )
     output_file(p, "JSON report", required=True)
-    p.add_argument("--max-distance", type=int, help="pHash Hamming distance of a near duplicate (default: 2)")
-    p.add_argument("--benchmark-split")
-    p.add_argument("--train-split")
+    p.add_argument(
+        "--max-distance",
+        type=non_negative_int,
+        help="largest pHash Hamming distance of a near duplicate; 0: exact only (default: 2)",
+    )
+    p.add_argument("--benchmark-split", help="split of a dataset or records benchmark (default: all)")
+    p.add_argument("--train-split", help="split of a dataset or records corpus (default: all)")
     p.add_argument("--cache", help="JSONL cache of training-image hashes (resumes an interrupted run)")
     p.add_argument("--fail-on-overlap", action="store_true", help="exit with status 1 when overlaps exist")
     quiet(p)

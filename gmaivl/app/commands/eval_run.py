@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from ._flags import output_dir, quiet
+from ._flags import non_negative_int, output_dir, positive_float, positive_int, quiet
 
 _QUESTION_TYPES = {"mcq", "closed", "open", "report"}
 
@@ -38,21 +38,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="checkpoint folder or Hub id (in-process generation)")
     p.add_argument("--benchmark", required=True, help="VLMEvalKit .tsv, or a Hugging Face dataset folder/id")
     p.add_argument("--config", help="dataset config name (Hugging Face datasets)")
-    p.add_argument("--split", default="test")
+    p.add_argument(
+        "--split", default="test", help="dataset split (Hugging Face datasets; default: %(default)s)"
+    )
     p.add_argument("--preset", help="column preset: vqa-rad, slake, slake-en, pathvqa, pmc-vqa, mmmu, report")
     p.add_argument("--benchmark-name", help="name in reports and the model card (default: from the source)")
-    output_dir(p, "reports go to DIR/<benchmark-name>/", default="eval_results")
+    output_dir(p, "reports go to DIR/<benchmark-name>/ (default: %(default)s)", default="eval_results")
     p.add_argument("--predictions", help="predictions JSONL (default DIR/<name>/predictions.jsonl)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--limit", type=int, help="first N questions only")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=8,
+        help="questions per generate call (default: %(default)s)",
+    )
+    p.add_argument("--limit", type=positive_int, help="first N questions only")
     p.add_argument(
         "--max-new-tokens", type=_budgets, default={}, help="per question type, e.g. mcq=32,closed=16,open=64"
     )
-    p.add_argument("--system-prompt")
+    p.add_argument("--system-prompt", help="system message put before every question (default: none)")
     p.add_argument("--model-id", help="name recorded in the predictions header (default: --model)")
     p.add_argument("--device", default="auto", help="cuda, cpu, ... (auto: cuda when available)")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="weights dtype of the in-process model (auto: as saved)",
+    )
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow the checkpoint's own modelling code (Hub models)",
+    )
     p.add_argument(
         "--judge-url", help="OpenAI-compatible base URL (e.g. http://localhost:8000/v1) of an LLM judge"
     )
@@ -70,9 +86,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--endpoint", help="base URL, e.g. http://localhost:8000/v1 (instead of --model)")
     s.add_argument("--served-model", help="model name the endpoint serves")
     s.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
-    s.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
-    s.add_argument("--max-retries", type=int, default=5, help="per request, on 429 / 5xx / timeouts")
-    s.add_argument("--request-timeout", type=float, default=120.0, help="seconds per request")
+    s.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=8,
+        help="requests in flight at once (default: %(default)s)",
+    )
+    s.add_argument(
+        "--max-retries",
+        type=non_negative_int,
+        default=5,
+        help="per request, on 429 / 5xx / timeouts; 0: none (default: %(default)s)",
+    )
+    s.add_argument(
+        "--request-timeout",
+        type=positive_float,
+        default=120.0,
+        help="seconds per request (default: %(default)s)",
+    )
     quiet(p)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._flags import flag
+from ._flags import flag, non_negative_int, positive_int, positive_int_or
 
 DTYPE_NAMES = ("bf16", "fp16", "fp32")
 PROVIDERS = ("gmaivl", "gmaivl_det", "flex", "sdpa_padded", "sdpa_blockdiag", "torch_varlen", "fa2", "fa3")
@@ -21,16 +21,35 @@ CASES = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `gmaivl kernels bench` and of the benchmark script."""
-    parser.add_argument("--dtype", choices=DTYPE_NAMES, default="bf16")
-    parser.add_argument("--head-dims", type=int, nargs="+", default=[64, 128])
-    parser.add_argument("--model-dim", type=int, default=2048, help="heads = model_dim // head_dim")
-    parser.add_argument("--kv-heads", type=int, default=None, help="key/value heads (default: = heads, MHA)")
-    parser.add_argument("--total-tokens", type=int, default=16384)
+    parser.add_argument(
+        "--dtype", choices=DTYPE_NAMES, default="bf16", help="dtype of q, k, v (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--head-dims",
+        type=positive_int,
+        nargs="+",
+        default=[64, 128],
+        help="head dims to time (default: 64 128)",
+    )
+    parser.add_argument(
+        "--model-dim",
+        type=positive_int,
+        default=2048,
+        help="heads = model_dim // head_dim (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--kv-heads", type=positive_int, default=None, help="key/value heads (default: = heads, MHA)"
+    )
+    parser.add_argument(
+        "--total-tokens", type=positive_int, default=16384, help="tokens in one pack (default: %(default)s)"
+    )
     parser.add_argument(
         "--workloads",
         nargs="+",
+        type=positive_int_or("mixed"),
         default=["16384", "2048", "mixed"],
-        help="'mixed' (realistic lengths) or an equal sequence length (a pack of total/length of them)",
+        help="'mixed' (realistic lengths) or an equal sequence length (a pack of total/length of them); "
+        "default: 16384 2048 mixed",
     )
     parser.add_argument(
         "--case",
@@ -40,12 +59,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "one command each, well under 10 minutes on one GPU",
     )
     parser.add_argument("--list-cases", action="store_true", help="print the named cases and exit")
-    parser.add_argument("--modes", nargs="+", choices=["causal", "bidir"], default=["causal", "bidir"])
-    parser.add_argument("--passes", nargs="+", choices=["fwd", "fwd_bwd"], default=["fwd", "fwd_bwd"])
-    parser.add_argument("--providers", nargs="+", choices=PROVIDERS, default=list(PROVIDERS))
-    parser.add_argument("--warmup", type=int, default=25, help="ms of warm-up (GPU)")
-    parser.add_argument("--rep", type=int, default=100, help="ms of timing (GPU) or repetitions (CPU)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=["causal", "bidir"],
+        default=["causal", "bidir"],
+        help="attention masks: causal and/or bidirectional (default: both)",
+    )
+    parser.add_argument(
+        "--passes",
+        nargs="+",
+        choices=["fwd", "fwd_bwd"],
+        default=["fwd", "fwd_bwd"],
+        help="forward only and/or forward + backward (default: both)",
+    )
+    parser.add_argument(
+        "--providers",
+        nargs="+",
+        choices=PROVIDERS,
+        default=list(PROVIDERS),
+        help="implementations to time; unavailable ones are skipped (default: all)",
+    )
+    parser.add_argument(
+        "--warmup", type=non_negative_int, default=25, help="ms of warm-up (GPU; default: %(default)s)"
+    )
+    parser.add_argument(
+        "--rep",
+        type=positive_int,
+        default=100,
+        help="ms of timing (GPU) or repetitions (CPU) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="seed of the inputs and mixed lengths (default: %(default)s)",
+    )
     flag(
         parser,
         "--output",

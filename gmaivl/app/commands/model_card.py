@@ -18,9 +18,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="results.json files of `gmaivl eval run` (default: MODEL/evaluation/*/results.json)",
     )
     output_file(p, "output path (default: MODEL/README.md)")
-    p.add_argument("--model-name")
+    p.add_argument("--model-name", help="name in the card's title and model-index (default: the folder name)")
     p.add_argument("--repo-id", help="Hub repo id shown in the usage snippet")
-    p.add_argument("--license", default="apache-2.0")
+    p.add_argument(
+        "--license", default="apache-2.0", help="license id in the card metadata (default: %(default)s)"
+    )
     p.add_argument("--base-model", action="append", help="base model Hub id (repeatable)")
     p.add_argument("--dataset", action="append", help="training dataset Hub id (repeatable)")
 

@@ -6,12 +6,29 @@ from __future__ import annotations
 import argparse
 import json
 
+from ._flags import positive_int
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--output-dir", default="runs/demo", help="where to save the Hub-ready folder")
-    p.add_argument("--question", default="What imaging modality is shown in this image?")
-    p.add_argument("--window", default="soft_tissue", help="CT window preset or 'level,width'")
-    p.add_argument("--max-new-tokens", type=int, default=12)
+    p.add_argument(
+        "--output-dir", default="runs/demo", help="where to save the Hub-ready folder (default: %(default)s)"
+    )
+    p.add_argument(
+        "--question",
+        default="What imaging modality is shown in this image?",
+        help="question asked about the slice (default: %(default)r)",
+    )
+    p.add_argument(
+        "--window",
+        default="soft_tissue",
+        help="CT window preset or 'level,width' in HU (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-new-tokens",
+        type=positive_int,
+        default=12,
+        help="most tokens generated for the answer (default: %(default)s)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

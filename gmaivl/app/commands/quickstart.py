@@ -8,12 +8,19 @@ import argparse
 import json
 from pathlib import Path
 
-from ._flags import quiet
+from ._flags import non_negative_int, positive_int, quiet
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--output-dir", default="runs/quickstart", help="where everything is written")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--output-dir", default="runs/quickstart", help="where everything is written (default: %(default)s)"
+    )
+    p.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="seed of the data, the model and training (default: %(default)s)",
+    )
     p.add_argument(
         "--small",
         action="store_true",
@@ -21,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=None,
         help="torch threads (default: min(2, CPU count)); 1 if the cores are shared",
     )
