@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -27,7 +28,7 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from gmaivl.core.openai_chat import ChatEndpoint, RateLimited, image_data_url
+from gmaivl.core.openai_chat import ChatEndpoint, EndpointConfig, RateLimited, image_data_url, redact_url
 
 from .prompts import PROMPT_VERSION, SYSTEM
 
@@ -63,31 +64,34 @@ class Backend(Protocol):
 
 
 class OpenAIBackend:
-    """OpenAI-compatible chat completions over HTTP (works for vLLM/TGI `--api` servers too)."""
+    """OpenAI-compatible chat completions over HTTP (works for vLLM/TGI `--api` servers too).
+
+    `endpoint` is an `EndpointConfig`, or a base URL with `model` and `EndpointConfig` settings.
+    The endpoint's own retries are off (`max_retries=0`): `LLMClient` waits on `RateLimited` and
+    counts failures for its breaker.
+    """
 
     def __init__(
         self,
-        base_url: str,
-        model: str,
-        api_key: str | None = None,
-        api_key_env: str = "OPENAI_API_KEY",
+        endpoint: EndpointConfig | str,
+        model: str | None = None,
+        *,
         temperature: float = 0.2,
         max_tokens: int = 1024,
-        timeout: float = 120.0,
         json_mode: bool = False,
         send_images: bool = True,
+        client: Any = None,
+        **settings: Any,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.model = model
+        self.config = EndpointConfig.of(endpoint, model, **{**settings, "max_retries": 0})
+        self.base_url = self.config.base_url
+        self.model = self.config.model
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.json_mode = json_mode
         self.send_images = send_images
-        # no retries here: LLMClient waits on RateLimited and counts failures for its breaker
-        self._endpoint = ChatEndpoint(
-            base_url, model, api_key=api_key, api_key_env=api_key_env, timeout=timeout, max_retries=0
-        )
-        self.identity = f"openai:{self.base_url}:{model}:{temperature}:{max_tokens}"
+        self._endpoint = ChatEndpoint(self.config, client=client)
+        self.identity = f"openai:{self.config.shown_url}:{self.model}:{temperature}:{max_tokens}"
 
     def complete(self, system: str, prompt: str, images: list[Image.Image]) -> str:
         content: Any = prompt
@@ -307,7 +311,7 @@ class LLMClient:
                 attempt += 1
                 self._consecutive_failures += 1
                 if self._consecutive_failures >= self.breaker_failures:
-                    where = getattr(self.backend, "base_url", self.backend.identity)
+                    where = redact_url(getattr(self.backend, "base_url", self.backend.identity))
                     raise BackendUnavailable(
                         f"LLM backend {where} failed {self._consecutive_failures} times in a row "
                         f"({type(exc).__name__}: {exc})"
@@ -373,6 +377,15 @@ def validate_score(data: Any) -> tuple[float, str]:
     return score, str(data.get("comments", ""))
 
 
+# generation.openai: the endpoint's settings (`EndpointConfig`, less its retries) and the backend's
+OPENAI_ENDPOINT_OPTIONS = tuple(
+    f.name
+    for f in dataclasses.fields(EndpointConfig)
+    if f.name not in ("max_retries", "backoff", "max_backoff")
+)
+OPENAI_OPTIONS = ("temperature", "max_tokens", "json_mode", "send_images")
+
+
 def backend_from_config(config: dict[str, Any]) -> Backend | None:
     """Build the backend named in a spec's `generation` block (None for `templates`)."""
     kind = config.get("backend", "templates")
@@ -382,7 +395,15 @@ def backend_from_config(config: dict[str, Any]) -> Backend | None:
         options = dict(config.get("openai") or {})
         if "base_url" not in options or "model" not in options:
             raise ValueError("generation.openai needs 'base_url' and 'model'")
-        return OpenAIBackend(**options)
+        unknown = sorted(set(options) - set(OPENAI_OPTIONS) - set(OPENAI_ENDPOINT_OPTIONS))
+        if unknown:
+            known = ", ".join((*OPENAI_ENDPOINT_OPTIONS, *OPENAI_OPTIONS))
+            raise ValueError(
+                f"generation.openai: unknown option(s) {', '.join(unknown)} (known: {known}; "
+                "retries are generation.max_attempts)"
+            )
+        own = {k: options.pop(k) for k in OPENAI_OPTIONS if k in options}
+        return OpenAIBackend(EndpointConfig(**options), **own)
     if kind == "transformers":
         options = dict(config.get("transformers") or {})
         if "model" not in options:

@@ -36,9 +36,12 @@ import re
 import string
 import unicodedata
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .question_types import NO_WORDS, YES_WORDS
+
+if TYPE_CHECKING:
+    from gmaivl.core.openai_chat import EndpointConfig
 
 _LETTER_LIST = r"[A-J](?:\s*(?:,|/|&|、|和|\band\b|\bor\b)\s*[A-J])*"
 _ANSWER_BLOCK = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.IGNORECASE | re.DOTALL)
@@ -388,31 +391,20 @@ class OpenAIJudge:
     """An LLM judge behind any OpenAI-compatible `/chat/completions` endpoint (vLLM, TGI, OpenAI).
 
     Only used after the rules fail; its verdicts are stored with the predictions, so a resumed
-    run never asks twice.
+    run never asks twice. `endpoint` is an `EndpointConfig`, or a base URL with `model` and
+    `EndpointConfig` settings (from a URL, `timeout` defaults to 60 s and `max_retries` to 3).
     """
 
     def __init__(
-        self,
-        base_url: str,
-        model: str,
-        api_key: str | None = None,
-        api_key_env: str | None = "OPENAI_API_KEY",
-        timeout: float = 60.0,
-        max_retries: int = 3,
-        client: Any = None,
+        self, endpoint: EndpointConfig | str, model: str | None = None, *, client: Any = None, **settings: Any
     ) -> None:
-        from gmaivl.core.openai_chat import ChatEndpoint
+        from gmaivl.core.openai_chat import ChatEndpoint, EndpointConfig
 
-        self.model = model
-        self.endpoint = ChatEndpoint(
-            base_url,
-            model,
-            api_key=api_key,
-            api_key_env=api_key_env,
-            timeout=timeout,
-            max_retries=max_retries,
-            client=client,
-        )
+        if not isinstance(endpoint, EndpointConfig):
+            settings = {"timeout": 60.0, "max_retries": 3, **settings}
+        self.config = EndpointConfig.of(endpoint, model, **settings)
+        self.model = self.config.model
+        self.endpoint = ChatEndpoint(self.config, client=client)
 
     def __call__(self, question: str, options: dict[str, str], reply: str) -> str:
         opts = "\n".join(f"{k}. {v}" for k, v in options.items())

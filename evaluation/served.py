@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from gmaivl.core.openai_chat import ChatEndpoint, ChatRequestError, image_data_url
+from gmaivl.core.openai_chat import ChatEndpoint, ChatRequestError, EndpointConfig, image_data_url
 
 from .extraction import Judge
 from .prompts import build_messages
@@ -42,38 +42,30 @@ def chat_messages(sample: EvalSample, system_prompt: str | None = None) -> list[
 
 
 class ServedModel:
-    """Chat completions from an OpenAI-compatible endpoint, with retries and bounded concurrency."""
+    """Chat completions from an OpenAI-compatible endpoint, with retries and bounded concurrency.
+
+    `endpoint` is an `EndpointConfig`, or a base URL with `model` and `EndpointConfig` settings
+    (`api_key`, `timeout`, `max_retries`, ...); `concurrency` (default: the config's
+    `max_connections`) is the requests in flight and the connection pool's size.
+    """
 
     def __init__(
         self,
-        base_url: str,
-        model: str,
+        endpoint: EndpointConfig | str,
+        model: str | None = None,
         *,
-        api_key: str | None = None,
-        api_key_env: str | None = "OPENAI_API_KEY",
-        concurrency: int = 8,
-        max_retries: int = 5,
-        timeout: float = 120.0,
-        backoff: float = 1.0,
-        max_backoff: float = 60.0,
+        concurrency: int | None = None,
         client: Any = None,
+        **settings: Any,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError(f"--concurrency must be at least 1, got {concurrency}")
-        self.endpoint = ChatEndpoint(
-            base_url,
-            model,
-            api_key=api_key,
-            api_key_env=api_key_env,
-            timeout=timeout,
-            max_retries=max_retries,
-            backoff=backoff,
-            max_backoff=max_backoff,
-            max_connections=concurrency,
-            client=client,
-        )
-        self.model = model
-        self.concurrency = concurrency
+        if concurrency is not None:
+            if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+                raise ValueError(f"--concurrency must be at least 1, got {concurrency}")
+            settings["max_connections"] = concurrency
+        self.config = EndpointConfig.of(endpoint, model, **settings)
+        self.endpoint = ChatEndpoint(self.config, client=client)
+        self.model = self.config.model
+        self.concurrency = self.config.max_connections
         self.errors: list[str] = []
         self._lock = threading.Lock()
 

@@ -214,3 +214,10 @@ def test_eval_needs_a_model_or_an_endpoint(bench_tsv):
         main(["eval", "--benchmark", str(bench_tsv)])
     with pytest.raises(ValueError, match="--endpoint needs --served-model"):
         main(["eval", "--endpoint", "http://127.0.0.1:9/v1", "--benchmark", str(bench_tsv)])
+
+
+def test_a_bad_endpoint_is_refused_without_echoing_its_credentials(bench_tsv, tmp_path):
+    argv = ["eval", "--endpoint", "ftp://admin:pw-123@h/v1", "--served-model", "m"]
+    with pytest.raises(ValueError, match=r"http:// or https:// URL, got 'ftp://h/v1'") as info:
+        main([*argv, "--benchmark", str(bench_tsv), "--output-dir", str(tmp_path)])
+    assert "pw-123" not in str(info.value) and not any(tmp_path.iterdir())

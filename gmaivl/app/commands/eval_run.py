@@ -7,7 +7,6 @@ Predictions are written as they come (JSONL) and a rerun resumes; reports go to
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -126,9 +125,7 @@ def run(args: argparse.Namespace) -> int:
     if args.judge_url:
         if not args.judge_model:
             raise ValueError("--judge-url needs --judge-model")
-        judge = OpenAIJudge(
-            args.judge_url, args.judge_model, api_key=os.environ.get(args.judge_api_key_env or "")
-        )
+        judge = OpenAIJudge(args.judge_url, args.judge_model, api_key_env=args.judge_api_key_env or None)
     out_dir = Path(args.output_dir) / name
     predictions = Path(args.predictions or out_dir / "predictions.jsonl")
     common = dict(
@@ -168,7 +165,7 @@ def _run_served(args: argparse.Namespace, samples, predictions: Path, common: di
     served = ServedModel(
         args.endpoint,
         args.served_model,
-        api_key=os.environ.get(args.api_key_env or "") or None,
+        api_key_env=args.api_key_env or None,
         concurrency=args.concurrency,
         max_retries=args.max_retries,
         timeout=args.request_timeout,
