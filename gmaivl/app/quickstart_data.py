@@ -40,6 +40,8 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from gmaivl.core.files import atomic_write_private
+
 #: Labels of each task; every source holds the same number of images per label.
 TASKS: dict[str, dict[str, Any]] = {
     "lesion-presence": {
@@ -332,7 +334,9 @@ def write_sources(
     # the ids' key from the seed, so a rerun gives the same ids, hence the same benchmark and training
     # order (the builders' default is a random key per output folder); the quickstart's file names
     # are running numbers, so the key protects nothing here
-    (root / "id.key").write_text(hashlib.sha256(f"gmaivl-quickstart-{seed}".encode()).hexdigest())
+    atomic_write_private(
+        root / "id.key", hashlib.sha256(f"gmaivl-quickstart-{seed}".encode()).hexdigest().encode()
+    )
     spec = {
         "name": "gmaivl-quickstart",
         "seed": seed,
