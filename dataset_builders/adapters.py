@@ -46,6 +46,9 @@ from .imaging import (
     NIFTI_SUFFIXES,
     VOLUME_SUFFIXES,
     BadPixels,
+    BurnedIn,
+    InputLimits,
+    Oversize,
     SourceError,
     Volume,
     gray_to_rgb,
@@ -63,6 +66,7 @@ from .imaging import (
     to_uint8,
 )
 from .labels import LabelStandardizer
+from .lines import iter_json_lines, load_json
 from .records import MedicalRecord, encode_png, image_phash, pixel_md5
 from .source_spec import ReaderOptions, SourceSpec
 
@@ -109,6 +113,15 @@ class Dropped:
 
 
 @dataclass
+class Notice:
+    """A published item the report should point at for review (e.g. an ultrasound image whose DICOM
+    has no `BurnedInAnnotation` tag), counted by reason."""
+
+    source: str
+    reason: str
+
+
+@dataclass
 class TextSample:
     """A text-only training row (GMAI-Text-Single / -Multi)."""
 
@@ -119,7 +132,7 @@ class TextSample:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-Item = MedicalRecord | Failure | Dropped | TextSample
+Item = MedicalRecord | Failure | Dropped | Notice | TextSample
 
 
 class ItemError(Exception):
@@ -137,33 +150,32 @@ _READERS: dict[str, type[SourceReader]] = {}
 
 
 def register_source(cls: type[SourceReader]) -> type[SourceReader]:
-    """Class decorator: make a reader available as `type: <cls.type_name>` in build specs."""
+    """Class decorator: make a reader available as `type: <cls.type_name>` in build specs (looked up
+    through `registry`, which imports every module that registers readers)."""
     if cls.type_name in _READERS and _READERS[cls.type_name] is not cls:
         raise ValueError(f"source type {cls.type_name!r} is registered twice")
     _READERS[cls.type_name] = cls
     return cls
 
 
-def source_types() -> tuple[str, ...]:
-    return tuple(_READERS)
-
-
-def reader_class(type_name: str) -> type[SourceReader]:
-    return _READERS[type_name]
-
-
-def make_reader(
-    source: SourceSpec,
-    standardizer: LabelStandardizer | None = None,
-    label_space: list[str] | None = None,
-    ids: IdHasher | None = None,
-) -> SourceReader:
-    return reader_class(source.type)(source, standardizer, label_space, ids)
-
-
 # -------------------------------------------------------------------------------------------------
 # the base reader
 # -------------------------------------------------------------------------------------------------
+#: DICOM modalities whose images often carry text drawn into the pixels (ultrasound, secondary
+#: capture / other, external camera, endoscopy): an image of one without a `BurnedInAnnotation`
+#: tag is counted in the report for review.
+BURNED_IN_PRONE = frozenset({"US", "OT", "SC", "XC", "ES"})
+
+
+def _undecodable(name: str) -> bool:
+    """A path from the file system whose bytes are not UTF-8 (Python keeps them as surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -306,12 +318,19 @@ class SourceReader:
             yield from self.guarded(item, lambda item=item: self.read_item(item))
 
     def guarded(self, item: Any, produce) -> Iterator[Item]:
+        if isinstance(item, str) and not item.isascii() and _undecodable(item):
+            yield self.failure(item, "undecodable_name", "the file name is not valid UTF-8")
+            return
         try:
             yield from produce()
         except ItemError as error:
             yield self.failure(item, error.kind, str(error))
         except BadPixels as error:
             yield Dropped(self.source.name, error.reason)
+        except BurnedIn:
+            yield Dropped(self.source.name, "burned_in_annotation")
+        except Oversize as error:
+            yield self.failure(item, "oversize", str(error))
         except SourceError as error:
             yield self.failure(item, "unreadable", str(error))
         except Exception as error:  # keep the build going; the report names the item
@@ -326,11 +345,15 @@ class SourceReader:
 
     # -- labels --------------------------------------------------------------------------------
     def raw_label(self, rel: str) -> Any:
-        """The source's constant label, else the folder name where the spec allows it."""
+        """The source's constant label, else the class folder's name where the spec allows it:
+        the folder `label_depth` levels under the root, never a deeper (patient, study) folder."""
         if self.source.label is not None:
             return self.source.label
         if (self.source.label_from or self.label_from_default) == "folder":
-            return Path(rel).parent.name
+            folders = Path(rel).parts[:-1]
+            if len(folders) < self.source.label_depth:
+                raise ItemError("missing_label", f"no class folder at depth {self.source.label_depth}")
+            return folders[self.source.label_depth - 1]
         raise ItemError("missing_label", "no label for this item")
 
     def label(self, raw: Any) -> str:
@@ -359,20 +382,36 @@ class SourceReader:
             raise BadPixels("blank_image" if high == 0 else "constant_image", "no contrast after windowing")
         return out
 
+    def inside_root(self, path: Path, what: str = "image") -> Path:
+        """`path` if it resolves (symlinks followed) inside the source root; else the item is
+        refused: an annotation row may not publish a file from outside the dataset."""
+        root = self.source.base_dir.resolve()
+        resolved = path.resolve()
+        if resolved != root and root not in resolved.parents:
+            raise ItemError("outside_root", f"the {what} path resolves outside the source root")
+        return path
+
     def frames(self, path: Path) -> list[tuple[np.ndarray, dict[str, Any], str]]:
-        """A 2D file as raw planes: (plane, meta, modality) per frame / slice."""
+        """A 2D file inside the source root as raw planes: (plane, meta, modality) per frame / slice."""
+        self.inside_root(path)
         name = path.name.lower()
+        limits = self.source.limits
         if name.endswith(NIFTI_SUFFIXES):
-            volume = read_nifti(path)
+            volume = read_nifti(path, limits=limits)
             return [(plane, {"slice": i}, self.source.modality) for i, plane in enumerate(volume.data)]
         if name.endswith(IMAGE_SUFFIXES) or not is_dicom(path):
-            return [(read_image(path), {}, self.source.modality)]
-        frames, meta = read_dicom(path)
+            return [(read_image(path, limits), {}, self.source.modality)]
+        frames, meta = read_dicom(path, limits, self.source.publish_burned_in)
         modality = meta.get("Modality") or self.source.modality
         return [
             (frames[i], {**meta, "frame": i} if len(frames) > 1 else dict(meta), modality)
             for i in range(0, len(frames), self.source.slices.step)
         ]
+
+    def notices(self, meta: dict[str, Any], modality: str) -> Iterator[Notice]:
+        """What the report should flag about a read file (`frames()`'s meta and modality)."""
+        if meta.get("burned_in_annotation") == "" and str(modality).upper() in BURNED_IN_PRONE:
+            yield Notice(self.source.name, "burned_in_tag_missing")
 
     def record(
         self,
@@ -418,13 +457,15 @@ class SourceReader:
             height=int(rgb.shape[0]),
             image_md5=pixel_md5(rgb),
             phash=image_phash(rgb),
-            meta=meta or {},
+            meta={k: v for k, v in (meta or {}).items() if k != "burned_in_annotation"},
         )
 
     def image_records(self, rel: str, raw_label: Any, split: str | None = None) -> Iterator[Item]:
         """One record per frame of a 2D file (DICOM frames, or a single image)."""
         label = self.label(raw_label)
         frames = self.frames(self.source.path(rel))
+        if frames:
+            yield from self.notices(frames[0][1], frames[0][2])
         for index, (plane, meta, modality) in enumerate(frames):
             try:
                 pixels = self.pixels(plane, modality)
@@ -538,14 +579,17 @@ class ClassFolders(SourceReader):
     label_from_default = "folder"
 
     def list_items(self) -> list[str]:
-        root = self.source.base_dir
-        return [self.rel(p) for p in list_files(root, self.what) if p.parent != root]
+        root, depth = self.source.base_dir, self.source.label_depth
+        return [self.rel(p) for p in list_files(root, self.what) if len(p.relative_to(root).parts) > depth]
 
     def raw_label_space(self) -> list[str]:
         declared = super().raw_label_space()
         if declared or not self.source.base_dir.is_dir():
             return declared
-        return sorted(p.name for p in self.source.base_dir.iterdir() if p.is_dir())
+        level = [self.source.base_dir]
+        for _ in range(self.source.label_depth):
+            level = [child for folder in level for child in folder.iterdir() if child.is_dir()]
+        return sorted({folder.name for folder in level})
 
     def shared_files(self) -> list[Path]:
         return [self.source.base_dir]  # a new class folder changes the label space
@@ -660,6 +704,7 @@ class Coco(SourceReader):
     def read_item(self, image_id: int) -> Iterator[Item]:
         rel = self.image_rel(image_id)
         plane, meta, modality = self.frames(self.source.path(rel))[0]
+        yield from self.notices(meta, modality)
         pixels = self.pixels(plane, modality)
         height, width = pixels.shape[:2]
         annotations = sorted(self.by_image.get(image_id, []), key=lambda a: int(a.get("id", 0)))
@@ -740,7 +785,8 @@ class MaskPairs(SourceReader):
         if mask_path is None:
             raise ItemError("missing_mask", f"no mask with the image's stem in {self.options.masks_dir}")
         plane, meta, modality = self.frames(self.source.path(rel))[0]
-        mask = read_mask(mask_path)
+        yield from self.notices(meta, modality)
+        mask = read_mask(mask_path, self.source.limits)
         if mask.shape != plane.shape[:2]:
             raise ItemError("shape_mismatch", f"mask has shape {mask.shape}, image has {plane.shape[:2]}")
         yield from self.boxes_from_mask(self.pixels(plane, modality), mask, self.record_id(rel), rel, meta)
@@ -798,9 +844,11 @@ class Nifti(SourceReader):
         return [self.source.path(rel), *([label] if label else [])]
 
     def read_item(self, rel: str) -> Iterator[Item]:
-        volume = read_volume(self.source.path(rel), self.options.channel)
+        volume = read_volume(
+            self.inside_root(self.source.path(rel)), self.options.channel, self.source.limits
+        )
         label_path = self.label_path(rel)
-        labels = read_label_nifti(label_path) if label_path else None
+        labels = read_label_nifti(label_path, self.source.limits) if label_path else None
         raw = None if labels is not None else self.raw_label(rel)
         yield from self.volume_records(volume, labels, rel, self.record_id(rel), raw)
 
@@ -852,8 +900,10 @@ class Msd(SourceReader):
 
     def read_item(self, index: int) -> Iterator[Item]:
         entry = self.data["training"][index]
-        volume = read_nifti(self.base / entry["image"], self.options.channel)
-        labels = read_label_nifti(self.base / entry["label"]) if entry.get("label") else None
+        image = self.inside_root(self.base / entry["image"])
+        label = self.inside_root(self.base / entry["label"], "label") if entry.get("label") else None
+        volume = read_nifti(image, self.options.channel, self.source.limits)
+        labels = read_label_nifti(label, self.source.limits) if label else None
         rel = self.rel(self.base / entry["image"])
         raw = None if labels is not None else self.raw_label(rel)
         yield from self.volume_records(volume, labels, rel, self.record_id(rel), raw)
@@ -917,7 +967,11 @@ class Dicom(SourceReader):
 
     def read_item(self, item: Any) -> Iterator[Item]:
         if isinstance(item, list):
-            volume, _ = read_dicom_series([self.source.path(f) for f in item])
+            volume, _ = read_dicom_series(
+                [self.inside_root(self.source.path(f)) for f in item],
+                self.source.limits,
+                self.source.publish_burned_in,
+            )
             yield from self.volume_records(
                 volume, None, item[0], self.record_id(item[0]), self.raw_label(item[0])
             )
@@ -951,7 +1005,7 @@ class Text(SourceReader):
 
     def stream(self) -> Iterator[dict[str, Any]]:
         """The corpus row by row (never held in memory as a whole)."""
-        return _iter_text_rows(self.source.path(self.options.file), self.what)
+        return _iter_text_rows(self.source.path(self.options.file), self.what, self.source.limits)
 
     def list_items(self) -> list[int]:
         return list(range(sum(1 for _ in self.stream())))
@@ -987,7 +1041,7 @@ class Text(SourceReader):
 
     def sample(self, index: int, row: dict[str, Any]) -> Iterator[Item]:
         if "__error__" in row:
-            raise ItemError("invalid_json", row["__error__"])
+            raise ItemError(row.get("__kind__", "invalid_json"), row["__error__"])
         try:
             messages = _text_messages(row, self.options)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
@@ -999,20 +1053,14 @@ class Text(SourceReader):
         yield TextSample(f"{self.source.name}/{index}", self.source.name, messages, split)
 
 
-def _iter_text_rows(path: Path, what: str) -> Iterator[dict[str, Any]]:
+def _iter_text_rows(path: Path, what: str, limits: InputLimits) -> Iterator[dict[str, Any]]:
     name = path.name.lower()
     try:
         if name.endswith(".jsonl"):
-            with open(path, encoding="utf-8") as handle:
-                for line_number, line in enumerate(handle, 1):
-                    if line.strip():
-                        try:
-                            yield json.loads(line)
-                        except json.JSONDecodeError as error:
-                            yield {"__error__": f"line {line_number}: invalid JSON ({error.msg})"}
+            for _number, row in iter_json_lines(path, limits.max_line_bytes):
+                yield row
         elif name.endswith(".json"):
-            with open(path, encoding="utf-8") as handle:
-                yield from json.load(handle)
+            yield from load_json(path, limits)
         elif name.endswith(".csv"):
             with open(path, newline="", encoding="utf-8") as handle:
                 yield from csv.DictReader(handle)
@@ -1071,30 +1119,6 @@ def _text_messages(row: dict[str, Any], opts: TextOptions) -> list[dict[str, str
     if not any(m["role"] == "assistant" for m in messages):
         raise ValueError("conversation has no assistant turn")
     return messages
-
-
-# -------------------------------------------------------------------------------------------------
-# functional entry points (kept for callers of the former module)
-# -------------------------------------------------------------------------------------------------
-def plan_units(source: SourceSpec) -> list[WorkUnit]:
-    """A source's work units in deterministic order (file listing only)."""
-    return make_reader(source).plan()
-
-
-def label_space(source: SourceSpec) -> list[str]:
-    """The raw label space of a source (standardised by the build)."""
-    return make_reader(source).raw_label_space()
-
-
-def read_unit(
-    source: SourceSpec,
-    unit: WorkUnit,
-    standardizer: LabelStandardizer,
-    space: list[str],
-    ids: IdHasher | None = None,
-) -> Iterator[Item]:
-    """Turn one work unit into records; every failure is yielded, never raised."""
-    yield from make_reader(source, standardizer, space, ids).read_unit(unit)
 
 
 def failure_dicts(failures: list[Failure]) -> list[dict[str, Any]]:

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from gmaivl.core.files import atomic_write_text
 
-from .adapters import Dropped, Failure, TextSample, WorkUnit, make_reader
+from .adapters import Dropped, Failure, Notice, TextSample, WorkUnit
 from .generate import RowGenerator, row_features, text_row
 from .ids import IdHasher, key_digest, resolve_id_key, scrub
 from .imaging import SourceError
@@ -45,7 +45,8 @@ from .llm import BackendUnavailable, LLMClient, LLMError, ReplyCache, backend_fr
 from .prompts import judge_prompt
 from .qc import QualityControl
 from .records import MedicalRecord, record_features
-from .spec import BuildSpec, SourceSpec, load_build_spec
+from .registry import make_reader
+from .spec import BuildSpec, SourceSpec, SpecError, load_build_spec
 from .writer import (
     ShardWriter,
     atomic_write_json,
@@ -91,7 +92,9 @@ def default_client_factory(spec: BuildSpec) -> ClientFactory:
 # -------------------------------------------------------------------------------------------------
 # planning: units and their fingerprints
 # -------------------------------------------------------------------------------------------------
-def _stat(path: Path, base: Path) -> list[Any]:
+def _stat(path: Path, base: Path, content: bool = False) -> list[Any]:
+    """What a unit's fingerprint knows of one file: size and mtime, or (`fingerprint: content`)
+    a digest of its bytes, for sources whose files can change without a new size or mtime."""
     try:
         rel = path.resolve().relative_to(base.resolve()).as_posix()
     except ValueError:
@@ -102,12 +105,19 @@ def _stat(path: Path, base: Path) -> list[Any]:
         return [rel, None, None]
     if path.is_dir():  # a folder: its entries' names (new or removed class folders)
         return [rel, "dir", sorted(p.name for p in path.iterdir())]
+    if content:
+        with open(path, "rb") as handle:
+            return [rel, info.st_size, hashlib.file_digest(handle, "blake2b").hexdigest()[:32]]
     return [rel, info.st_size, info.st_mtime_ns]
+
+
+# a source's terms only reach the card (rewritten by every finalize): editing them re-ingests nothing
+_CARD_ONLY_KEYS = frozenset({"spec_file", "license", "license_link", "citation", "homepage"})
 
 
 def _source_fingerprint(spec: BuildSpec, source: SourceSpec, key: bytes, shared: list[Any]) -> str:
     data = {
-        "source": {k: v for k, v in asdict(source).items() if k != "spec_file"},
+        "source": {k: v for k, v in asdict(source).items() if k not in _CARD_ONLY_KEYS},
         "seed": spec.seed,
         "generation": spec.generation,
         "label_rules": spec.fingerprint_label_rules(),
@@ -127,10 +137,11 @@ def plan(spec: BuildSpec, key: bytes = b"") -> tuple[list[WorkUnit], list[Failur
         base = source.base_dir
         try:
             source_units = reader.plan()
-            shared = [_stat(p, base) for p in reader.shared_files()]
+            content = source.fingerprint == "content"
+            shared = [_stat(p, base, content) for p in reader.shared_files()]
             source_print = _source_fingerprint(spec, source, key, shared)
             for unit in source_units:
-                files = [_stat(p, base) for item in unit.items for p in reader.item_files(item)]
+                files = [_stat(p, base, content) for item in unit.items for p in reader.item_files(item)]
                 payload = json.dumps([source_print, unit.items, files], default=str)
                 unit.fingerprint = hashlib.sha256(payload.encode()).hexdigest()[:24]
             units.extend(source_units)
@@ -179,6 +190,7 @@ def _process_unit(unit: WorkUnit) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     failures: list[Failure] = []
     dropped: Counter[str] = Counter()
+    notices: Counter[str] = Counter()
     client: LLMClient | None = state["client"]
     before = client.counters() if client else {}
     for item in reader.read_unit(unit):
@@ -193,6 +205,8 @@ def _process_unit(unit: WorkUnit) -> dict[str, Any]:
             failures.append(item)
         elif isinstance(item, Dropped):
             dropped[item.reason] += item.count
+        elif isinstance(item, Notice):
+            notices[item.reason] += 1
     units_dir = work_dir(state["out"]) / "units"
     final = units_dir / unit.unit_id
     tmp = units_dir / f".{unit.unit_id}.tmp-{os.getpid()}"
@@ -216,6 +230,7 @@ def _process_unit(unit: WorkUnit) -> dict[str, Any]:
         "rows": dict(Counter(r["config"] for r in rows)),
         "failures": [asdict(f) for f in failures],  # local: `detail` holds paths
         "dropped": dict(dropped),
+        "notices": dict(notices),
         "llm": {k: after[k] - before.get(k, 0) for k in after},
         "seconds": round(time.perf_counter() - started, 3),
     }
@@ -262,6 +277,7 @@ def ingest(
     from tqdm.auto import tqdm
 
     out = Path(out)
+    check_output_dir(spec, out)
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"shard_index {shard_index} must be in [0, {num_shards})")
     key = resolve_id_key(spec, work_dir(out))
@@ -341,6 +357,9 @@ class BuildReport:
     errors: list[dict[str, str]] = field(default_factory=list)
     dropped_ingest: dict[str, int] = field(default_factory=dict)
     dropped_qc: dict[str, int] = field(default_factory=dict)
+    #: published items to review, by reason (e.g. `burned_in_tag_missing`: ultrasound or secondary
+    #: capture DICOM without a `BurnedInAnnotation` tag)
+    notices: dict[str, int] = field(default_factory=dict)
     judge: dict[str, dict[str, Any]] = field(default_factory=dict)
     llm: dict[str, int] = field(default_factory=dict)
     stats: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -374,6 +393,7 @@ class BuildReport:
                 "local_details": "_work/failures.jsonl",
             },
             "dropped": {"ingest": self.dropped_ingest, "qc": self.dropped_qc},
+            "notices": self.notices,
             "judge": self.judge,
             "llm": self.llm,
             "stats": self.stats,
@@ -517,6 +537,17 @@ class _Publisher:
         return splits, limits_report
 
 
+def _json_line(value: Any) -> str:
+    """One JSON Lines line, readable where it can be: escaped only when it holds text that is not
+    UTF-8 (a file name with undecodable bytes)."""
+    line = json.dumps(value, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(value)
+    return line + "\n"
+
+
 def _collect_unit(
     manifest: dict[str, Any], report: BuildReport, local_failures: list[dict[str, Any]]
 ) -> None:
@@ -528,6 +559,8 @@ def _collect_unit(
         local_failures.append(asdict(failure))
     for reason, count in manifest["dropped"].items():
         report.dropped_ingest[reason] = report.dropped_ingest.get(reason, 0) + count
+    for reason, count in (manifest.get("notices") or {}).items():
+        report.notices[reason] = report.notices.get(reason, 0) + count
     for key, count in (manifest.get("llm") or {}).items():
         report.llm[key] = report.llm.get(key, 0) + count
 
@@ -586,6 +619,7 @@ def finalize(
     from .card import write_card
 
     out = Path(out)
+    check_output_dir(spec, out)
     started = time.perf_counter()
     key = resolve_id_key(spec, work_dir(out))
     units, plan_failures = plan(spec, key)
@@ -618,11 +652,25 @@ def finalize(
     report.finalize_seconds = round(time.perf_counter() - started, 2)
     atomic_write_text(
         work_dir(out) / "failures.jsonl",
-        "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in local_failures),
+        "".join(_json_line(f) for f in local_failures),
     )
     atomic_write_json(out / "build_report.json", report.to_dict())
     write_card(spec, out, report)
     return report
+
+
+def check_output_dir(spec: BuildSpec, out: str | Path) -> None:
+    """Refuse an output folder that is a source root or lies inside one (a rerun would read its
+    own output, `_work/` and the id key as input): one line naming both folders."""
+    target = Path(out).resolve()
+    for source in spec.sources:
+        root = source.base_dir.resolve()
+        if target == root or root in target.parents:
+            where = "is" if target == root else "lies inside"
+            raise SpecError(
+                f"{spec.spec_file or '<spec>'}: output folder {target} {where} the root {root} of source "
+                f"{source.name!r}; choose an output folder outside every source root"
+            )
 
 
 def run_build(
@@ -639,6 +687,7 @@ def run_build(
     """Run the requested stages; returns the `BuildReport` (or `{"ingest": counts}` without finalize)."""
     if not isinstance(spec, BuildSpec):
         spec = load_build_spec(spec)
+    check_output_dir(spec, out)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {}

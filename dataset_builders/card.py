@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gmaivl.core.files import atomic_write_text
 
-from .spec import BuildSpec
+from .spec import LICENSE_ID, BuildSpec
 
 if TYPE_CHECKING:
     from .build import BuildReport
@@ -54,6 +55,78 @@ RECORD_COLUMNS = (
     "`meta` (JSON: frame, slice, axis, spacing, mask value, area and the DICOM Modality, PixelSpacing, "
     "SliceThickness, PhotometricInterpretation only)."
 )
+
+
+# `license_name` of a card whose sources differ (or do not say): the card body lists each one
+MIXED_LICENSE_NAME = "per-source-licenses"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9.+]+", "-", text.lower()).strip("-.+") or MIXED_LICENSE_NAME
+
+
+def card_license(spec: BuildSpec) -> dict[str, str]:
+    """The card's `license`, plus `license_name` and `license_link` when it is `other`.
+
+    Without a build-level `license`, sources that all give one Hub licence id share it; sources
+    under differing (or unstated, or non-Hub) licences make it `other`, linked to the card, whose
+    "Licenses" section lists each source's terms."""
+    named = {s.license for s in spec.sources}
+    shared = next(iter(named)) if len(named) == 1 and None not in named else None
+    license = spec.license or (shared if shared and LICENSE_ID.fullmatch(shared) else "other")
+    if license != "other":
+        return {"license": license}
+    links = {s.license_link for s in spec.sources}
+    shared_link = next(iter(links)) if shared and len(links) == 1 and None not in links else None
+    return {
+        "license": "other",
+        "license_name": spec.license_name or (_slug(shared) if shared else MIXED_LICENSE_NAME),
+        "license_link": spec.license_link or shared_link or "README.md",
+    }
+
+
+def _cell(text: str | None) -> str:
+    return " ".join((text or "–").split()).replace("|", "\\|")
+
+
+def licenses_section(spec: BuildSpec) -> list[str]:
+    """The card's "Licenses" and "Citations" sections: each source's licence, link and citation."""
+    stated = [s for s in spec.sources if s.license]
+    if not stated:
+        intro = (
+            "The build spec states no source licence (`license:` of each source): check the terms of "
+            "every source before using or redistributing this dataset."
+        )
+    else:
+        intro = (
+            "Each row comes from one source (`source_dataset`) and stays under that source's licence; "
+            "using or redistributing this dataset means following the terms of every source below."
+        )
+    table = [
+        "| source | license | license link | homepage |",
+        "| --- | --- | --- | --- |",
+        *(
+            f"| {_cell(s.name)} | {_cell(s.license or 'not stated')} | {_cell(s.license_link)} | {_cell(s.homepage)} |"
+            for s in spec.sources
+        ),
+    ]
+    citations = []
+    for source in spec.sources:
+        text = (source.citation or "").strip()
+        if text:
+            ticks = "`" * max(3, 1 + max((len(run) for run in re.findall("`+", text)), default=0))
+            kind = "bibtex" if text.startswith("@") else "text"
+            citations.append(f"**{source.name}**\n\n{ticks}{kind}\n{text}\n{ticks}")
+        else:
+            citations.append(f"**{source.name}**: no citation given")
+    return [
+        "## Licenses",
+        intro,
+        "\n".join(table),
+        "## Citations",
+        "If you use this dataset, cite the sources you use:",
+        *citations,
+    ]
 
 
 def _size_category(rows: int) -> str:
@@ -117,7 +190,7 @@ def write_card(spec: BuildSpec, out: Path, report: BuildReport) -> Path:
     languages = sorted(report.stats.get("language", {}) or {"en": 1})
     data = DatasetCardData(
         configs=card_configs,
-        license=spec.license,
+        **card_license(spec),
         language=languages,
         task_categories=["image-text-to-text", "visual-question-answering"],
         tags=["medical", "gmai-vl", "image-text"],
@@ -177,6 +250,12 @@ def write_card(spec: BuildSpec, out: Path, report: BuildReport) -> Path:
         "`build_report.json` lists them by source, item id and reason",
         f"- dropped at ingest: {', '.join(f'{k}: {v}' for k, v in report.dropped_ingest.items()) or 'none'}",
         f"- dropped by quality control: {', '.join(f'{k}: {v}' for k, v in report.dropped_qc.items()) or 'none'}",
+        f"- to review: {', '.join(f'{k}: {v}' for k, v in report.notices.items()) or 'none'}"
+        + (
+            " (images of modalities that often carry burned-in text, without a `BurnedInAnnotation` tag)"
+            if report.notices.get("burned_in_tag_missing")
+            else ""
+        ),
         "- text generation: " + spec.generation.get("backend", "templates"),
     ]
     if report.judge:
@@ -201,6 +280,7 @@ def write_card(spec: BuildSpec, out: Path, report: BuildReport) -> Path:
             ]
         ),
     ]
+    sections += licenses_section(spec)
     card = DatasetCard(
         f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(x for x in sections if x is not None) + "\n"
     )

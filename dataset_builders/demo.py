@@ -26,6 +26,8 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from gmaivl.core.files import create_private
+
 # Identifiers planted in a DICOM copy; tests assert none of them reaches any output.
 PLANTED_IDENTIFIERS = {
     "PatientName": "DOE^JANE^PLANTEDNAME",
@@ -469,9 +471,7 @@ def write_demo_sources(folder: str | Path, scale: int = 1) -> Path:
         writer(src, files, scale)
     _benchmarks(root, src)
     # the key of the hashed ids: builds that share it give the same ids (shards, rebuild checks)
-    key_path = root / "id.key"
-    if not key_path.is_file():
-        key_path.write_text(secrets.token_hex(32), encoding="utf-8")
+    create_private(root / "id.key", secrets.token_hex(32).encode())  # 0600; an existing key is kept
     spec = demo_spec()
     spec_path = root / "build.yaml"
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), encoding="utf-8")

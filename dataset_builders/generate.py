@@ -157,6 +157,17 @@ def text_row(sample: TextSample, config: str | None = None) -> dict[str, Any]:
     }
 
 
+def given_rows(record: MedicalRecord) -> list[dict[str, Any]]:
+    """The `instruct` row of a record whose source gave its dialogue (`given_messages`, e.g. LLaVA
+    JSON): the turns as given, with the record's image and its `extra_images`; nothing generated."""
+    messages = record.given_messages
+    kind = "instruct" if sum(m["role"] == "user" for m in messages) <= 1 else "dialogue"
+    row = _row(record, "instruct", kind, 0, messages, "import")
+    row["images"] += [{"bytes": png, "path": None} for png in getattr(record, "extra_images", [])]
+    row["language"] = language_of(" ".join(m["content"] for m in messages))
+    return [row]
+
+
 class RowGenerator:
     """Turns one record into rows for the configured sub-datasets."""
 
@@ -175,6 +186,8 @@ class RowGenerator:
         self.name = "template" if client is None else f"llm:{client.backend.identity}"
 
     def rows(self, record: MedicalRecord) -> tuple[list[dict[str, Any]], list[Failure]]:
+        if getattr(record, "given_messages", None):  # the source gave the dialogue (readers/llava.py)
+            return (given_rows(record) if "instruct" in self.configs else []), []
         rows: list[dict[str, Any]] = []
         failures: list[Failure] = []
         for config in self.configs:

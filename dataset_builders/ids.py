@@ -6,8 +6,9 @@ File and folder names of medical datasets often carry patient names, ids or date
 share the key, and not reversible by guessing names without it. The key comes from (first match)
 the environment variable named by `privacy.id_key_env` (`GMAIVL_ID_KEY`), the file
 `privacy.id_key_file`, or `_work/id_key` in the output folder (created at random on the first
-build; `push` never uploads `_work/`). Builds that must give the same ids (several machines, a
-fresh rebuild to compare with) share the key through one of the first two.
+build, mode 0600; `push` never uploads `_work/`). Builds that must give the same ids (several
+machines, a fresh rebuild to compare with) share the key through one of the first two. A key of
+fewer than `MIN_KEY_CHARS` (32) characters, e.g. 32 hex digits = 16 random bytes, is refused.
 """
 
 from __future__ import annotations
@@ -17,39 +18,48 @@ import hmac
 import os
 import re
 import secrets
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from gmaivl.core.files import create_private
 
 if TYPE_CHECKING:
     from .spec import BuildSpec
 
+# 32 hex digits carry 16 random bytes; a shorter key can be guessed, and with it every file name
+MIN_KEY_CHARS = 32
+
+
+def _checked_key(text: str, where: str) -> bytes:
+    """`text` as key bytes; a short key is refused naming where it came from (never the key)."""
+    if len(text) < MIN_KEY_CHARS:
+        raise ValueError(
+            f"{where}: id key too short ({len(text)} characters, at least {MIN_KEY_CHARS}: e.g. "
+            "`python -c 'import secrets; print(secrets.token_hex(16))'`)"
+        )
+    return text.encode()
+
 
 def resolve_id_key(spec: BuildSpec, work: Path) -> bytes:
-    """The id key of a build (see the module docstring); creates `_work/id_key` when needed."""
-    value = os.environ.get(spec.privacy.id_key_env, "").strip()
+    """The id key of a build (see the module docstring); creates `_work/id_key` (0600) when needed."""
+    env = spec.privacy.id_key_env
+    value = os.environ.get(env, "").strip()
     if value:
-        return value.encode()
+        return _checked_key(value, f"${env} (privacy.id_key_env)")
     if spec.privacy.id_key_file:
         path = Path(spec.privacy.id_key_file)
         try:
             text = path.read_text(encoding="utf-8").strip()
         except OSError as error:
             raise ValueError(f"{spec.spec_file}: privacy.id_key_file {path} unreadable ({error})") from error
-        if len(text) < 16:
-            raise ValueError(f"{path}: id key too short (at least 16 characters)")
-        return text.encode()
+        return _checked_key(text, f"{spec.spec_file}: privacy.id_key_file {path}")
     path = work / "id_key"
     if not path.is_file():
-        work.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".id_key.{os.getpid()}.tmp")
-        tmp.write_text(secrets.token_hex(32), encoding="utf-8")
-        try:  # first writer wins, so parallel processes agree on one key
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
-    return path.read_text(encoding="utf-8").strip().encode()
+        create_private(path, secrets.token_hex(32).encode())  # first writer wins: one key per build
+    elif stat.S_IMODE(path.stat().st_mode) & 0o077:  # made by an older version, or copied
+        os.chmod(path, 0o600)
+    return _checked_key(path.read_text(encoding="utf-8").strip(), str(path))
 
 
 def key_digest(key: bytes) -> str:
@@ -66,7 +76,8 @@ class IdHasher:
     def file_id(self, source: str, rel: str, publish_paths: bool = False) -> str:
         if publish_paths:
             return rel
-        message = f"{source}\x1f{Path(rel).as_posix()}".encode()
+        # a file name that is not UTF-8 arrives with surrogate escapes: hash its bytes
+        message = f"{source}\x1f{Path(rel).as_posix()}".encode("utf-8", "surrogateescape")
         return hmac.new(self.key, message, hashlib.sha256).hexdigest()[:16]
 
 

@@ -48,6 +48,61 @@ class SourceError(ValueError):
     """A bad input file: the message names the file and what is wrong."""
 
 
+class Oversize(SourceError):
+    """An input over one of the `InputLimits`, refused before it is decoded."""
+
+
+class BurnedIn(SourceError):
+    """A DICOM image whose header says text is burned into its pixels (`BurnedInAnnotation = YES`)."""
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """Limits checked from a file's header, before its pixels are decoded.
+
+    A CT of 512 x 512 x 1000 voxels (1 GiB as float32) is within the defaults; a small file that
+    declares billions of pixels (a decompression bomb) is not. `max_decoded_bytes` counts the
+    float32 working copy the readers make of scalar data.
+    """
+
+    max_pixels: int = 300_000_000  # pixels (voxels x channels) of one file
+    max_decoded_bytes: int = 2 << 30  # bytes of the decoded arrays of one file
+    max_compression_ratio: float = 2000.0  # declared bytes / file bytes, above `ratio_floor_bytes`
+    ratio_floor_bytes: int = 256 << 20  # smaller declared sizes pass any ratio (sparse masks compress well)
+    max_line_bytes: int = 64 << 20  # one line of a JSONL / CSV annotation file, or a whole JSON file x 16
+
+    def validate(self) -> str | None:
+        for name in ("max_pixels", "max_decoded_bytes", "ratio_floor_bytes", "max_line_bytes"):
+            if getattr(self, name) < 1:
+                return f"limits.{name} must be >= 1, got {getattr(self, name)}"
+        if self.max_compression_ratio <= 1:
+            return f"limits.max_compression_ratio must be > 1, got {self.max_compression_ratio}"
+        return None
+
+    def check(self, path: Path, shape: tuple[int, ...], itemsize: int, float_copy: bool = True) -> None:
+        """Refuse a file whose declared array (`shape` of `itemsize`-byte values) is over a limit."""
+        pixels = int(np.prod(shape, dtype=np.float64)) if shape else 0
+        decoded = pixels * (itemsize + (4 if float_copy else 0))
+        if pixels > self.max_pixels:
+            raise Oversize(
+                f"{path}: declares {pixels:,} pixels {tuple(shape)}, over limits.max_pixels={self.max_pixels:,}"
+            )
+        if decoded > self.max_decoded_bytes:
+            raise Oversize(
+                f"{path}: decoding needs {decoded / 2**20:,.0f} MiB, over limits.max_decoded_bytes="
+                f"{self.max_decoded_bytes / 2**20:,.0f} MiB"
+            )
+        size = max(path.stat().st_size, 1)
+        if decoded > self.ratio_floor_bytes and decoded / size > self.max_compression_ratio:
+            raise Oversize(
+                f"{path}: {size:,} bytes declare {decoded:,} decoded bytes (ratio {decoded / size:,.0f}), "
+                f"over limits.max_compression_ratio={self.max_compression_ratio:,.0f}"
+            )
+
+
+DEFAULT_LIMITS = InputLimits()
+
+
 @dataclass
 class Volume:
     """A scalar or RGB image stack: `data` is (Z, H, W) or (Z, H, W, 3); spacing in mm (z, y, x)."""
@@ -64,19 +119,68 @@ def _float_list(value: Any) -> list[float]:
         return [float(value)]
 
 
-def read_dicom(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
+def _check_deflated(path: Path, limits: InputLimits) -> None:
+    """A deflated DICOM is inflated whole by pydicom before any header can be read: inflate it
+    here in bounded steps first, and refuse it once it grows past the limit."""
+    import zlib
+
+    from pydicom.filereader import read_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    try:
+        meta = read_file_meta_info(path)
+    except Exception:
+        return  # not readable as DICOM: the full read reports it
+    group_length = meta.get("FileMetaInformationGroupLength")
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian or group_length is None:
+        return
+    # pydicom then holds the inflated stream, the pixel data parsed from it and the arrays
+    # decoded from that: a quarter of the decoding budget for the stream itself
+    bound = limits.max_decoded_bytes // 4
+    with open(path, "rb") as handle:
+        # preamble (128) + "DICM" (4) + the group length element (12) + the rest of the file meta
+        handle.seek(128 + 4 + 12 + int(group_length))
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        total = 0
+        while chunk := handle.read(1 << 16):
+            data = inflater.decompress(chunk, 1 << 20)
+            while data:
+                total += len(data)
+                if total > bound:
+                    raise Oversize(
+                        f"{path}: deflated DICOM inflates past {bound / 2**20:,.0f} MiB "
+                        f"(limits.max_decoded_bytes / 4)"
+                    )
+                data = inflater.decompress(inflater.unconsumed_tail, 1 << 20)
+
+
+def read_dicom(
+    path: str | Path, limits: InputLimits = DEFAULT_LIMITS, burned_in: bool = False
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Pixel data of a DICOM file (modality LUT applied) and its safe metadata.
 
     Returns (frames, meta) with frames (N, H, W) float32 for grayscale or (N, H, W, 3) uint8 for
-    colour, N = number of frames.
+    colour, N = number of frames. The header is checked first: `BurnedIn` unless `burned_in`
+    allows images with `BurnedInAnnotation = YES`, `Oversize` for dimensions over `limits`.
+    `meta["burned_in_annotation"]` is the tag's value ("YES", "NO", or "" when absent).
     """
     import pydicom
     from pydicom.pixels import apply_color_lut, apply_modality_lut
 
     path = Path(path)
+    _check_deflated(path, limits)
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(path, defer_size="256 KB")
+        burned = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
+        if burned == "YES" and not burned_in:
+            raise BurnedIn(f"{path}: BurnedInAnnotation = YES (text drawn into the pixels)")
+        if "PixelData" in ds or "FloatPixelData" in ds:
+            samples = int(ds.get("SamplesPerPixel", 1) or 1)
+            shape = (int(ds.get("NumberOfFrames", 1) or 1), int(ds.Rows), int(ds.Columns), samples)
+            limits.check(path, shape, max(int(ds.get("BitsAllocated", 8) or 8) // 8, 1), samples == 1)
         pixels = ds.pixel_array
+    except SourceError:
+        raise
     except Exception as error:  # pydicom raises many types for truncated/corrupt files
         raise SourceError(f"{path}: unreadable DICOM ({type(error).__name__}: {error})") from error
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
@@ -102,10 +206,13 @@ def read_dicom(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
         if name in ds and ds[name].value not in (None, ""):
             value = ds[name].value
             meta[name] = _float_list(value) if name in ("PixelSpacing", "SliceThickness") else str(value)
+    meta["burned_in_annotation"] = burned
     return data, meta
 
 
-def read_dicom_series(files: list[Path]) -> tuple[Volume, dict[str, Any]]:
+def read_dicom_series(
+    files: list[Path], limits: InputLimits = DEFAULT_LIMITS, burned_in: bool = False
+) -> tuple[Volume, dict[str, Any]]:
     """Stack single-frame DICOM files of one series, ordered along the slice normal."""
     import pydicom
 
@@ -126,7 +233,7 @@ def read_dicom_series(files: list[Path]) -> tuple[Volume, dict[str, Any]]:
     slices.sort(key=lambda item: (item[0], str(item[1])))
     arrays, meta = [], {}
     for _, file in slices:
-        data, meta = read_dicom(file)
+        data, meta = read_dicom(file, limits, burned_in)
         arrays.append(data[0])
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:
@@ -137,17 +244,22 @@ def read_dicom_series(files: list[Path]) -> tuple[Volume, dict[str, Any]]:
     return volume, meta
 
 
-def read_nifti(path: str | Path, channel: int = 0) -> Volume:
+def read_nifti(path: str | Path, channel: int = 0, limits: InputLimits = DEFAULT_LIMITS) -> Volume:
     """A NIfTI volume in closest-canonical (RAS) orientation as (Z, H, W) with spacing.
 
-    4D images (e.g. multi-sequence MR of the Decathlon) keep `channel` along the last axis.
+    4D images (e.g. multi-sequence MR of the Decathlon) keep `channel` along the last axis. The
+    header's shape is checked against `limits` before the data is read.
     """
     import nibabel as nib
 
     path = Path(path)
     try:
-        image = nib.as_closest_canonical(nib.load(str(path)))
+        image = nib.load(str(path))
+        limits.check(path, tuple(image.header.get_data_shape()), image.header.get_data_dtype().itemsize)
+        image = nib.as_closest_canonical(image)
         data = np.asarray(image.dataobj, dtype=np.float32)
+    except SourceError:
+        raise
     except Exception as error:
         raise SourceError(f"{path}: unreadable NIfTI ({type(error).__name__}: {error})") from error
     zooms = [float(z) for z in image.header.get_zooms()[:3]]
@@ -164,7 +276,7 @@ def read_nifti(path: str | Path, channel: int = 0) -> Volume:
     return Volume(np.ascontiguousarray(data), (zooms[2], zooms[1], zooms[0]))
 
 
-def read_itk(path: str | Path) -> Volume:
+def read_itk(path: str | Path, limits: InputLimits = DEFAULT_LIMITS) -> Volume:
     """A MetaImage / NRRD volume through SimpleITK as (Z, H, W) with spacing (z, y, x).
 
     3D volumes are reoriented to the layout `read_nifti` gives (RAS axes, anterior up), so the
@@ -174,10 +286,19 @@ def read_itk(path: str | Path) -> Volume:
 
     path = Path(path)
     try:
+        header = sitk.ImageFileReader()
+        header.SetFileName(str(path))
+        header.ReadImageInformation()
+        itemsize = sitk.GetArrayFromImage(
+            sitk.Image([1] * header.GetDimension(), header.GetPixelID())
+        ).itemsize
+        limits.check(path, (*header.GetSize(), header.GetNumberOfComponents()), itemsize)
         image = sitk.ReadImage(str(path))
         if image.GetDimension() == 3:
             image = sitk.DICOMOrient(image, "RAS")  # index axes point to Right, Anterior, Superior
         data = sitk.GetArrayFromImage(image).astype(np.float32)
+    except SourceError:
+        raise
     except Exception as error:
         raise SourceError(f"{path}: unreadable volume ({type(error).__name__}: {error})") from error
     spacing = tuple(float(s) for s in reversed(image.GetSpacing()))
@@ -189,20 +310,21 @@ def read_itk(path: str | Path) -> Volume:
     return Volume(np.ascontiguousarray(data[:, ::-1, :]), spacing)
 
 
-def read_volume(path: str | Path, channel: int = 0) -> Volume:
+def read_volume(path: str | Path, channel: int = 0, limits: InputLimits = DEFAULT_LIMITS) -> Volume:
     """NIfTI through nibabel, MetaImage/NRRD through SimpleITK."""
     name = Path(path).name.lower()
-    return read_itk(path) if name.endswith(ITK_SUFFIXES) else read_nifti(path, channel)
+    return read_itk(path, limits) if name.endswith(ITK_SUFFIXES) else read_nifti(path, channel, limits)
 
 
-def read_label_nifti(path: str | Path) -> np.ndarray:
+def read_label_nifti(path: str | Path, limits: InputLimits = DEFAULT_LIMITS) -> np.ndarray:
     """Integer label volume in the same (Z, H, W) layout as `read_volume` gives the image."""
-    volume = read_volume(path)
+    volume = read_volume(path, limits=limits)
     return np.rint(volume.data).astype(np.int32)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """A 2D image file as a uint8 (H, W) or (H, W, 3) array; truncated files raise `SourceError`.
+def read_image(path: str | Path, limits: InputLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """A 2D image file as a uint8 (H, W) or (H, W, 3) array; truncated files raise `SourceError`,
+    files whose header declares more than `limits` allow raise `Oversize` before decoding.
 
     16-bit and 32-bit grayscale files are min-max scaled to 8 bits without a float copy of the
     image (a lookup table for 16-bit data), so memory stays near the file's pixel size.
@@ -210,8 +332,10 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # `limits` decide
             with Image.open(path) as image:
+                bands = len(image.getbands())
+                limits.check(path, (image.height, image.width, bands), 1, float_copy=False)
                 image.load()
                 if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
                     pixels = np.asarray(image)
@@ -226,6 +350,8 @@ def read_image(path: str | Path) -> np.ndarray:
                 return np.asarray(image)
     except SourceError:
         raise
+    except Image.DecompressionBombError as error:
+        raise Oversize(f"{path}: {error}") from error
     except Exception as error:
         raise SourceError(f"{path}: unreadable image ({type(error).__name__}: {error})") from error
 
@@ -243,19 +369,19 @@ def _u16_to_uint8(pixels: np.ndarray, rows: int = 256) -> np.ndarray:
     return out
 
 
-def read_mask(path: str | Path) -> np.ndarray:
+def read_mask(path: str | Path, limits: InputLimits = DEFAULT_LIMITS) -> np.ndarray:
     """A 2D label mask (PNG/TIFF/NIfTI/DICOM) as an integer array."""
     path = Path(path)
     name = path.name.lower()
     if name.endswith(NIFTI_SUFFIXES):
-        volume = read_label_nifti(path)
+        volume = read_label_nifti(path, limits)
         if volume.shape[0] != 1:
             raise SourceError(f"{path}: expected a 2D mask, got a volume of shape {volume.shape}")
         return volume[0]
     if is_dicom(path):
-        data, _ = read_dicom(path)
+        data, _ = read_dicom(path, limits, burned_in=True)  # a mask's pixels are never published
         return np.rint(data[0]).astype(np.int32)
-    array = read_image(path)
+    array = read_image(path, limits)
     if array.ndim == 3:  # colour-coded masks: any non-black pixel is foreground of label 1
         array = (array.max(axis=-1) > 0).astype(np.int32)
     return array.astype(np.int32)

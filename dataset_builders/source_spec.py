@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from .imaging import InputLimits
+
 
 class SpecError(ValueError):
     """An invalid spec: the message names the spec file and the field."""
@@ -189,9 +191,12 @@ class SourceSpec:
     task_type: str = ""
     split: str = "train"
     label: str | None = None  # one label for every item of the source
-    # where labels may come from a path: "folder" (the parent folder's name). Opt-in for every
-    # layout but class_folders (whose folder names are class names by definition).
+    # where labels may come from a path: "folder" (a folder's name). Opt-in for every layout but
+    # class_folders (whose class folders are class names by definition).
     label_from: Literal["folder"] | None = None
+    # which folder under the root names the class (1: `root/<class>/...`); deeper folders
+    # (`root/<class>/<patient>/image.png`) are never label text, only part of the hashed id
+    label_depth: int = 1
     label_map: dict[str, str] = field(default_factory=dict)
     strict_labels: bool = True
     granularity: Literal["image", "box", "mask", "contour"] | None = None
@@ -203,6 +208,20 @@ class SourceSpec:
     mask: MaskOptions = field(default_factory=MaskOptions)
     # publish relative paths as `source_file` / in ids instead of keyed hashes (opt-in, per source)
     publish_paths: bool = False
+    # the source's terms, shown on the dataset card (not part of the unit fingerprints): a Hub
+    # licence id (`cc-by-4.0`) or the licence's name, a link to its text, how to cite it, its home
+    license: str | None = None
+    license_link: str | None = None
+    citation: str | None = None
+    homepage: str | None = None
+    # DICOM images whose header says `BurnedInAnnotation = YES` (a name or date drawn into the
+    # pixels) are held back and counted unless the source opts in after review
+    publish_burned_in: bool = False
+    # checked from headers before decoding; an input over a limit is refused and counted
+    limits: InputLimits = field(default_factory=InputLimits)
+    # what tells a rebuild that a file changed: "stat" (size and mtime, the default) or "content"
+    # (a digest of every file's bytes: for copies that keep both, at the cost of reading them)
+    fingerprint: Literal["stat", "content"] = "stat"
     unit_size: int = 64
     options: ReaderOptions = field(default_factory=ReaderOptions)
     spec_file: str = ""
@@ -220,6 +239,8 @@ class SourceSpec:
                 return f"{key} must be >= 1, got {value}"
         if self.unit_size < 1:
             return "unit_size must be >= 1"
+        if self.label_depth < 1:
+            return f"label_depth must be >= 1 (1: the first folder under the root), got {self.label_depth}"
         return None
 
     @property

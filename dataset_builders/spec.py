@@ -6,7 +6,7 @@ A build spec looks like::
     seed: 0
     sources:
       - name: fundus-dr               # becomes `source_dataset`
-        type: class_folders           # a registered source reader (see `adapters.source_types()`)
+        type: class_folders           # a registered source reader (see `registry.source_types()`)
         root: data/fundus             # relative to the spec file
         modality: fundus
         department: Ophthalmology
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,12 @@ class BuildSpec:
     sources: list[SourceSpec]
     seed: int = 0
     description: str = ""
-    license: str = "other"
+    # the card's licence: a Hub licence id, or `other` with `license_name` (an id such as
+    # `my-license-1.0`) and `license_link` (a URL or a file of the repo); by default derived from
+    # the sources' `license` (one shared Hub id, else `other`), see `card.card_license`
+    license: str | None = None
+    license_name: str | None = None
+    license_link: str | None = None
     generation: dict[str, Any] = field(default_factory=dict)
     qc: dict[str, Any] = field(default_factory=dict)
     publish: dict[str, Any] = field(default_factory=dict)
@@ -126,7 +132,7 @@ _COMMON_KEYS = [f.name for f in fields(SourceSpec) if f.name not in ("spec_file"
 
 
 def _source_from_dict(raw: Any, spec_file: Path) -> SourceSpec:
-    from .adapters import reader_class, source_types
+    from .registry import reader_class, source_types
 
     if not isinstance(raw, dict):
         raise SpecError(f"{spec_file}: each source must be a mapping, got {type(raw).__name__}")
@@ -176,6 +182,16 @@ def _read_yaml(path: Path, what: str, context: Path | None = None) -> Any:
         raise SpecError(f"{prefix}cannot read {what} {path} ({error})") from error
 
 
+LICENSE_ID = re.compile(r"[a-z0-9][a-z0-9.+-]*")
+
+
+def _optional_str(raw: dict[str, Any], key: str, path: Path) -> str | None:
+    value = raw.get(key)
+    if value is not None and not isinstance(value, str):
+        raise SpecError(f"{path}: key {key!r} must be a string, got {value!r}")
+    return value or None
+
+
 def load_build_spec(path: str | Path) -> BuildSpec:
     """Read a build spec YAML (with `include:` entries resolved) into a validated `BuildSpec`."""
     path = Path(path).resolve()
@@ -210,6 +226,12 @@ def load_build_spec(path: str | Path) -> BuildSpec:
         privacy.id_key_file = str(path.parent / privacy.id_key_file)
     for block in ("generation", "qc", "publish"):
         _check_block(path, block, raw.get(block) or {})
+    license_name = _optional_str(raw, "license_name", path)
+    if license_name and not LICENSE_ID.fullmatch(license_name):
+        raise SpecError(
+            f"{path}: license_name must be an id of lowercase letters, digits, '.', '+' and '-' "
+            f"(e.g. my-license-1.0), got {license_name!r}"
+        )
     if (raw.get("generation") or {}).get("judge") is not None:
         _check_block(path, "generation.judge", raw["generation"]["judge"])
     return BuildSpec(
@@ -217,7 +239,9 @@ def load_build_spec(path: str | Path) -> BuildSpec:
         sources=sources,
         seed=int(raw.get("seed", 0)),
         description=str(raw.get("description", "")),
-        license=str(raw.get("license", "other")),
+        license=_optional_str(raw, "license", path),
+        license_name=license_name,
+        license_link=_optional_str(raw, "license_link", path),
         generation=dict(raw.get("generation") or {}),
         qc=dict(raw.get("qc") or {}),
         publish=dict(raw.get("publish") or {}),

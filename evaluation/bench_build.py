@@ -175,6 +175,9 @@ def build_benchmark(
     skipped: Counter[str] = Counter()
     kept = []
     for rec in records:
+        if not rec.label:  # e.g. the image of a given dialogue (a `llava` source): nothing to ask
+            skipped["record without a label"] += 1
+            continue
         if rec.granularity in REGION_LEVELS and not rec.bbox:
             skipped["region-level record without bbox"] += 1
             continue

@@ -16,9 +16,9 @@ from gmaivl.dataset_builders.adapters import (
     ReaderOptions,
     SourceReader,
     register_source,
-    source_types,
 )
 from gmaivl.dataset_builders.build import run_build
+from gmaivl.dataset_builders.registry import source_types
 from gmaivl.dataset_builders.spec import SpecError, load_build_spec
 
 
@@ -64,17 +64,22 @@ def file_list_layout():
 def test_a_new_layout_is_one_registered_class(tmp_path, file_list_layout):
     assert "file_list" in source_types()
     rng = np.random.default_rng(0)
-    (tmp_path / "imgs").mkdir()
+    data = tmp_path / "data"
+    (data / "imgs").mkdir(parents=True)
     lines = []
     for i in range(3):
         small = rng.integers(0, 255, (10, 10, 3), dtype=np.uint8)
-        Image.fromarray(small).resize((80, 80), Image.Resampling.BICUBIC).save(
-            tmp_path / "imgs" / f"DOE_{i}.png"
-        )
+        Image.fromarray(small).resize((80, 80), Image.Resampling.BICUBIC).save(data / "imgs" / f"DOE_{i}.png")
         lines.append(f"imgs/DOE_{i}.png {'polyp' if i else 'ulcer'}")
     lines.append("imgs/missing_DOE.png polyp")
-    (tmp_path / "list.txt").write_text("\n".join(lines))
-    source = {"name": "fl", "type": "file_list", "modality": "endoscopy", "department": "Gastroenterology"}
+    (data / "list.txt").write_text("\n".join(lines))
+    source = {
+        "name": "fl",
+        "type": "file_list",
+        "root": "data",
+        "modality": "endoscopy",
+        "department": "Gastroenterology",
+    }
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({"sources": [{**source, "list_fil": "x"}]}))
     with pytest.raises(SpecError, match="unknown key 'list_fil' \\(did you mean 'list_file'\\?\\)"):
@@ -95,7 +100,7 @@ def test_every_builtin_layout_declares_typed_documented_options():
     import typing
     from dataclasses import fields
 
-    from gmaivl.dataset_builders.adapters import reader_class
+    from gmaivl.dataset_builders.registry import reader_class
 
     assert set(source_types()) >= {
         "class_folders",
@@ -147,6 +152,7 @@ def test_mask_pairs_match_uid_named_dicom_images_by_their_whole_name(tmp_path):
     source = {"name": "m", "type": "mask_pairs", "modality": "CT", "department": "Radiology"}
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({"sources": [{**source, "mask": {"values": {1: "liver"}}}]}))
-    report = run_build(spec, tmp_path / "out", progress=False)
-    boxes = sorted(r.bbox[1] for r in iter_records(tmp_path / "out"))
+    out = tmp_path.with_name(tmp_path.name + "_out")  # outside the source root (the spec folder)
+    report = run_build(spec, out, progress=False)
+    boxes = sorted(r.bbox[1] for r in iter_records(out))
     assert report.errors_by_kind == {} and boxes == [10.0, 50.0]  # each image got its own mask

@@ -212,6 +212,8 @@ def test_push_uploads_dataset_files_only(built, monkeypatch):
         return "commit-url"
 
     monkeypatch.setattr(HfApi, "create_commit", fake_commit)
+    # stale Parquet files of the configs are deleted: the push lists the repo's files
+    monkeypatch.setattr(HfApi, "list_repo_files", lambda self, repo_id, **kw: [".gitattributes"])
     # upload_folder asks the Hub to validate the card's YAML: offline, record what it would send
     monkeypatch.setattr(
         HfApi, "_validate_yaml", lambda self, content, **kw: captured.setdefault("yaml", content)
@@ -261,7 +263,7 @@ def test_cli_build_small_spec(demo_spec, tmp_path, capsys, cli_exit):
     assert cli_exit(["data", "build", "--spec", str(bad), "--out", str(out), "--quiet"]) == (
         2,
         f"gmaivl: error: {bad}: source 'x': unknown type 'nope'; supported: class_folders, csv, coco, "
-        "mask_pairs, nifti, msd, dicom, text",
+        "mask_pairs, nifti, msd, dicom, text, llava, medmnist, multilabel_csv, onehot_csv",
     )
 
 
@@ -269,9 +271,9 @@ def test_metaimage_volumes_through_simpleitk(tmp_path):
     import nibabel as nib
     import SimpleITK as sitk
 
-    from gmaivl.dataset_builders.adapters import plan_units, read_unit
     from gmaivl.dataset_builders.demo import package_files
     from gmaivl.dataset_builders.records import MedicalRecord
+    from gmaivl.dataset_builders.registry import plan_units, read_unit
 
     data = np.asarray(
         nib.load(str(package_files()["anatomical.nii"])).dataobj, dtype=np.float32
