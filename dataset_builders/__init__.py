@@ -31,7 +31,7 @@ else:
     def __getattr__(name: str) -> Any:
         # the build pulls in pyarrow, datasets and the imaging stack: only on demand
         if name == "run_build":
-            from .build import run_build
+            from .engine import run_build
 
             return run_build
         if name == "load_build_spec":

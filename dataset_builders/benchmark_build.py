@@ -97,10 +97,10 @@ def make_inputs(folder: Path, dicom: int, nifti: int, seed: int = 0) -> Path:
 
 
 def _child(spec: str, out: str, workers: int) -> None:
-    from .build import run_build
+    from .engine import run_build
 
     started = time.perf_counter()
-    report = run_build(spec, out, num_workers=workers, progress=False)
+    report = run_build(spec, out, workers=workers, progress=False)
     seconds = time.perf_counter() - started
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

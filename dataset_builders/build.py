@@ -26,7 +26,6 @@ import shutil
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ from .prompts import judge_prompt
 from .qc import QualityControl
 from .records import MedicalRecord, record_features
 from .registry import make_reader
-from .spec import BuildSpec, SourceSpec, SpecError, load_build_spec
+from .spec import BuildSpec, SourceSpec, SpecError
 from .writer import (
     ShardWriter,
     atomic_write_json,
@@ -127,9 +126,13 @@ def _source_fingerprint(spec: BuildSpec, source: SourceSpec, key: bytes, shared:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def plan(spec: BuildSpec, key: bytes = b"") -> tuple[list[WorkUnit], list[Failure]]:
-    """All work units of a spec in build order, each with its fingerprint; sources that cannot be
-    listed become failures (named by source, the local path in `detail`)."""
+def plan(
+    spec: BuildSpec, key: bytes = b"", rank: int = 0, world_size: int = 1
+) -> tuple[list[WorkUnit], list[Failure]]:
+    """All work units of a spec in build order; sources that cannot be listed become failures
+    (named by source, the local path in `detail`). Only the units of task `rank` of `world_size`
+    (every `world_size`-th, round robin) are fingerprinted, so a task stats only its own files;
+    `mine(units, rank, world_size)` selects them."""
     units: list[WorkUnit] = []
     failures: list[Failure] = []
     for source in spec.sources:
@@ -140,7 +143,9 @@ def plan(spec: BuildSpec, key: bytes = b"") -> tuple[list[WorkUnit], list[Failur
             content = source.fingerprint == "content"
             shared = [_stat(p, base, content) for p in reader.shared_files()]
             source_print = _source_fingerprint(spec, source, key, shared)
-            for unit in source_units:
+            for position, unit in enumerate(source_units, start=len(units)):
+                if position % world_size != rank:
+                    continue
                 files = [_stat(p, base, content) for item in unit.items for p in reader.item_files(item)]
                 payload = json.dumps([source_print, unit.items, files], default=str)
                 unit.fingerprint = hashlib.sha256(payload.encode()).hexdigest()[:24]
@@ -151,8 +156,13 @@ def plan(spec: BuildSpec, key: bytes = b"") -> tuple[list[WorkUnit], list[Failur
     return units, failures
 
 
+def mine(units: list[WorkUnit], rank: int, world_size: int) -> list[WorkUnit]:
+    """The units of task `rank` (the ones `plan(..., rank, world_size)` fingerprinted)."""
+    return [u for i, u in enumerate(units) if i % world_size == rank]
+
+
 # -------------------------------------------------------------------------------------------------
-# ingest: one work unit -> unit shard (runs in worker processes)
+# ingest: one work unit -> unit shard (one task of the engine, `steps.IngestUnits`)
 # -------------------------------------------------------------------------------------------------
 _WORKER: dict[str, Any] = {}
 
@@ -225,6 +235,7 @@ def _process_unit(unit: WorkUnit) -> dict[str, Any]:
         "unit_id": unit.unit_id,
         "source": unit.source,
         "fingerprint": unit.fingerprint,
+        "key_digest": key_digest(state["ids"].key),
         "items": len(unit.items),
         "records": len(records),
         "rows": dict(Counter(r["config"] for r in rows)),
@@ -251,6 +262,24 @@ def unit_done(out: Path, unit: WorkUnit) -> bool:
         return False
 
 
+def ingest_scope(out: Path) -> Path:
+    """The engine's logging folder of the current build (its completion files, logs, stats).
+
+    A build scope lasts until `finalize` succeeds: a killed ingest reruns only its unfinished tasks.
+    The next build opens a new scope, whose tasks re-check every unit (current units are skipped),
+    so a rebuild after sources changed sees the change."""
+    base = work_dir(out) / "engine"
+    marker = base / "scope"
+    number = int(marker.read_text()) if marker.is_file() else 0
+    return base / f"ingest-{number:04d}"
+
+
+def finish_ingest_scope(out: Path) -> None:
+    """Close the current scope (its logs stay for reading); the next ingest opens a new one."""
+    number = int(ingest_scope(out).name.split("-")[1]) + 1
+    atomic_write_text(work_dir(out) / "engine" / "scope", str(number))
+
+
 def _remove_stale_units(out: Path, units: list[WorkUnit]) -> int:
     """Unit shards of items that no longer exist (a withdrawn file, a shrunk source) are deleted."""
     planned = {u.unit_id for u in units}
@@ -263,76 +292,46 @@ def _remove_stale_units(out: Path, units: list[WorkUnit]) -> int:
     return removed
 
 
-def ingest(
+def ingest_task(
     spec: BuildSpec,
     out: str | Path,
-    num_workers: int = 1,
-    num_shards: int = 1,
-    shard_index: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
     client_factory: ClientFactory | None = None,
     crash_after_units: int | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Process the pending work units of this shard; returns counts (done, skipped, planned)."""
+) -> dict[str, int]:
+    """Task `rank` of `world_size`: plan and fingerprint its own units, process the pending ones in
+    this process; returns counts (units of the task, processed, skipped as already current)."""
     from tqdm.auto import tqdm
 
     out = Path(out)
-    check_output_dir(spec, out)
-    if not 0 <= shard_index < num_shards:
-        raise ValueError(f"shard_index {shard_index} must be in [0, {num_shards})")
     key = resolve_id_key(spec, work_dir(out))
-    units, plan_failures = plan(spec, key)
-    mine = [u for i, u in enumerate(units) if i % num_shards == shard_index]
-    pending = [u for u in mine if not unit_done(out, u)]
+    units, _ = plan(spec, key, rank, world_size)
+    own = mine(units, rank, world_size)
+    pending = [u for u in own if not unit_done(out, u)]
     (work_dir(out) / "units").mkdir(parents=True, exist_ok=True)
-    removed = _remove_stale_units(out, units)
-    atomic_write_json(
-        work_dir(out) / "plan.json",
-        {"units": [u.unit_id for u in units], "failures": [asdict(f) for f in plan_failures]},
-    )
     done = 0
     bar = tqdm(
-        total=len(pending),
-        desc=f"ingest (shard {shard_index + 1}/{num_shards})",
-        unit="unit",
-        disable=not progress,
+        total=len(pending), desc=f"ingest (task {rank + 1}/{world_size})", unit="unit", disable=not progress
     )
     try:
-        if num_workers <= 1:
+        if pending:
             _init_worker(spec, str(out), key, client_factory)
-            for unit in pending:
-                if crash_after_units is not None and done >= crash_after_units:
-                    raise SimulatedCrash(f"simulated crash after {done} units")
-                _process_unit(unit)
-                done += 1
-                bar.update()
-        else:
-            with ProcessPoolExecutor(
-                num_workers, initializer=_init_worker, initargs=(spec, str(out), key, client_factory)
-            ) as pool:
-                futures = [pool.submit(_process_unit, unit) for unit in pending]
-                try:
-                    for future in as_completed(futures):
-                        future.result()
-                        done += 1
-                        bar.update()
-                except BaseException:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    raise
+        for unit in pending:
+            if crash_after_units is not None and done >= crash_after_units:
+                raise SimulatedCrash(f"simulated crash after {done} units")
+            _process_unit(unit)
+            done += 1
+            bar.update()
     except BackendUnavailable as error:
         raise BackendUnavailable(
-            f"{error}; stopped after {done} of {len(pending)} pending work units, which are kept: "
-            "rerun the same command to resume"
+            f"{error}; task {rank} stopped after {done} of {len(pending)} pending work units, which are "
+            "kept: rerun the same command to resume"
         ) from None
     finally:
         bar.close()
-    return {
-        "planned": len(units),
-        "this_shard": len(mine),
-        "processed": done,
-        "skipped": len(mine) - len(pending),
-        "removed_stale": removed,
-    }
+    return {"units": len(own), "processed": done, "skipped": len(own) - len(pending)}
 
 
 # -------------------------------------------------------------------------------------------------
@@ -623,12 +622,10 @@ def finalize(
     started = time.perf_counter()
     key = resolve_id_key(spec, work_dir(out))
     units, plan_failures = plan(spec, key)
-    missing = [u.unit_id for u in units if not unit_done(out, u)]
+    _remove_stale_units(out, units)
+    missing = [u for u in units if not unit_done(out, u)]
     if missing:
-        raise RuntimeError(
-            f"{out}: {len(missing)} of {len(units)} work units are not ingested yet, or their sources "
-            f"changed since (first: {missing[0]}); run `ingest` for every shard first"
-        )
+        raise StaleUnits(_missing_units_message(out, units, missing, key))
     unit_dirs = [work_dir(out) / "units" / u.unit_id for u in units]
     report = BuildReport(name=spec.name, spec_fingerprint=spec.fingerprint(), units=len(units))
     local_failures: list[dict[str, Any]] = []
@@ -656,7 +653,38 @@ def finalize(
     )
     atomic_write_json(out / "build_report.json", report.to_dict())
     write_card(spec, out, report)
+    finish_ingest_scope(out)
     return report
+
+
+class StaleUnits(RuntimeError):
+    """`finalize` found work units that are not ingested with the current sources and key."""
+
+
+def _missing_units_message(out: Path, units: list[WorkUnit], missing: list[WorkUnit], key: bytes) -> str:
+    """The real reason units are missing: another id key (machines that do not share one), or
+    units never ingested / ingested before their sources changed."""
+    digest = key_digest(key)
+    other_keys: Counter[str] = Counter()
+    for unit in missing:
+        manifest = work_dir(out) / "units" / unit.unit_id / "manifest.json"
+        try:
+            found = json.loads(manifest.read_text(encoding="utf-8")).get("key_digest")
+        except (OSError, json.JSONDecodeError):
+            continue
+        if found and found != digest:
+            other_keys[found] += 1
+    if other_keys:
+        n = sum(other_keys.values())
+        return (
+            f"{out}: {n} of {len(units)} work units were ingested with a different id key (key digest "
+            f"{', '.join(sorted(other_keys))}; this machine's key has digest {digest}): every machine of a "
+            "build must use the same key (privacy.id_key_env or privacy.id_key_file in the spec)"
+        )
+    return (
+        f"{out}: {len(missing)} of {len(units)} work units are not ingested yet, or their sources "
+        f"changed since (first: {missing[0].unit_id}); run `ingest` for every task first"
+    )
 
 
 def check_output_dir(spec: BuildSpec, out: str | Path) -> None:
@@ -671,32 +699,3 @@ def check_output_dir(spec: BuildSpec, out: str | Path) -> None:
                 f"{spec.spec_file or '<spec>'}: output folder {target} {where} the root {root} of source "
                 f"{source.name!r}; choose an output folder outside every source root"
             )
-
-
-def run_build(
-    spec: BuildSpec | str | Path,
-    out: str | Path,
-    num_workers: int = 1,
-    num_shards: int = 1,
-    shard_index: int = 0,
-    stages: tuple[str, ...] = ("ingest", "finalize"),
-    client_factory: ClientFactory | None = None,
-    crash_after_units: int | None = None,
-    progress: bool = True,
-) -> BuildReport | dict[str, Any]:
-    """Run the requested stages; returns the `BuildReport` (or `{"ingest": counts}` without finalize)."""
-    if not isinstance(spec, BuildSpec):
-        spec = load_build_spec(spec)
-    check_output_dir(spec, out)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {}
-    if "ingest" in stages:
-        result["ingest"] = ingest(
-            spec, out, num_workers, num_shards, shard_index, client_factory, crash_after_units, progress
-        )
-    if "finalize" in stages:
-        report = finalize(spec, out, client_factory, progress)
-        report.ingest = result.get("ingest")
-        return report
-    return result

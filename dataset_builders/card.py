@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,6 +60,15 @@ RECORD_COLUMNS = (
 
 # `license_name` of a card whose sources differ (or do not say): the card body lists each one
 MIXED_LICENSE_NAME = "per-source-licenses"
+
+
+def build_time() -> datetime.datetime:
+    """Now, or `SOURCE_DATE_EPOCH` where set (the reproducible-builds convention): two builds of
+    the same sources then publish the same bytes, card included."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch:
+        return datetime.datetime.fromtimestamp(int(epoch), datetime.UTC)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def _slug(text: str) -> str:
@@ -243,7 +253,7 @@ def write_card(spec: BuildSpec, out: Path, report: BuildReport) -> Path:
             ]
     errors = sum(report.errors_by_kind.values())
     provenance = [
-        f"- built: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')} by `{package_name}`",
+        f"- built: {build_time().strftime('%Y-%m-%d %H:%M UTC')} by `{package_name}`",
         f"- spec fingerprint: `{report.spec_fingerprint}`; work units: {report.units}",
         f"- records ingested: {report.records_ingested}, kept after image QC: {report.records_kept}",
         f"- input errors: {errors} ({', '.join(f'{k}: {v}' for k, v in report.errors_by_kind.items()) or 'none'}); "

@@ -161,8 +161,8 @@ IMPOSSIBLE_VALUES = [
     ("--max-new-tokens", "model demo --output-dir {tmp}/out --max-new-tokens 0"),
     ("--scale", "data demo --output-dir {tmp}/out --scale 0"),
     ("--workers", f"{_BUILD} --workers 0"),
-    ("--num-shards", "data ingest --spec {tmp}/spec.yaml --output-dir {tmp}/out --num-shards 0"),
-    ("--shard-index", f"{_BUILD} --shard-index -1"),
+    ("--tasks", "data ingest --spec {tmp}/spec.yaml --output-dir {tmp}/out --tasks 0"),
+    ("--local-rank-offset", f"{_BUILD} --local-rank-offset -1"),
     ("--request-timeout", f"{_SERVED} --request-timeout 0"),
     ("--request-timeout", f"{_SERVED} --request-timeout -3.5"),
     ("--request-timeout", f"{_SERVED} --request-timeout nan"),
@@ -216,10 +216,8 @@ def test_valid_numbers_keep_their_meaning():
     served = ["eval", "run", "--endpoint", "u", "--served-model", "m", "--benchmark", "b.tsv"]
     args = parse(*served, "--max-retries", "0", "--request-timeout", "2.5", "--limit", "3")
     assert (args.max_retries, args.request_timeout, args.limit, args.concurrency) == (0, 2.5, 3, 8)
-    args = parse(
-        "data", "ingest", "--spec", "s", "--output-dir", "o", "--num-shards", "4", "--shard-index", "0"
-    )
-    assert (args.num_shards, args.shard_index, args.workers) == (4, 0, 1)
+    args = parse("data", "ingest", "--spec", "s", "--output-dir", "o", "--tasks", "4", "--local-tasks", "2")
+    assert (args.tasks, args.local_tasks, args.local_rank_offset, args.workers) == (4, 2, 0, 1)
     args = parse(
         "eval", "decontam", "--benchmark", "b", "--corpus", "c", "--output", "o", "--max-distance", "0"
     )

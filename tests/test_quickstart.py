@@ -205,7 +205,7 @@ def test_same_seed_same_benchmark_and_training_questions(tmp_path):
     benchmark's sample and the training questions, hence the whole run, repeat for a seed."""
     from gmaivl.app.quickstart import write_derived_data
     from gmaivl.app.quickstart_data import write_sources
-    from gmaivl.dataset_builders.build import run_build
+    from gmaivl.dataset_builders.engine import run_build
     from gmaivl.dataset_builders.records import iter_records
     from gmaivl.evaluation.bench_build import build_benchmark
 
@@ -215,7 +215,7 @@ def test_same_seed_same_benchmark_and_training_questions(tmp_path):
         spec = write_sources(
             root / "sources", train_per_label=2, test_per_label=2, text_dialogues=8, progress=False
         )
-        run_build(spec, root / "corpus", num_workers=1, progress=False)
+        run_build(spec, root / "corpus", workers=1, progress=False)
         build_benchmark(
             iter_records(root / "corpus", split="test"), root / "bench.tsv", seed=0, progress=False
         )

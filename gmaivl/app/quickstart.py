@@ -458,7 +458,7 @@ def _run_quickstart(output_dir: str | Path, cfg: QuickstartConfig) -> dict[str, 
 
     from gmaivl.app.quickstart_data import write_sources
     from gmaivl.core.files import atomic_write_text
-    from gmaivl.dataset_builders.build import run_build
+    from gmaivl.dataset_builders.engine import run_build
     from gmaivl.dataset_builders.records import iter_records
     from gmaivl.evaluation.bench_build import build_benchmark
     from gmaivl.evaluation.decontam import decontamination_report
@@ -485,7 +485,7 @@ def _run_quickstart(output_dir: str | Path, cfg: QuickstartConfig) -> dict[str, 
             seed=cfg.seed,
             progress=cfg.progress,
         )
-        run_build(spec, root / "corpus", num_workers=1, progress=cfg.progress)
+        run_build(spec, root / "corpus", workers=1, progress=cfg.progress)
     # 2. held-out benchmark + decontamination
     with timer("benchmark"):
         tsv = root / "benchmark" / f"{BENCHMARK_NAME}.tsv"

@@ -6,8 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from gmaivl.dataset_builders.build import run_build
 from gmaivl.dataset_builders.demo import write_demo_sources
+from gmaivl.dataset_builders.engine import run_build
+
+
+@pytest.fixture(scope="session", autouse=True)
+def reproducible_build_time():
+    """Cards carry the build time; a fixed `SOURCE_DATE_EPOCH` makes two builds byte-identical."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SOURCE_DATE_EPOCH", "1798675200")
+    yield
+    mp.undo()
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from gmaivl.dataset_builders.build import run_build
+from gmaivl.dataset_builders.engine import run_build
 from gmaivl.dataset_builders.imaging import BadPixels, read_image, to_rgb8
 from gmaivl.dataset_builders.spec import SpecError, load_build_spec
 

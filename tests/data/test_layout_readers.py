@@ -17,7 +17,7 @@ import yaml
 from PIL import Image
 
 from gmaivl.dataset_builders import iter_records
-from gmaivl.dataset_builders.build import run_build
+from gmaivl.dataset_builders.engine import run_build
 from gmaivl.dataset_builders.spec import SpecError, load_build_spec
 
 from .test_privacy import leaks, published_texts, texture
@@ -32,7 +32,7 @@ def build(tmp_path: Path, sources: list[dict], workers: int = 1, **spec) -> tupl
         yaml.safe_dump({"name": "layouts", "sources": sources, "qc": {"min_image_side": 32}, **spec})
     )
     out = tmp_path / "out"
-    return out, run_build(path, out, num_workers=workers, progress=False)
+    return out, run_build(path, out, workers=workers, progress=False)
 
 
 def config_rows(out: Path, config: str) -> list[dict]:

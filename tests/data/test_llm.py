@@ -13,7 +13,7 @@ from datasets import load_dataset
 from PIL import Image
 
 from gmaivl.dataset_builders import iter_records
-from gmaivl.dataset_builders.build import run_build
+from gmaivl.dataset_builders.engine import run_build
 from gmaivl.dataset_builders.generate import RowGenerator
 from gmaivl.dataset_builders.llm import LLMClient, LLMError, ReplyCache, TransformersBackend, extract_json
 
@@ -327,7 +327,7 @@ def test_circuit_breaker_stops_the_build_and_keeps_finished_units(demo_spec, tmp
     out = tmp_path / "out"
     with pytest.raises(
         LLMError,
-        match=r"failed 3 times in a row \(ConnectionError: connection refused\); stopped after 2 of 5",
+        match=r"failed 3 times in a row \(ConnectionError: connection refused\); task 0 stopped after 2 of 5",
     ):
         run_build(spec, out, client_factory=factory, progress=False)
     assert backend.calls == 4 + 3  # no unit after the breaker opened asked again

@@ -22,7 +22,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from gmaivl.dataset_builders import iter_records, pixel_md5
-from gmaivl.dataset_builders.build import run_build
+from gmaivl.dataset_builders.engine import run_build
 
 from .test_privacy import leaks, published_texts, texture
 
@@ -251,7 +251,7 @@ def test_oversize_inputs_are_refused_before_decoding_in_bounded_memory(tmp_path)
     probe = (
         "import json, re, sys\n"
         "from pathlib import Path\n"
-        "from gmaivl.dataset_builders.build import run_build\n"
+        "from gmaivl.dataset_builders.engine import run_build\n"
         "report = run_build(sys.argv[1], sys.argv[2], progress=False)\n"
         "peak = int(re.search(r'VmHWM:\\s+(\\d+)', Path('/proc/self/status').read_text())[1]) / 1024\n"
         "print(json.dumps({'errors': report['errors']['by_kind'], 'rows': report['rows']['published'],\n"

@@ -19,7 +19,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
 from gmaivl.dataset_builders import iter_records
-from gmaivl.dataset_builders.build import run_build
+from gmaivl.dataset_builders.engine import run_build
 from gmaivl.dataset_builders.export import export_llava
 from gmaivl.dataset_builders.llm import LLMClient, ReplyCache
 from gmaivl.dataset_builders.spec import SpecError, load_build_spec

@@ -17,7 +17,7 @@ from gmaivl.dataset_builders.adapters import (
     SourceReader,
     register_source,
 )
-from gmaivl.dataset_builders.build import run_build
+from gmaivl.dataset_builders.engine import run_build
 from gmaivl.dataset_builders.registry import source_types
 from gmaivl.dataset_builders.spec import SpecError, load_build_spec
 

@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 
 from gmaivl.dataset_builders import iter_records
-from gmaivl.dataset_builders.build import run_build
+from gmaivl.dataset_builders.engine import run_build
 
 
 def texture(seed: int, size: int = 80) -> np.ndarray:
@@ -91,7 +91,7 @@ def test_rerun_after_source_changes_equals_a_fresh_build(tmp_path):
     assert published(out) == published(tmp_path / "fresh")
     assert again.to_dict()["rows"] == fresh.to_dict()["rows"]
     # untouched units were reused: the two `a_class` units of the class folders
-    assert again.ingest["skipped"] == 2 and again.ingest["processed"] == again.ingest["planned"] - 2
+    assert again.ingest["skipped"] == 2 and again.ingest["processed"] == again.ingest["units"] - 2
     after = {r.record_id for r in iter_records(out)}
     assert removed_id not in after and len(after) == len(before)  # cls: -1 +2; tab: -1 row
     assert sum(r.source_dataset == "cls" for r in iter_records(out)) == 9
@@ -105,7 +105,7 @@ def test_rerun_after_source_changes_equals_a_fresh_build(tmp_path):
     cls_units = sum(1 for p in (out / "_work" / "units").iterdir() if p.name.startswith("cls-"))
     assert (
         fourth.ingest["processed"] == cls_units
-        and fourth.ingest["skipped"] == fourth.ingest["planned"] - cls_units
+        and fourth.ingest["skipped"] == fourth.ingest["units"] - cls_units
     )
     run_build(spec, tmp_path / "fresh2", progress=False)
     assert published(out) == published(tmp_path / "fresh2")

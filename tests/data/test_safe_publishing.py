@@ -15,8 +15,9 @@ from huggingface_hub import DatasetCard
 from PIL import Image
 
 from gmaivl.app.cli import main
-from gmaivl.dataset_builders.build import BuildReport, run_build
+from gmaivl.dataset_builders.build import BuildReport
 from gmaivl.dataset_builders.card import write_card
+from gmaivl.dataset_builders.engine import run_build
 from gmaivl.dataset_builders.hub import publishable_files
 from gmaivl.dataset_builders.ids import resolve_id_key
 from gmaivl.dataset_builders.spec import SpecError, load_build_spec

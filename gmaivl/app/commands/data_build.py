@@ -24,36 +24,57 @@ def add_arguments(p: argparse.ArgumentParser, stages: tuple[str, ...] = STAGES) 
             "--workers",
             type=positive_int,
             default=1,
-            help="worker processes; 1 runs in this one (default: %(default)s)",
+            help="processes on this machine; 1 runs the tasks in this one (default: %(default)s)",
         )
         p.add_argument(
-            "--num-shards",
+            "--tasks",
             type=positive_int,
-            default=1,
-            help="split the work units across this many machines (default: %(default)s)",
+            default=None,
+            help="engine tasks the work units are split into, round robin (default: --workers)",
         )
         p.add_argument(
-            "--shard-index",
+            "--local-tasks",
+            type=positive_int,
+            default=None,
+            help="run only this many of the tasks here, for machines without a scheduler (default: all)",
+        )
+        p.add_argument(
+            "--local-rank-offset",
             type=non_negative_int,
             default=0,
-            help="this machine's shard, 0 to NUM_SHARDS-1 (default: %(default)s)",
+            help="the first task this machine runs, with --local-tasks (default: %(default)s)",
+        )
+        p.add_argument(
+            "--executor",
+            choices=("local", "slurm"),
+            default="local",
+            help="run here, or submit an ingest array job and a publish job to Slurm (default: %(default)s)",
+        )
+        p.add_argument("--slurm-partition", help="with --executor slurm: the partition to submit to")
+        p.add_argument(
+            "--slurm-time",
+            default="04:00:00",
+            help="with --executor slurm: time limit per job (default: %(default)s)",
         )
     quiet(p)
     p.set_defaults(stages=stages)
 
 
 def run(args: argparse.Namespace) -> int:
-    from gmaivl.dataset_builders.build import run_build
+    from gmaivl.dataset_builders.engine import run_build
     from gmaivl.dataset_builders.imaging import SourceError
     from gmaivl.dataset_builders.llm import LLMError
 
+    if getattr(args, "executor", "local") == "slurm":
+        return _submit_to_slurm(args)
     try:
         result = run_build(
             args.spec,
             args.output_dir,
-            num_workers=getattr(args, "workers", 1),
-            num_shards=getattr(args, "num_shards", 1),
-            shard_index=getattr(args, "shard_index", 0),
+            workers=getattr(args, "workers", 1),
+            tasks=getattr(args, "tasks", None),
+            local_tasks=getattr(args, "local_tasks", None),
+            local_rank_offset=getattr(args, "local_rank_offset", 0),
             stages=args.stages,
             progress=not args.quiet,
         )
@@ -72,4 +93,23 @@ def run(args: argparse.Namespace) -> int:
             f"{args.spec}: nothing usable was built (0 rows published; input errors: {kinds}; "
             f"dropped: {dropped or 'none'}); see {out / 'build_report.json'} and {out / '_work' / 'failures.jsonl'}"
         )
+    return 0
+
+
+def _submit_to_slurm(args: argparse.Namespace) -> int:
+    from gmaivl.dataset_builders.engine import slurm_build
+
+    if args.stages != STAGES:
+        raise ValueError("--executor slurm runs the whole build (use `gmaivl data build`)")
+    if not args.slurm_partition:
+        raise ValueError("--executor slurm needs --slurm-partition")
+    submitted = slurm_build(
+        args.spec,
+        args.output_dir,
+        tasks=args.tasks or args.workers,
+        partition=args.slurm_partition,
+        time=args.slurm_time,
+        max_parallel=args.workers if args.workers > 1 else -1,
+    )
+    print(json.dumps(submitted, indent=2))
     return 0

@@ -1,5 +1,5 @@
-"""`gmaivl data ingest`: read sources and generate rows into resumable work units (parallel,
-shardable across machines with `--num-shards/--shard-index`); `data publish` finishes."""
+"""`gmaivl data ingest`: read sources and generate rows into resumable work units (datatrove tasks;
+split across machines with `--tasks/--local-tasks/--local-rank-offset`); `data publish` finishes."""
 
 from __future__ import annotations
 

@@ -1,0 +1,133 @@
+"""The build on datatrove's executors: any split into tasks, processes or machines publishes the
+same bytes; the engine's completion files skip finished tasks; Slurm gets an array job and a
+publish job that, run as Slurm would run them, publish the same bytes again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gmaivl.dataset_builders.build import SimulatedCrash, StaleUnits, finalize
+from gmaivl.dataset_builders.engine import ingest, run_build, slurm_build
+from gmaivl.dataset_builders.spec import load_build_spec
+
+
+def published_bytes(folder: Path) -> dict[str, str]:
+    """sha256 of every published file; the report without its wall-clock field."""
+    digests = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if not path.is_file() or rel.startswith("_work/"):
+            continue
+        data = path.read_bytes()
+        if rel == "build_report.json":
+            report = json.loads(data)
+            report.pop("finalize_seconds")
+            data = json.dumps(report, sort_keys=True).encode()
+        digests[rel] = hashlib.sha256(data).hexdigest()
+    assert any(rel.endswith(".parquet") for rel in digests)
+    return digests
+
+
+def test_tasks_processes_and_machines_publish_the_same_bytes(built, demo_spec, tmp_path):
+    reference, report = built
+    assert report.ingest["tasks"] == 1
+    spec = load_build_spec(demo_spec)
+    out = tmp_path / "machines"
+    # machine A runs tasks 0-1 of 4 in two processes, machine B tasks 2-3 in one
+    first = ingest(spec, out, tasks=4, workers=2, local_tasks=2, local_rank_offset=0, progress=False)
+    with pytest.raises(StaleUnits, match="not ingested yet"):
+        finalize(spec, out, progress=False)
+    second = ingest(spec, out, tasks=4, workers=1, local_tasks=2, local_rank_offset=2, progress=False)
+    assert first["tasks_run"] == second["tasks_run"] == 2
+    assert first["processed"] + second["processed"] == report.units
+    finalize(spec, out, progress=False)
+    assert published_bytes(out) == published_bytes(reference)
+
+
+def test_a_killed_task_reruns_and_finished_tasks_are_skipped(built, demo_spec, tmp_path):
+    reference, _ = built
+    spec = load_build_spec(demo_spec)
+    out = tmp_path / "killed"
+    with pytest.raises(SimulatedCrash):  # each of 3 tasks dies after 2 of its units
+        run_build(spec, out, tasks=3, crash_after_units=2, progress=False)
+    # the first task died: the engine marked no task complete, 2 units are on disk
+    resumed = run_build(spec, out, tasks=3, progress=False)
+    assert resumed.ingest["tasks_run"] == 3 and resumed.ingest["skipped"] == 2
+    assert published_bytes(out) == published_bytes(reference)
+    # the same build again: a new scope re-checks every unit and writes none
+    again = run_build(spec, out, tasks=3, progress=False)
+    assert (again.ingest["tasks_run"], again.ingest["processed"]) == (3, 0)
+    assert published_bytes(out) == published_bytes(reference)
+
+
+def test_finished_tasks_are_skipped_by_the_engine(demo_spec, tmp_path):
+    spec = load_build_spec(demo_spec)
+    out = tmp_path / "half"
+    first = ingest(spec, out, tasks=2, local_tasks=1, progress=False)
+    assert first["tasks_run"] == 1
+    both = ingest(spec, out, tasks=2, progress=False)  # task 0 has its completion file
+    assert (both["tasks_run"], both["tasks_skipped"], both["skipped"]) == (1, 1, 0)
+    completions = sorted(p.name for p in out.glob("_work/engine/ingest-*/local-ingest/completions/*"))
+    assert completions == ["00000", "00001"]
+
+
+def test_machines_with_different_id_keys_get_the_real_reason(demo_spec, tmp_path, monkeypatch):
+    spec = load_build_spec(demo_spec)
+    out = tmp_path / "keys"
+    monkeypatch.setenv(spec.privacy.id_key_env, "a" * 64)
+    ingest(spec, out, tasks=2, local_tasks=1, local_rank_offset=0, progress=False)
+    monkeypatch.setenv(spec.privacy.id_key_env, "b" * 64)
+    ingest(spec, out, tasks=2, local_tasks=1, local_rank_offset=1, progress=False)
+    with pytest.raises(StaleUnits, match="ingested with a different id key") as error:
+        finalize(spec, out, progress=False)
+    assert "a" * 16 not in str(error.value)  # digests, never the key
+
+
+FAKE_SBATCH = """#!{python}
+import pathlib, sys
+calls = pathlib.Path({calls!r})
+script = pathlib.Path(sys.argv[-1]).read_text()
+number = len(list(calls.glob("*.slurm"))) + 1
+(calls / f"{{number}}.slurm").write_text(script)
+(calls / f"{{number}}.args").write_text(" ".join(sys.argv[1:-1]))
+print(f"Submitted batch job {{1000 + number}}")
+"""
+
+
+def test_slurm_gets_an_array_job_and_a_dependent_publish_job(built, demo_spec, tmp_path, monkeypatch):
+    reference, _ = built
+    calls = tmp_path / "sbatch-calls"
+    calls.mkdir()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text(FAKE_SBATCH.format(python=sys.executable, calls=str(calls)))
+    scontrol = bin_dir / "scontrol"  # `scontrol show hostnames n1` inside a job
+    scontrol.write_text("#!/bin/sh\necho n1\n")
+    for tool in (sbatch, scontrol):
+        tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "slurm"
+    submitted = slurm_build(demo_spec, out, tasks=2, partition="cpu", time="01:00:00", max_parallel=2)
+    scripts = {p.stem: p.read_text() for p in calls.glob("*.slurm")}
+    args = {p.stem: p.read_text() for p in calls.glob("*.args")}
+    ingest_script = next(s for s in scripts.values() if "-ingest" in s and "launch_pickled_pipeline" in s)
+    publish_key = next(k for k, s in scripts.items() if "-publish" in s and "launch_pickled_pipeline" in s)
+    assert "#SBATCH --array=0-1%2" in ingest_script and "#SBATCH --partition=cpu" in ingest_script
+    assert f"--dependency=afterok:{submitted['ingest_job']}" in args[publish_key]
+    assert "#SBATCH --array=0-0" in scripts[publish_key]
+    # run the jobs as Slurm would: each array task with its SLURM_ARRAY_TASK_ID, then publish
+    for folder, array in ((submitted["scripts"][0], 2), (submitted["scripts"][1], 1)):
+        for task in range(array):
+            env = {**os.environ, "SLURM_ARRAY_TASK_ID": str(task), "RUN_OFFSET": "0", "SLURM_NODELIST": "n1"}
+            run = [str(Path(sys.executable).parent / "launch_pickled_pipeline"), f"{folder}/executor.pik"]
+            subprocess.run(run, env=env, check=True, capture_output=True, timeout=300)
+    assert published_bytes(out) == published_bytes(reference)
