@@ -8,6 +8,14 @@ category columns that are kept as metadata.
 Hugging Face datasets (VQA-RAD, SLAKE, PathVQA, PMC-VQA, MMMU, report sets): a local folder
 (`save_to_disk` output or data files) or a Hub id, with column names given by a preset or found
 by looking for the usual names.
+
+The benchmarks' own published layouts (VQA-RAD's `VQA_RAD Dataset Public.json`, SLAKE's
+`test.json` + `imgs/`, OmniMedVQA's `QA_information/`, PMC-VQA's CSV + `figures/`) are read by
+`layouts.py`; `load_benchmark` recognises them.
+
+A row whose image cell cannot be read (not an image, or over `ImageLimits.max_bytes`) is not
+refused at load time: its image is an `UnreadableImage`, and the run records that question as
+failed with the reason and asks the others.
 """
 
 from __future__ import annotations
@@ -26,15 +34,19 @@ from PIL import Image
 
 from gmaivl.core.tsv import (
     IMAGE_REFERENCE_MAX_LEN,
+    ImageLimits,
+    ImageTooLargeError,
     as_list,
     decode_base64_image,
     iter_tsv_records,
     looks_like_image,
 )
 
+from .errors import BenchmarkFormatError
 from .images import (
     DatasetImage,
     LazyImage,
+    UnreadableImage,
     undecoded,
 )
 from .question_types import infer_question_type
@@ -76,10 +88,6 @@ NON_CATEGORY_COLUMNS = frozenset(
      "record_id", "source_id", "source_md5", "source_phash", "image_name", "img_name", "img_id",
      "comment", "options", *OPTION_LETTERS}
 )  # fmt: skip
-
-
-class BenchmarkFormatError(ValueError):
-    """A benchmark file or dataset does not have the expected shape; the message names where."""
 
 
 def _is_missing(value: Any) -> bool:
@@ -137,6 +145,8 @@ def load_vlmevalkit_tsv(path: str | os.PathLike, limit: int | None = None) -> Be
     image_at: dict[str, tuple[int, int]] = {}  # index -> (offset, number of images)
     refs: dict[int, str] = {}  # position in rows -> referenced index
     first_row: dict[str, int] = {}
+    unreadable: dict[str, UnreadableImage] = {}  # index -> its image cell, unreadable (that row fails)
+    limits = ImageLimits.from_env()
     try:
         for number, offset, fields in records:
             if len(fields) != len(header):
@@ -154,11 +164,16 @@ def load_vlmevalkit_tsv(path: str | os.PathLike, limit: int | None = None) -> Be
             if not _is_missing(value) and len(value.strip()) <= IMAGE_REFERENCE_MAX_LEN:
                 refs[len(rows)] = value.strip()
             elif not _is_missing(value):
-                items = as_list(value)
-                bad = [k for k, item in enumerate(items) if not looks_like_image(item)]
-                if bad:
-                    raise BenchmarkFormatError(f"{where}: image is not a decodable base64 image")
-                image_at[idx] = (offset, len(items))
+                try:  # the cell's size first: nothing of an oversize cell is parsed or kept
+                    limits.check_encoded(len(value), where, "image cell")
+                except ImageTooLargeError as exc:
+                    unreadable[idx] = UnreadableImage(str(exc), too_large=True)
+                else:
+                    items = as_list(value)
+                    if all(looks_like_image(item) for item in items):
+                        image_at[idx] = (offset, len(items))
+                    else:
+                        unreadable[idx] = UnreadableImage(f"{where}: image is not a decodable base64 image")
             rows.append(row)
     except (csv.Error, UnicodeDecodeError) as exc:
         raise BenchmarkFormatError(f"{path}: cannot be read as a TSV ({exc})") from exc
@@ -170,7 +185,7 @@ def load_vlmevalkit_tsv(path: str | os.PathLike, limit: int | None = None) -> Be
         if limit is not None and len(samples) >= limit:
             break
         idx, where = row["index"].strip(), row["_where"]
-        images = _row_images(path, row, position, refs, image_at, image_col, first_row, skipped)
+        images = _row_images(path, row, position, refs, image_at, image_col, first_row, skipped, unreadable)
         if images is None:
             continue
         options = {c: row[c].strip() for c in option_cols if not _is_missing(row[c])}
@@ -201,6 +216,10 @@ def load_vlmevalkit_tsv(path: str | os.PathLike, limit: int | None = None) -> Be
         )
     if not samples:
         raise BenchmarkFormatError(f"{path}: no rows with an image (skipped: {dict(skipped)})")
+    if all(isinstance(im, UnreadableImage) for s in samples for im in s.images):
+        raise BenchmarkFormatError(
+            f"{path}: no row has a readable image; the first: {next(iter(unreadable.values())).reason}"
+        )
     return Benchmark(
         samples,
         skipped=dict(skipped),
@@ -219,9 +238,15 @@ def _row_images(
     image_col: int | None,
     indices: dict[str, int],
     skipped: Counter,
-) -> list[LazyImage] | None:
-    """Lazy images of a row; None (and counted in `skipped`) when the row has none."""
+    unreadable: dict[str, UnreadableImage],
+) -> list[LazyImage | UnreadableImage] | None:
+    """Lazy images of a row; None (and counted in `skipped`) when the row has none; an
+    `UnreadableImage` when its cell (or the cell it refers to) cannot be read."""
     idx, where = row["index"].strip(), row["_where"]
+    if position in refs and refs[position] in unreadable:
+        return [unreadable[refs[position]]]
+    if idx in unreadable:
+        return [unreadable[idx]]
     if position in refs:
         # VLMEvalKit stores a repeated image once; later rows hold the index of that row instead
         # (any short value, numeric or not)
@@ -473,7 +498,24 @@ def load_benchmark(
     preset: str | None = None,
     limit: int | None = None,
 ) -> Benchmark:
-    """A `.tsv` file is read as VLMEvalKit TSV; anything else as a Hugging Face dataset."""
+    """A `.tsv` file is read as VLMEvalKit TSV; a folder or file in one of the layouts the
+    benchmarks' authors publish (VQA-RAD, SLAKE, OmniMedVQA, PMC-VQA: `layouts.py`) by its own
+    loader; anything else as a Hugging Face dataset.
+
+    `preset` means the same on either path (`vqa-rad`, `slake`, `slake-en`, `pmc-vqa`); the
+    layout-only presets (`vqa-rad-answer-type`, `omnimedvqa`) need a folder in that layout.
+    """
+    from .layouts import LAYOUT_PRESETS, detect_layout, load_layout
+
     if str(source).lower().endswith(".tsv"):
         return load_vlmevalkit_tsv(source, limit=limit)
+    found = detect_layout(source)
+    if found is not None or (preset is not None and preset in LAYOUT_PRESETS and preset not in PRESETS):
+        if preset is not None and preset not in LAYOUT_PRESETS:
+            layout = found[0] if found else "?"
+            raise BenchmarkFormatError(
+                f"{source}: preset {preset!r} does not apply to the {layout} layout; "
+                f"choose one of {sorted(p for p, (lay, _) in LAYOUT_PRESETS.items() if lay == layout)}"
+            )
+        return load_layout(source, split=split, preset=preset, limit=limit)
     return load_hf_benchmark(source, name=name, split=split, preset=preset, limit=limit)

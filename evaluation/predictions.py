@@ -5,6 +5,11 @@ settings). Every further line is one answered question, appended and flushed bat
 an interrupted run keeps what it finished. Re-opening checks the header: a file written by a
 different run (other benchmark, model or settings) is refused with an error naming the file and
 the differing fields. A torn last line (a crash mid-write) is dropped.
+
+A question that could not be asked (its image is unreadable or over the image limits) is stored
+like an answered one, with `"prediction": ""` and its reason under `"error"`: it counts as done,
+so a rerun does not ask it again. `forget_failed` drops those lines (`run_benchmark(...,
+retry_failed=True)`, `gmaivl eval run --retry-failed`), so the next run asks them again.
 """
 
 from __future__ import annotations
@@ -73,6 +78,17 @@ class PredictionsFile:
     def __len__(self) -> int:
         return len(self.records)
 
+    @property
+    def failed(self) -> dict[str, str]:
+        """Index -> reason of the questions stored as failed."""
+        return {i: r["error"] for i, r in self.records.items() if "error" in r}
+
+    def forget_failed(self) -> int:
+        """Drop the failed questions' lines (atomically), so they are asked again; how many."""
+        dropped = forget_failed(self.path)
+        self.records = {i: r for i, r in self.records.items() if "error" not in r}
+        return dropped
+
     def append(self, records: list[dict[str, Any]]) -> None:
         """Append finished records durably (flush + fsync), one JSON object per line."""
         with self.path.open("a", encoding="utf-8") as fh:
@@ -81,3 +97,29 @@ class PredictionsFile:
                 self.records[str(rec["index"])] = rec
             fh.flush()
             os.fsync(fh.fileno())
+
+
+def forget_failed(path: str | os.PathLike) -> int:
+    """Rewrite the predictions file at `path` without its failed questions (records with an
+    `error`); returns how many lines were dropped (0 when there is no such file)."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    try:
+        header = json.loads(lines[0]) if lines else None
+    except json.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict) or HEADER_KEY not in header:
+        return 0  # not a predictions file: left alone (opening it says so)
+    keep = lines[:1]
+    for line in lines[1:]:
+        try:
+            failed = "error" in json.loads(line)
+        except json.JSONDecodeError:
+            failed = False  # a torn line: left for `PredictionsFile` to judge
+        if not failed:
+            keep.append(line)
+    if len(keep) != len(lines):
+        atomic_write_text(path, "".join(keep))
+    return len(lines) - len(keep)

@@ -1,4 +1,13 @@
-"""Results on disk: JSON (the source of truth the model card reads), Markdown tables, bar charts."""
+"""Results on disk: JSON (the source of truth the model card reads), Markdown tables, bar charts,
+and the VLMEvalKit submission file.
+
+Values from the data (benchmark and model names, category values, failure reasons, the system
+prompt) are escaped in `results.md` (`gmaivl.core.markdown`): a `|` or `<img ...>` in a category
+value stays text inside its cell. In the `.xlsx` submission a cell starting with `=`, `+`, `-`,
+`@`, tab or CR is stored as a text cell with Excel's quote prefix, so it is never a formula,
+while its value reads back unchanged (pandas, openpyxl, VLMEvalKit); in the `.tsv` submission,
+which has no cell types, such a value gets a leading `'` (OWASP's CSV-injection rule).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from gmaivl.core.files import atomic_write, atomic_write_text
+from gmaivl.core.markdown import md_code, md_text
 
 RESULTS_FORMAT = "gmaivl-eval-results/1"
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as a formula (OWASP)
 
 
 def _fmt(value: Any) -> str:
@@ -26,13 +37,15 @@ def slug(text: str, default: str = "benchmark") -> str:
 
 
 def markdown_report(result: dict[str, Any]) -> str:
-    lines = [f"# {result['benchmark']}: {result['model']}", ""]
-    counts = ", ".join(f"{k}: {v}" for k, v in result["counts"].items())
+    """`results.md`: the metrics, counts, breakdowns and protocol, data values escaped."""
+    t = md_text
+    lines = [f"# {t(result['benchmark'])}: {t(result['model'])}", ""]
+    counts = ", ".join(f"{t(k)}: {v}" for k, v in result["counts"].items())
     if result.get("scored") is False:
         lines += [f"Questions: {result['n']} ({counts}). Scoring skipped: {result['note']}."]
     else:
         lines += ["| metric | value |", "| --- | --- |"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in result["metrics"].items()]
+        lines += [f"| {t(k)} | {_fmt(v)} |" for k, v in result["metrics"].items()]
         lines += [
             "",
             f"Questions: {result['n']} ({counts}). "
@@ -42,27 +55,39 @@ def markdown_report(result: dict[str, Any]) -> str:
             value = result["metrics"][result["leaderboard_metric"]]
             lines += [
                 "",
-                f"**Leaderboard figure: `{result['leaderboard_metric']}` = {_fmt(value)}.** {result['note']}",
+                f"**Leaderboard figure: {md_code(result['leaderboard_metric'])} = {_fmt(value)}.** "
+                f"{result['note']}",
             ]
     if result.get("skipped_rows"):
         lines += [
             "",
-            "Rows skipped: " + ", ".join(f"{k} {v}" for k, v in result["skipped_rows"].items()) + ".",
+            "Rows skipped: " + ", ".join(f"{t(k)} {v}" for k, v in result["skipped_rows"].items()) + ".",
         ]
+    failed = result.get("failed_rows")
+    if failed:
+        lines += [
+            "",
+            f"Rows that failed (image unreadable or over the limits; left out of every metric, "
+            f"not asked again on a rerun): {failed['count']}.",
+            "",
+            "| index | reason |",
+            "| --- | --- |",
+        ]
+        lines += [f"| {t(i)} | {t(reason)} |" for i, reason in failed["reasons"].items()]
     if result.get("extraction_methods"):
         lines += [
             "",
             "Answer extraction: "
-            + ", ".join(f"{k} {v}" for k, v in result["extraction_methods"].items())
+            + ", ".join(f"{t(k)} {v}" for k, v in result["extraction_methods"].items())
             + ".",
         ]
     for key, table in result.get("breakdowns", {}).items():
-        lines += ["", f"## Accuracy by {key}", "", f"| {key} | accuracy | n |", "| --- | --- | --- |"]
-        lines += [f"| {name} | {_fmt(row['accuracy'])} | {row['n']} |" for name, row in table.items()]
+        lines += ["", f"## Accuracy by {t(key)}", "", f"| {t(key)} | accuracy | n |", "| --- | --- | --- |"]
+        lines += [f"| {t(name)} | {_fmt(row['accuracy'])} | {row['n']} |" for name, row in table.items()]
         lines += [f"| **macro average** | **{_fmt(result['metrics'][f'macro_accuracy/{key}'])}** | |"]
     protocol = result.get("protocol", {})
     if protocol:
-        lines += ["", "## Protocol", ""] + [f"- {k}: {v}" for k, v in protocol.items()]
+        lines += ["", "## Protocol", ""] + [f"- {t(k)}: {t(v)}" for k, v in protocol.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -150,12 +175,43 @@ def write_submission(
     out_base = Path(out_base)
     files: dict[str, Path] = {}
     if "tsv" in formats:
-        files["tsv"] = atomic_write_text(out_base.with_suffix(".tsv"), frame.to_csv(sep="\t", index=False))
+        safe = frame.map(neutralise_formula).rename(columns=neutralise_formula)
+        text = safe.to_csv(sep="\t", index=False)
+        files["tsv"] = atomic_write_text(out_base.with_suffix(".tsv"), text)
     if "xlsx" in formats:
-        from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-
-        clean = frame.map(lambda v: ILLEGAL_CHARACTERS_RE.sub("", v) if isinstance(v, str) else v)
-        files["xlsx"] = atomic_write(
-            out_base.with_suffix(".xlsx"), lambda f: clean.to_excel(f, index=False, engine="openpyxl")
-        )
+        files["xlsx"] = atomic_write(out_base.with_suffix(".xlsx"), lambda f: _write_xlsx(frame, f))
     return files
+
+
+def neutralise_formula(value: Any) -> Any:
+    """OWASP's rule for CSV injection: text that a spreadsheet would read as a formula (it starts
+    with `=`, `+`, `-`, `@`, tab or CR) gets a leading `'`, so it opens as text."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _xlsx_cell(ws: Any, value: Any) -> Any:
+    """A write-only cell; text that a spreadsheet would read as a formula stays text."""
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+    if isinstance(value, str):
+        value = ILLEGAL_CHARACTERS_RE.sub("", value)
+    cell = WriteOnlyCell(ws, value=value)
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        cell.data_type = "s"  # openpyxl makes "=..." a formula otherwise
+        cell.quotePrefix = True  # Excel's leading apostrophe: text even after editing the cell
+    return cell
+
+
+def _write_xlsx(frame: Any, fh: Any) -> None:
+    """`frame` (strings) as a one-sheet workbook, header first, as `DataFrame.to_excel` lays it out."""
+    from openpyxl import Workbook
+
+    wb = Workbook(write_only=True)
+    ws = wb.create_sheet("Sheet1")
+    ws.append([_xlsx_cell(ws, str(c)) for c in frame.columns])
+    for row in frame.itertuples(index=False, name=None):
+        ws.append([_xlsx_cell(ws, v) for v in row])
+    wb.save(fh)

@@ -2,6 +2,11 @@
 pandas writes and VLMEvalKit reads (tab-separated, `"` quoting), and their base64 image fields.
 
 Shared by the evaluator (benchmarks) and the dataset builders (decontamination against them).
+
+Images are checked before they are decoded (`ImageLimits`): the size of the encoded cell or file,
+then the width x height its header declares (`PIL.Image.open` parses the header only; pixels are
+decoded by `load()`). A decompression bomb (a 389 KB PNG declaring 20000x20000) is refused with an
+`ImageTooLargeError` naming the row, without its pixels ever being allocated.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ import base64
 import binascii
 import csv
 import io
+import os
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -35,8 +42,100 @@ _MAGIC = (
 )
 
 
+# PIL's own decompression-bomb threshold (it warns above it and fails above twice it): refused here
+DEFAULT_MAX_PIXELS = 89_478_485
+DEFAULT_MAX_BYTES = 64 * 2**20  # encoded: base64 text of a TSV cell, or bytes of an image file
+
+
 class ImageDecodeError(ValueError):
     """An image cannot be decoded; the message names the file and row."""
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """An image is over `ImageLimits` (encoded size or declared pixels); it was not decoded."""
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What an image may be before it is decoded.
+
+    `max_bytes`: its encoded size (the base64 text of a cell, the bytes of a file); `max_pixels`:
+    width x height as its header declares. Defaults: `GMAIVL_MAX_IMAGE_BYTES` and
+    `GMAIVL_MAX_IMAGE_PIXELS` from the environment, else 64 MiB and 89,478,485 pixels (PIL's
+    `MAX_IMAGE_PIXELS`; raising ours above it needs PIL's raised too).
+    """
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+    @classmethod
+    def from_env(cls) -> ImageLimits:
+        def read(name: str, default: int) -> int:
+            value = os.environ.get(name, "").strip().replace("_", "")
+            if not value:
+                return default
+            if not value.isdigit() or int(value) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {os.environ[name]!r}")
+            return int(value)
+
+        return cls(
+            max_pixels=read("GMAIVL_MAX_IMAGE_PIXELS", DEFAULT_MAX_PIXELS),
+            max_bytes=read("GMAIVL_MAX_IMAGE_BYTES", DEFAULT_MAX_BYTES),
+        )
+
+    def check_encoded(self, size: int, where: str, what: str = "image") -> None:
+        if size > self.max_bytes:
+            raise ImageTooLargeError(
+                f"{where}: {what} of {size:,} bytes is over the limit of {self.max_bytes:,} bytes "
+                "(GMAIVL_MAX_IMAGE_BYTES); not decoded"
+            )
+
+    def check_pixels(self, width: int, height: int, where: str) -> None:
+        if width * height > self.max_pixels:
+            raise ImageTooLargeError(
+                f"{where}: image declares {width}x{height} = {width * height:,} pixels, over the limit "
+                f"of {self.max_pixels:,} (GMAIVL_MAX_IMAGE_PIXELS); not decoded"
+            )
+
+
+def _bomb(where: str, exc: Exception, limits: ImageLimits) -> ImageTooLargeError:
+    hint = ""
+    if Image.MAX_IMAGE_PIXELS and limits.max_pixels > Image.MAX_IMAGE_PIXELS:
+        hint = " (GMAIVL_MAX_IMAGE_PIXELS is above PIL.Image.MAX_IMAGE_PIXELS: raise that too)"
+    return ImageTooLargeError(f"{where}: image over the pixel limit, not decoded (PIL: {exc}){hint}")
+
+
+def open_image_bytes(raw: bytes, where: str, limits: ImageLimits | None = None) -> Image.Image:
+    """An encoded image as RGB, after checking its encoded size and declared pixels (`limits`,
+    default `ImageLimits.from_env()`). Raises `ImageTooLargeError` / `ImageDecodeError`."""
+    limits = limits or ImageLimits.from_env()
+    limits.check_encoded(len(raw), where)
+    try:
+        img = Image.open(io.BytesIO(raw))  # parses the header only: no pixel is decoded yet
+    except Image.DecompressionBombError as exc:  # PIL refuses over twice its own limit, in open()
+        raise _bomb(where, exc, limits) from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageDecodeError(f"{where}: image cannot be decoded ({exc})") from exc
+    with img:
+        limits.check_pixels(*img.size, where)
+        try:
+            img.load()
+            return img.convert("RGB")
+        except Image.DecompressionBombError as exc:
+            raise _bomb(where, exc, limits) from exc
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+            raise ImageDecodeError(f"{where}: image cannot be decoded ({exc})") from exc
+
+
+def open_image_file(path: str | os.PathLike, where: str, limits: ImageLimits | None = None) -> Image.Image:
+    """An image file as RGB, checked as `open_image_bytes` checks (its size before it is read)."""
+    limits = limits or ImageLimits.from_env()
+    try:
+        limits.check_encoded(os.path.getsize(path), where, f"image file {path}")
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ImageDecodeError(f"{where}: cannot open image {path} ({exc})") from exc
+    return open_image_bytes(raw, where, limits)
 
 
 def _lines(fh: BinaryIO) -> Iterator[str]:
@@ -91,14 +190,16 @@ def looks_like_image(data: str) -> bool:
     return head.startswith(_MAGIC)
 
 
-def decode_base64_image(data: str, where: str) -> Image.Image:
+def decode_base64_image(data: str, where: str, limits: ImageLimits | None = None) -> Image.Image:
+    """A base64 image as RGB; the cell's length is checked before base64 decoding, the declared
+    pixels before PIL decodes (`open_image_bytes`)."""
+    limits = limits or ImageLimits.from_env()
+    limits.check_encoded(len(data), where, "base64 image cell")
     try:
         raw = base64.b64decode(data, validate=False)
-        img = Image.open(io.BytesIO(raw))
-        img.load()
-    except (binascii.Error, UnidentifiedImageError, OSError, ValueError) as exc:
+    except (binascii.Error, ValueError) as exc:
         raise ImageDecodeError(f"{where}: image is not a decodable base64 image ({exc})") from exc
-    return img.convert("RGB")
+    return open_image_bytes(raw, where, limits)
 
 
 def iter_tsv_rows(path: str | Path) -> Iterator[tuple[int, dict[str, str]]]:

@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from gmaivl.core.tsv import ImageDecodeError, ImageTooLargeError
+from gmaivl.evaluation.images import UnreadableImage
 from gmaivl.evaluation.loaders import (
     BenchmarkFormatError,
     load_benchmark,
@@ -70,11 +72,27 @@ def test_tsv_missing_columns_named(tmp_path):
         load_vlmevalkit_tsv(path)
 
 
-def test_tsv_undecodable_image_names_row(tmp_path):
+def test_tsv_undecodable_image_fails_its_row_only(tmp_path):
     df = _rows()
     df.loc[2, "image"] = base64.b64encode(b"not an image at all" * 8).decode()
-    with pytest.raises(BenchmarkFormatError, match=r"b\.tsv row 4 \(index 12\): image is not a decodable"):
-        load_vlmevalkit_tsv(_write(df, tmp_path / "b.tsv"))
+    samples = load_vlmevalkit_tsv(_write(df, tmp_path / "b.tsv"))
+    assert len(samples) == 3 and samples[0].load_images()[0].getpixel((0, 0)) == (255, 0, 0)
+    with pytest.raises(ImageDecodeError, match=r"b\.tsv row 4 \(index 12\): image is not a decodable"):
+        samples[2].load_images()
+    df["image"] = base64.b64encode(b"not an image at all" * 8).decode()  # no row readable: refused
+    with pytest.raises(BenchmarkFormatError, match=r"no row has a readable image; the first: .*row 2"):
+        load_vlmevalkit_tsv(_write(df, tmp_path / "c.tsv"))
+
+
+def test_tsv_oversize_image_cell_fails_its_row_at_load_time(tmp_path, monkeypatch):
+    df = _rows()
+    df.loc[2, "image"] = _b64("blue") + "A" * 4000  # a cell over GMAIVL_MAX_IMAGE_BYTES
+    monkeypatch.setenv("GMAIVL_MAX_IMAGE_BYTES", "2000")
+    samples = load_vlmevalkit_tsv(_write(df, tmp_path / "b.tsv"))
+    assert isinstance(samples[2].images[0], UnreadableImage)  # the cell was not kept or parsed
+    with pytest.raises(ImageTooLargeError, match=r"row 4 \(index 12\): image cell of 4,\d{3} bytes is over"):
+        samples[2].load_images()
+    assert samples[0].load_images()[0].size == (8, 8)
 
 
 def test_tsv_answer_outside_options_named(tmp_path):

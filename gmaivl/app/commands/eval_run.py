@@ -40,7 +40,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--split", default="test", help="dataset split (Hugging Face datasets; default: %(default)s)"
     )
-    p.add_argument("--preset", help="column preset: vqa-rad, slake, slake-en, pathvqa, pmc-vqa, mmmu, report")
+    p.add_argument(
+        "--preset",
+        help="vqa-rad, vqa-rad-answer-type, slake, slake-en, omnimedvqa, pmc-vqa (published layouts or "
+        "Hugging Face columns); pathvqa, mmmu, report (Hugging Face columns)",
+    )
     p.add_argument("--benchmark-name", help="name in reports and the model card (default: from the source)")
     output_dir(p, "reports go to DIR/<benchmark-name>/ (default: %(default)s)", default="eval_results")
     p.add_argument("--predictions", help="predictions JSONL (default DIR/<name>/predictions.jsonl)")
@@ -51,6 +55,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="questions per generate call (default: %(default)s)",
     )
     p.add_argument("--limit", type=positive_int, help="first N questions only")
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="ask again the questions a previous run recorded as failed (unreadable or oversize image)",
+    )
     p.add_argument(
         "--max-new-tokens", type=_budgets, default={}, help="per question type, e.g. mcq=32,closed=16,open=64"
     )
@@ -108,6 +117,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gmaivl.evaluation.extraction import OpenAIJudge
+    from gmaivl.evaluation.layouts import detect_layout
     from gmaivl.evaluation.loaders import load_benchmark
     from gmaivl.evaluation.report import slug, write_reports, write_submission
     from gmaivl.evaluation.runner import GenerationFailedError
@@ -120,7 +130,13 @@ def run(args: argparse.Namespace) -> int:
         args.benchmark, name=args.config, split=args.split, preset=args.preset, limit=args.limit
     )
     is_tsv = args.benchmark.lower().endswith(".tsv")
-    name = args.benchmark_name or slug(Path(args.benchmark).stem if is_tsv else args.benchmark)
+    layout = None if is_tsv else detect_layout(args.benchmark)
+    if args.benchmark_name:
+        name = args.benchmark_name
+    elif layout:
+        name = slug(f"{args.preset or layout[0]}-{args.split}")
+    else:
+        name = slug(Path(args.benchmark).stem if is_tsv else args.benchmark)
     judge = None
     if args.judge_url:
         if not args.judge_model:
@@ -137,6 +153,10 @@ def run(args: argparse.Namespace) -> int:
         system_prompt=args.system_prompt,
         progress=not args.quiet,
     )
+    if args.retry_failed:  # either backend: the failed questions' lines go, so they are asked again
+        from gmaivl.evaluation.predictions import forget_failed
+
+        forget_failed(predictions)
     try:
         if args.endpoint:
             result = _run_served(args, samples, predictions, common)
@@ -155,6 +175,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"submission ({kind}): {path}", file=sys.stderr)
     if result.get("scored") is False:
         print(f"note: {result['note']}", file=sys.stderr)
+    if result.get("failed_rows"):
+        failed = result["failed_rows"]
+        print(
+            f"note: {failed['count']} question(s) failed and are left out of the metrics "
+            f"(first: {failed['indices'][:5]}); reasons in results.json `failed_rows`",
+            file=sys.stderr,
+        )
     print(f"results: {files['json']}", file=sys.stderr)
     return 0
 
