@@ -7,6 +7,10 @@ evaluator's metric key, so the card can be checked against the JSON). The body c
 template `templates/model_card.md.jinja`: architecture (read from `config.json` and the safetensors
 headers), the training recipe actually used (`gmaivl_recipe.yaml`, saved by the trainers), the data
 mixture, evaluation tables, intended use, limitations and the not-a-medical-device statement.
+
+Every value that reaches the Markdown body from a file (config, recipe, results, names) is escaped
+here (`gmaivl.core.markdown`: `md_text` for text, `md_code` for code spans), so a `|` or an
+`<img ...>` in a benchmark category, a model name or a recipe value stays text in its cell.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from gmaivl.core.files import atomic_write_text
+from gmaivl.core.markdown import md_code, md_text
 from gmaivl.evaluation.report import load_results
 from gmaivl.trainers.outputs import RECIPE_FILENAME
 
@@ -99,18 +104,22 @@ def describe_architecture(checkpoint: Path) -> tuple[list[tuple[str, str]], list
     if tokens and cfg.get("vision_feature_select_strategy") == "full":
         tokens += 1
     params = count_parameters(checkpoint)
+    t = md_text
     rows = [
-        ("model type", f"`{cfg.get('model_type', '?')}` ({', '.join(cfg.get('architectures') or [])})"),
+        (
+            "model type",
+            f"{md_code(cfg.get('model_type', '?'))} ({t(', '.join(cfg.get('architectures') or []))})",
+        ),
         (
             "vision encoder",
-            f"`{vision.get('model_type', '?')}`: {vision.get('num_hidden_layers', '?')} layers, hidden "
-            f"{vision.get('hidden_size', '?')}, {image_size} px input, patch {patch}"
+            f"{md_code(vision.get('model_type', '?'))}: {t(vision.get('num_hidden_layers', '?'))} layers, "
+            f"hidden {t(vision.get('hidden_size', '?'))}, {t(image_size)} px input, patch {t(patch)}"
             + (f", {_fmt_count(params['vision_tower'])} parameters" if params["vision_tower"] else ""),
         ),
         (
             "projector",
-            f"2-layer MLP ({cfg.get('projector_hidden_act', 'gelu')}), vision layer "
-            f"{cfg.get('vision_feature_layer', -2)}, {tokens} tokens per image"
+            f"2-layer MLP ({t(cfg.get('projector_hidden_act', 'gelu'))}), vision layer "
+            f"{t(cfg.get('vision_feature_layer', -2))}, {t(tokens)} tokens per image"
             + (
                 f", {_fmt_count(params['multi_modal_projector'])} parameters"
                 if params["multi_modal_projector"]
@@ -119,10 +128,10 @@ def describe_architecture(checkpoint: Path) -> tuple[list[tuple[str, str]], list
         ),
         (
             "language model",
-            f"`{text.get('model_type', '?')}`: {text.get('num_hidden_layers', '?')} layers, hidden "
-            f"{text.get('hidden_size', '?')}, {text.get('num_attention_heads', '?')} heads "
-            f"({text.get('num_key_value_heads', text.get('num_attention_heads', '?'))} KV), vocabulary "
-            f"{text.get('vocab_size', '?')}"
+            f"{md_code(text.get('model_type', '?'))}: {t(text.get('num_hidden_layers', '?'))} layers, "
+            f"hidden {t(text.get('hidden_size', '?'))}, {t(text.get('num_attention_heads', '?'))} heads "
+            f"({t(text.get('num_key_value_heads', text.get('num_attention_heads', '?')))} KV), "
+            f"vocabulary {t(text.get('vocab_size', '?'))}"
             + (
                 f", {_fmt_count(params['language_model'] + params['lm_head'])} parameters"
                 if params["language_model"]
@@ -161,7 +170,7 @@ def recipe_table(recipe: dict[str, Any]) -> list[tuple[str, str]]:
             value = recipe[key]
             if isinstance(value, (list, dict)):
                 value = json.dumps(value)
-            rows.append((key, f"`{value}`"))
+            rows.append((key, md_code(value)))
     return rows
 
 
@@ -183,6 +192,47 @@ def data_mixture(recipe: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def _mixture_rows(mixture: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The mixture as the card's table shows it (escaped)."""
+    return [
+        {
+            "source": md_text(d["source"]),
+            "category": md_text(d["category"]),
+            "ratio": md_text(d["ratio"]),
+            "location": md_code(d["location"]),
+        }
+        for d in mixture
+    ]
+
+
+def _evaluation_rows(ev: dict[str, Any]) -> dict[str, Any]:
+    """One results file as the card's template shows it (values escaped, numbers formatted)."""
+    lead = ev.get("leaderboard_metric")
+    return {
+        "benchmark": md_text(ev["benchmark"]),
+        "source": md_code(ev["source"]) if ev.get("source") else None,
+        "split": md_code(ev["split"]) if ev.get("split") else None,
+        "n": ev["n"],
+        "unanswerable": ev.get("unanswerable", {}).get("count", 0),
+        "failed": ev.get("failed_rows", {}).get("count", 0),
+        "scored": ev.get("scored", True),
+        "leaderboard_metric": md_text(lead) if lead else None,
+        "leaderboard_code": md_code(lead) if lead else None,
+        "metrics": [
+            (md_text(k), f"{v:.2f}")
+            for k, v in ev["metrics"].items()
+            if not (isinstance(v, float) and math.isnan(v))
+        ],
+        "breakdowns": [
+            (
+                md_text(k),
+                [(md_text(n), {"accuracy": f"{r['accuracy']:.2f}", "n": r["n"]}) for n, r in t.items()],
+            )
+            for k, t in ev.get("breakdowns", {}).items()
+        ],
+    }
 
 
 def eval_results_for(result: dict[str, Any]) -> list[EvalResult]:
@@ -259,36 +309,16 @@ def build_model_card(
     return ModelCard.from_template(
         card_data,
         template_path=str(template_path()),
-        model_name=name,
-        repo_id=repo_id or name,
+        model_name=md_text(name),
+        repo_id=json.dumps(repo_id or name)[1:-1],  # inside a Python string literal of the usage code
         architecture=architecture,
-        base_models=sorted(set(bases)),
+        base_models=[md_code(b) for b in sorted(set(bases))],
         recipe_rows=recipe_table(recipe) if recipe else [],
-        recipe_stage=(recipe or {}).get("stage"),
-        mixture=mixture,
-        evaluations=[
-            {
-                "benchmark": ev["benchmark"],
-                "source": ev.get("source"),
-                "split": ev.get("split"),
-                "n": ev["n"],
-                "unanswerable": ev.get("unanswerable", {}).get("count", 0),
-                "scored": ev.get("scored", True),
-                "leaderboard_metric": ev.get("leaderboard_metric"),
-                "metrics": [
-                    (k, f"{v:.2f}")
-                    for k, v in ev["metrics"].items()
-                    if not (isinstance(v, float) and math.isnan(v))
-                ],
-                "breakdowns": [
-                    (k, [(n, {"accuracy": f"{r['accuracy']:.2f}", "n": r["n"]}) for n, r in t.items()])
-                    for k, t in ev.get("breakdowns", {}).items()
-                ],
-            }
-            for ev in evaluations
-        ],
-        judges=", ".join(judges),
-        prompt_versions=", ".join(versions),
+        recipe_stage=md_code(recipe["stage"]) if recipe and recipe.get("stage") else None,
+        mixture=_mixture_rows(mixture),
+        evaluations=[_evaluation_rows(ev) for ev in evaluations],
+        judges=md_code(", ".join(judges)) if judges else "",
+        prompt_versions=md_code(", ".join(versions)),
     )
 
 
