@@ -194,3 +194,62 @@ def test_judge_none_verdict_is_unanswerable():
 )
 def test_yes_no(reply, expected):
     assert extract_yes_no(reply) == expected
+
+
+EMPHYSEMA = {"A": "Pneumonia", "B": "Edema", "C": "Fibrosis", "D": "Emphysema"}
+ZH = {"A": "肺炎", "B": "病毒性肺炎", "C": "胸腔积液", "D": "气胸"}
+
+
+@pytest.mark.parametrize(
+    ("reply", "options", "letters", "method"),
+    [
+        # issue 24: the reading errors it measured
+        ("Options: A. Pneumonia B. Viral pneumonia C. Pleural effusion D. No abnormality", OPTIONS, (), "none"),
+        ("Both B and C are possible.", OPTIONS, (), "ambiguous"),
+        ("该图像显示胸腔积液。", ZH, ("C",), "option-text"),
+        ("Option A is incorrect.", OPTIONS, (), "none"),
+        ("The answer is B. No wait, it's D.", OPTIONS, ("D",), "statement"),
+        ("D. Emphysema. Unlike B (Edema), the lungs are hyperinflated.", EMPHYSEMA, ("D",), "leading-answer"),
+        ("Not B, it's D.", OPTIONS, ("D",), "statement"),
+        ("我认为是D选项", ZH, ("D",), "statement"),
+        ("i think it's b", OPTIONS, ("B",), "statement"),
+        ("选项C", ZH, ("C",), "mention"),
+        # more of the same kinds
+        ("Question: What is seen?\nOptions: A. Pneumonia B. Viral pneumonia C. Pleural effusion "
+         "D. No abnormality\nAnswer: C", OPTIONS, ("C",), "letter-only"),
+        ("A. Pneumonia\nB. Viral pneumonia\nC. Pleural effusion\nD. No abnormality\n\nThe answer is B.",
+         OPTIONS, ("B",), "statement"),
+        ("The answer is B. No, on second thought D is correct.", OPTIONS, ("D",), "verdict"),
+        ("I don't think it's B.", OPTIONS, (), "none"),
+        ("B is wrong.", OPTIONS, (), "none"),
+        ("It is not pneumonia.", OPTIONS, (), "none"),
+        ("There is no pleural effusion; the lungs are clear. No abnormality.", OPTIONS, ("D",), "option-text"),
+        ("Either A or C; the image is inconclusive.", OPTIONS, (), "ambiguous"),
+        ("B and C are correct.", OPTIONS, (), "ambiguous"),
+        ("Option C (Pleural effusion) is correct, while option A (Pneumonia) is incorrect.", OPTIONS,
+         ("C",), "verdict"),
+        ("该图像显示病毒性肺炎。", ZH, ("B",), "option-text"),
+        ("不是A，是C", ZH, ("C",), "statement"),
+        ("答案是A。不对，应该是C。", ZH, ("C",), "statement"),
+        ("排除D，答案C", ZH, ("C",), "statement"),
+        ("D不正确。", ZH, (), "none"),
+        ("B和C都有可能。", ZH, (), "ambiguous"),
+        ("未见胸腔积液，考虑肺炎。", ZH, ("A",), "option-text"),
+        ("B超显示胸腔积液。", ZH, ("C",), "option-text"),
+        ("选项：A. 肺炎 B. 病毒性肺炎 C. 胸腔积液 D. 气胸", ZH, (), "none"),
+    ],
+)  # fmt: skip
+def test_issue_24_reading(reply, options, letters, method):
+    got = extract_choice(reply, options)
+    assert (got.letters, got.method) == (letters, method), got
+
+
+def test_a_reply_over_the_size_cap_is_read_with_a_note():
+    from gmaivl.evaluation.extraction import MAX_REPLY_CHARS
+
+    reply = "The answer is C. " + "x " * MAX_REPLY_CHARS
+    got = extract_choice(reply, OPTIONS)
+    assert got.letters == ("C",) and "characters" in got.note and got.evidence.startswith("[reply of")
+    tail = "<think>" + "hmm " * MAX_REPLY_CHARS + "</think><answer>B</answer>"
+    assert extract_choice(tail, OPTIONS).letters == ("B",)
+    assert extract_choice("B", OPTIONS).note == ""

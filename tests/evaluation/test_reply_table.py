@@ -39,3 +39,20 @@ def test_share_right_and_wrong():
     assert outcome["wrong"] == 0
     stated = [(r, o, e) for r, o, e, s in TABLE if s]
     assert all(extract_choice(r, o).letters == (e,) for r, o, e in stated)
+
+
+def test_second_table_reads_at_least_95_percent_right_with_at_most_3_wrong_letters():
+    # issue 24's target, on both tables together: echoed prompts, corrections, negations, hedges
+    # between two options, Chinese without spaces (`reply_table_hard.py`)
+    from .reply_table_hard import build_table as build_hard_table
+
+    table = TABLE + build_hard_table()
+    outcome = Counter()
+    for reply, options, expected, states in table:
+        got = extract_choice(reply, options).letters
+        letter = got[0] if got else None
+        outcome["right" if letter == expected else "unanswerable" if letter is None else "wrong"] += 1
+        if not states and expected is None:
+            assert letter is None, f"{reply!r} chooses nothing but was read as {got}"
+    assert outcome["right"] >= 0.95 * len(table)
+    assert outcome["wrong"] <= 3
