@@ -30,6 +30,7 @@ scrubbed of the item's paths; the full paths go to the local `detail` (kept unde
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from .ids import IdHasher, scrub
+from .image_bytes import STREAM_SUFFIXES, stripped_stream
 from .imaging import (
     IMAGE_SUFFIXES,
     NIFTI_SUFFIXES,
@@ -283,9 +285,14 @@ class SourceReader:
             return sorted({str(v) for k, v in values.items() if int(k) != 0})
         return []
 
+    @functools.cached_property
+    def resolved_root(self) -> Path:
+        """The source root with symlinks resolved (once per reader: `resolve` is a syscall per part)."""
+        return self.source.base_dir.resolve()
+
     def rel(self, path: Path) -> str:
         try:
-            return path.resolve().relative_to(self.source.base_dir.resolve()).as_posix()
+            return path.resolve().relative_to(self.resolved_root).as_posix()
         except ValueError:
             return path.as_posix()
 
@@ -385,7 +392,7 @@ class SourceReader:
     def inside_root(self, path: Path, what: str = "image") -> Path:
         """`path` if it resolves (symlinks followed) inside the source root; else the item is
         refused: an annotation row may not publish a file from outside the dataset."""
-        root = self.source.base_dir.resolve()
+        root = self.resolved_root
         resolved = path.resolve()
         if resolved != root and root not in resolved.parents:
             raise ItemError("outside_root", f"the {what} path resolves outside the source root")
@@ -423,13 +430,20 @@ class SourceReader:
         bbox: list[float] | None = None,
         meta: dict[str, Any] | None = None,
         granularity: str | None = None,
+        source_file: Path | None = None,
     ) -> MedicalRecord:
+        """`source_file`: the PNG / JPEG the pixels were decoded from, published as its own stream
+        without metadata (`image_bytes`) when the pixels come out unchanged."""
         split = (split or self.source.split).strip()
         if not re.fullmatch(r"\w+", split):  # Hub split names: letters, digits, underscores
             raise ItemError(
                 "bad_split", f"split name {split!r} must match \\w+ (e.g. train, validation, test)"
             )
-        pixels, sx, sy = resize_rgb(pixels, self.source.min_side, self.source.max_side)
+        resized, sx, sy = resize_rgb(pixels, self.source.min_side, self.source.max_side)
+        stream = None
+        if source_file is not None and resized is pixels:
+            stream = stripped_stream(source_file, pixels)
+        pixels = resized
         rgb = gray_to_rgb(pixels)
         if bbox is not None:
             bbox = [
@@ -441,7 +455,7 @@ class SourceReader:
         default_granularity = {"detection": "box", "segmentation": "mask"}.get(self.source.task_type, "image")
         return MedicalRecord(
             record_id=record_id,
-            image_png=encode_png(rgb),
+            image_png=stream or encode_png(pixels),
             modality=self.source.modality,
             label=label,
             department=self.source.department,
@@ -463,7 +477,8 @@ class SourceReader:
     def image_records(self, rel: str, raw_label: Any, split: str | None = None) -> Iterator[Item]:
         """One record per frame of a 2D file (DICOM frames, or a single image)."""
         label = self.label(raw_label)
-        frames = self.frames(self.source.path(rel))
+        path = self.source.path(rel)
+        frames = self.frames(path)
         if frames:
             yield from self.notices(frames[0][1], frames[0][2])
         for index, (plane, meta, modality) in enumerate(frames):
@@ -473,7 +488,10 @@ class SourceReader:
                 yield Dropped(self.source.name, error.reason)
                 continue
             suffix = f"#f{index}" if len(frames) > 1 else ""
-            yield self.record(self.record_id(rel, suffix), pixels, label, rel, split, meta=meta)
+            single = path if len(frames) == 1 and path.suffix.lower() in STREAM_SUFFIXES else None
+            yield self.record(
+                self.record_id(rel, suffix), pixels, label, rel, split, meta=meta, source_file=single
+            )
 
     def mask_values(self) -> dict[int, str]:
         return {int(k): str(v) for k, v in self.source.mask.values.items() if int(k) != 0}

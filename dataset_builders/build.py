@@ -92,10 +92,11 @@ def default_client_factory(spec: BuildSpec) -> ClientFactory:
 # planning: units and their fingerprints
 # -------------------------------------------------------------------------------------------------
 def _stat(path: Path, base: Path, content: bool = False) -> list[Any]:
-    """What a unit's fingerprint knows of one file: size and mtime, or (`fingerprint: content`)
-    a digest of its bytes, for sources whose files can change without a new size or mtime."""
+    """What a unit's fingerprint knows of one file (`base`: the resolved source root): size and
+    mtime, or (`fingerprint: content`) a digest of its bytes, for sources whose files can change
+    without a new size or mtime."""
     try:
-        rel = path.resolve().relative_to(base.resolve()).as_posix()
+        rel = path.resolve().relative_to(base).as_posix()
     except ValueError:
         rel = path.as_posix()
     try:
@@ -137,7 +138,7 @@ def plan(
     failures: list[Failure] = []
     for source in spec.sources:
         reader = make_reader(source)
-        base = source.base_dir
+        base = reader.resolved_root
         try:
             source_units = reader.plan()
             content = source.fingerprint == "content"
@@ -151,7 +152,7 @@ def plan(
                 unit.fingerprint = hashlib.sha256(payload.encode()).hexdigest()[:24]
             units.extend(source_units)
         except (SourceError, OSError, KeyError, TypeError, ValueError) as error:
-            public = scrub(str(error), [str(base), str(base.resolve()), source.spec_file])
+            public = scrub(str(error), [str(source.base_dir), str(base), source.spec_file])
             failures.append(Failure(source.name, "source", "source_unreadable", public[:300], str(error)))
     return units, failures
 

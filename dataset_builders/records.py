@@ -25,8 +25,8 @@ from PIL import Image
 class MedicalRecord:
     """One standardised annotated medical image.
 
-    `image_png` holds the 8-bit RGB image as PNG bytes (lossless, so `image_md5`, computed on the
-    decoded pixels, is reproducible). `bbox` is `[x_min, y_min, x_max, y_max]` in pixels of that
+    `image_png` holds the 8-bit image as PNG bytes, greyscale kept greyscale (lossless, so
+    `image_md5`, computed on the decoded RGB pixels, is reproducible). `bbox` is `[x_min, y_min, x_max, y_max]` in pixels of that
     image, or None for image-level labels. `meta` carries only non-identifying acquisition facts
     (spacing, slice index, axis, frame): never DICOM patient or study identifiers.
     """
@@ -107,10 +107,17 @@ def record_features():
     )
 
 
-def encode_png(rgb: np.ndarray) -> bytes:
-    """Encode an (H, W, 3) uint8 array as PNG bytes."""
+def encode_png(pixels: np.ndarray) -> bytes:
+    """Encode 8-bit pixels as PNG bytes: (H, W) as greyscale, (H, W, 3) as RGB, and an RGB image
+    whose three channels are equal as greyscale too (the same pixels in a third of the bytes)."""
+    if (
+        pixels.ndim == 3
+        and (pixels[..., 0] == pixels[..., 1]).all()
+        and (pixels[..., 0] == pixels[..., 2]).all()
+    ):
+        pixels = pixels[..., 0]
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb), mode="RGB").save(buffer, format="PNG", optimize=False)
+    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)).save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
 
 

@@ -1,0 +1,185 @@
+"""The build side by side with a plain `datasets` script on the same images, in one run.
+
+Inputs: `--images` distinct greyscale 128 px PNGs in 10 class folders (seeded noise, upsampled).
+Both contenders run in a fresh child process each, which reports its wall time and peak resident
+memory (its own and its children's):
+
+- baseline, named `plain datasets`: `Dataset.from_generator` over (image bytes, class) with an
+  `Image()` feature, then `to_parquet`: the files as they are, one row each, no QC, no text;
+- `gmaivl build`: the full build (engine tasks, templates backend, records + caption + instruct +
+  percept, QC, Parquet shards, card).
+
+Printed: seconds, images/s, peak RSS, published bytes, the time ratio (build / baseline) and, per
+config, the published Parquet bytes over the source PNG bytes of the images it uses.
+
+    python -m gmaivl.dataset_builders.benchmark_vs_datasets --images 2000 --workers 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+CLASSES = 10
+
+
+def make_inputs(folder: Path, images: int, seed: int = 0) -> Path:
+    """Write `images` distinct grey PNGs into `folder/src/class_<k>/` and a build spec."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for i in range(images):
+        target = folder / "src" / f"class_{i % CLASSES}"
+        target.mkdir(parents=True, exist_ok=True)
+        small = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+        Image.fromarray(small).resize((128, 128), Image.Resampling.BICUBIC).save(target / f"{i:07d}.png")
+    spec = {
+        "name": "benchmark-vs-datasets",
+        "sources": [
+            {
+                "name": "grey",
+                "type": "class_folders",
+                "root": "src",
+                "modality": "X-ray",
+                "department": "Radiology",
+            }
+        ],
+        "generation": {"backend": "templates"},
+        "qc": {"min_image_side": 64},
+    }
+    path = folder / "build.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def _peak_rss_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024
+
+
+def _plain(folder: Path, out: Path) -> dict[str, Any]:
+    from datasets import Dataset, Features, Image, Value
+
+    files = sorted((folder / "src").glob("*/*.png"))
+
+    def rows():
+        for path in files:
+            yield {"image": {"bytes": path.read_bytes(), "path": None}, "label": path.parent.name}
+
+    started = time.perf_counter()
+    features = Features({"image": Image(), "label": Value("string")})
+    dataset = Dataset.from_generator(rows, features=features, cache_dir=str(out / "cache"))
+    dataset.to_parquet(str(out / "plain.parquet"))
+    return {
+        "seconds": time.perf_counter() - started,
+        "published_bytes": (out / "plain.parquet").stat().st_size,
+    }
+
+
+def _build(folder: Path, out: Path, workers: int) -> dict[str, Any]:
+    from .engine import run_build
+
+    started = time.perf_counter()
+    report = run_build(folder / "build.yaml", out / "corpus", workers=workers, progress=False)
+    seconds = time.perf_counter() - started
+    configs = {
+        config: sum(p.stat().st_size for p in (out / "corpus" / config).glob("*.parquet"))
+        for config in report.rows_published
+    }
+    configs["records"] = sum(p.stat().st_size for p in (out / "corpus" / "records").glob("*.parquet"))
+    return {
+        "seconds": seconds,
+        "published_bytes": sum(configs.values()),
+        "config_bytes": configs,
+        "rows": report.rows_published,
+        "records": report.records_kept,
+    }
+
+
+def _child(kind: str, folder: str, out: str, workers: int) -> None:
+    folder_path, out_path = Path(folder), Path(out)
+    result = _plain(folder_path, out_path) if kind == "plain" else _build(folder_path, out_path, workers)
+    result["peak_rss_mb"] = _peak_rss_mb()
+    print(json.dumps(result))
+
+
+def measure(kind: str, folder: Path, out: Path, workers: int = 1) -> dict[str, Any]:
+    """One contender in a fresh child process; its JSON result."""
+    out.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", __spec__.name, "--child", kind, str(folder), str(out), str(workers)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind} run failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def compare(images: int, workers: int = 1, seed: int = 0, folder: Path | None = None) -> dict[str, Any]:
+    """Inputs, then the baseline and the build on them; the figures and ratios."""
+    with tempfile.TemporaryDirectory(prefix="gmaivl-bench-") as scratch:
+        root = Path(folder or scratch)
+        make_inputs(root / "inputs", images, seed)
+        source_bytes = sum(p.stat().st_size for p in (root / "inputs" / "src").glob("*/*.png"))
+        plain = measure("plain", root / "inputs", root / "plain")
+        build = measure("build", root / "inputs", root / "build", workers)
+    return {
+        "images": images,
+        "workers": workers,
+        "source_png_bytes": source_bytes,
+        "baseline": "plain datasets",
+        "plain datasets": {**plain, "images_per_s": images / plain["seconds"]},
+        "gmaivl build": {**build, "images_per_s": images / build["seconds"]},
+        "time_ratio": build["seconds"] / plain["seconds"],
+        "storage_ratio": {c: b / source_bytes for c, b in sorted(build["config_bytes"].items())},
+        "baseline_storage_ratio": plain["published_bytes"] / source_bytes,
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    lines = [
+        f"{result['images']} grey 128 px PNGs ({result['source_png_bytes'] / 1e6:.1f} MB), "
+        f"build workers: {result['workers']}",
+        f"{'':16} {'seconds':>8} {'images/s':>9} {'peak RSS MB':>12} {'published MB':>13}",
+    ]
+    for name in ("plain datasets", "gmaivl build"):
+        r = result[name]
+        lines.append(
+            f"{name:16} {r['seconds']:8.1f} {r['images_per_s']:9.0f} {r['peak_rss_mb']:12.0f} "
+            f"{r['published_bytes'] / 1e6:13.1f}"
+        )
+    lines.append(f"time ratio (build / plain datasets): {result['time_ratio']:.2f}x")
+    ratios = ", ".join(f"{c} {v:.2f}x" for c, v in result["storage_ratio"].items())
+    lines.append(
+        f"published bytes / source bytes per config: {ratios} (plain {result['baseline_storage_ratio']:.2f}x)"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=2000, help="number of images (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=1, help="build processes (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the images (default: %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        kind, folder, out, workers = args.child
+        _child(kind, folder, out, int(workers))
+        return
+    result = compare(args.images, args.workers, args.seed)
+    print(json.dumps(result, indent=2) if args.json else format_table(result))
+
+
+if __name__ == "__main__":
+    main()
