@@ -6,8 +6,8 @@ name and renamed when complete, so a crash never leaves a half unit. A unit's fi
 the spec of its source, the id key, and the path, size and mtime of every file its items read (plus
 the files the whole source depends on: a CSV, a COCO JSON, the class folders); a rerun skips only
 the units whose manifest carries the current fingerprint and removes units that no longer exist,
-so a rerun after the sources changed equals a fresh build. `num_shards` / `shard_index` split the
-units across machines (copy the `_work/units` folders together before `finalize`).
+so a rerun after the sources changed equals a fresh build. `ingest_task(rank, world_size)` is one
+task of the engine's split (`steps.IngestUnits`, run by the executors in `engine`).
 
 Stage `finalize` is a chain of small steps over the unit shards in a fixed order: the quality judge,
 record and row QC into staged Parquet writers, the swap of the staged configs into place, and the
