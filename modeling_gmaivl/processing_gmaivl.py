@@ -5,6 +5,7 @@ This file travels to the Hub with `save_pretrained`: torch and transformers only
 
 import numpy as np
 import torch
+from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ImagesKwargs, ProcessingKwargs, ProcessorMixin
 
 
@@ -65,6 +66,27 @@ def _flat_images(images) -> list:
     return flat
 
 
+class GMAIVLBatchFeature(BatchFeature):
+    """A `BatchFeature` whose `labels`, however they are set, never train image placeholder positions.
+
+    Collators such as TRL's `DataCollatorForVisionLanguageModeling` set `batch["labels"] =
+    input_ids.clone()`. `Trainer` divides the summed loss by the number of labels != -100 it counts
+    in that batch (`num_items_in_batch`, summed over gradient accumulation), while the model never
+    trains the `num_image_tokens` positions of each image. Masking them where the labels enter the
+    batch makes that count the model's own, so the logged and optimised loss is the mean over the
+    tokens that are trained, with exact weighting across accumulation steps.
+    """
+
+    image_token_id: int | None = None
+
+    def __setitem__(self, key, value) -> None:
+        if key == "labels" and self.image_token_id is not None and isinstance(value, torch.Tensor):
+            input_ids = self.data.get("input_ids")
+            if isinstance(input_ids, torch.Tensor) and input_ids.shape == value.shape:
+                value = value.masked_fill(input_ids.to(value.device) == self.image_token_id, -100)
+        super().__setitem__(key, value)
+
+
 class GMAIVLProcessor(ProcessorMixin):
     r"""
     Wraps a [`GMAIVLImageProcessor`] and a tokenizer. Each `<image>` in the text becomes
@@ -104,6 +126,13 @@ class GMAIVLProcessor(ProcessorMixin):
         if images is not None:
             images = _flat_images(images)
         return super().prepare_inputs_layout(images=images, text=text, videos=videos, audio=audio, **kwargs)
+
+    def __call__(self, *args, **kwargs) -> GMAIVLBatchFeature:
+        batch = GMAIVLBatchFeature(super().__call__(*args, **kwargs).data)
+        batch.image_token_id = getattr(self, "image_token_id", None)
+        if "labels" in batch:  # labels the caller passed through are masked too
+            batch["labels"] = batch["labels"]
+        return batch
 
     def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
         return self.image_token * self.num_image_tokens
