@@ -18,11 +18,13 @@ imports); see README.md for which transformers versions the saved code runs on.
 
 from __future__ import annotations
 
+import re
+import sys
 from contextvars import ContextVar
 
 import torch
 from torch import nn
-from transformers import AutoModel
+from transformers import AutoModel, GenerationMixin
 from transformers.cache_utils import Cache
 from transformers.dynamic_module_utils import custom_object_save, get_class_from_dynamic_module
 from transformers.modeling_flash_attention_utils import FlashAttentionKwargs
@@ -227,8 +229,41 @@ class GMAIVLModel(GMAIVLPreTrainedModel, LlavaModel):
         )
 
 
-class GMAIVLForConditionalGeneration(GMAIVLPreTrainedModel, LlavaForConditionalGeneration):
-    """GMAI-VL with a language-modelling head: answers questions, writes captions and reports."""
+# Leaf names of the language model's layers that LoRA adapts by default, over the GMAI-VL models
+# built in this process (the default is registered per model type, not per model).
+_LORA_LEAF_NAMES: set[str] = set()
+
+
+def _register_lora_defaults(model: GMAIVLForConditionalGeneration) -> None:
+    """Give PEFT a default `target_modules` for `gmai_vl`: the language model's layers only.
+
+    PEFT looks up the default by `config.model_type` and has none for `gmai_vl`, so `get_peft_model`
+    (and `trl sft --use_peft`) would refuse; the names it uses for the LM's own type (`q_proj`,
+    `v_proj`...) would also adapt the CLIP tower's layers of the same names. The default registered
+    here is a regex anchored at `model.language_model.`, with PEFT's names for the LM's type, or
+    every linear layer of the LM when PEFT has none for it (an LM with its own code). Registered
+    only when PEFT is already imported: this file must not import it.
+    """
+    constants = sys.modules.get("peft.utils.constants")
+    mapping = getattr(constants, "TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING", None)
+    if mapping is None:
+        return
+    language_model = model.model.language_model
+    linear = {
+        name.rsplit(".", 1)[-1] for name, m in language_model.named_modules() if isinstance(m, nn.Linear)
+    }
+    known = set(mapping.get(model.config.text_config.model_type) or ()) & linear
+    _LORA_LEAF_NAMES.update(known or linear)
+    leaves = "|".join(sorted(re.escape(name) for name in _LORA_LEAF_NAMES))
+    mapping[model.config.model_type] = rf"model\.language_model\..*\.(?:{leaves})"
+
+
+class GMAIVLForConditionalGeneration(GMAIVLPreTrainedModel, LlavaForConditionalGeneration, GenerationMixin):
+    """GMAI-VL with a language-modelling head: answers questions, writes captions and reports.
+
+    `GenerationMixin` is named among the bases (it also comes through LLaVA's class) because
+    transformers decides from a class's direct bases whether it can `generate`.
+    """
 
     def __init__(self, config: GMAIVLConfig):
         LlavaPreTrainedModel.__init__(self, config)
@@ -243,6 +278,7 @@ class GMAIVLForConditionalGeneration(GMAIVLPreTrainedModel, LlavaForConditionalG
         # Trainers may replace `forward` (TRL's SFTTrainer patches in a fused LM head that reads the
         # labels itself): mask the placeholders' labels before any forward runs.
         self.register_forward_pre_hook(_ignore_image_labels_hook, with_kwargs=True)
+        _register_lora_defaults(self)
 
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")  # as LLaVA's forward
     def forward(
