@@ -78,14 +78,33 @@ def memory_per_gpu(
 
 
 def _token_estimate(recipe: Recipe, processor: Any, rows: Any, n: int = 16) -> tuple[float, int] | None:
-    """Mean and max tokens per sample over the first `n` mixed rows (SFT: prompt + answer + image tokens)."""
+    """Mean and max tokens per sample over the first `n` mixed rows, image tokens included.
+
+    SFT: prompt + answer, as the collator encodes them. GRPO: the prompt the model is given, built
+    from the rows as the GRPO stage builds it, rendered with the chat template and processed with
+    its images (the reasoning instruction, the options and every image's tokens count).
+    """
     if processor is None or rows is None or len(rows) == 0:
         return None
     from .packing import GMAIVLDataCollator
 
     if recipe.trainer == "grpo":
-        tok = getattr(processor, "tokenizer", processor)
-        lengths = [len(tok(str(q))["input_ids"]) for q in rows.select(range(min(n, len(rows))))["question"]]
+        from .grpo_data import prepare_grpo_dataset
+
+        args = recipe.training_args
+        prompts = prepare_grpo_dataset(
+            rows.select(range(min(n, len(rows)))),
+            open_from_mcq=args.grpo_open_from_mcq,
+            yes_no_ratio=args.grpo_yes_no_ratio,
+            seed=args.mixture_seed,
+        )
+        if len(prompts) == 0:
+            return None
+        lengths = []
+        for row in prompts:
+            text = processor.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+            encoded = processor(text=[text], images=row["images"] or None, return_tensors="pt")
+            lengths.append(int(encoded["input_ids"].shape[1]))
     else:
         collator = GMAIVLDataCollator(processor, max_length=None)
         lengths = [len(collator.encode(rows[i], i)) for i in range(min(n, len(rows)))]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -169,3 +170,17 @@ def test_the_console_script_exits_2_in_one_line(tmp_path):
         "gmaivl: error: model_name_or_path runs/gmaivl/stage2_deep_alignment: no such folder (train the stage that "
         "writes it first, or override --model_name_or_path)"
     )
+
+
+def test_grpo_prompt_tokens_count_the_template_the_instruction_and_the_images(world, monkeypatch, capsys):
+    from gmaivl.trainers.grpo_data import REASONING_INSTRUCTION
+    from gmaivl.trainers.models import build_tiny
+
+    monkeypatch.chdir(world)
+    main(["train", "--config", "tiny/stage4_grpo.yaml", "--model_name_or_path", "tiny", "--dry-run"])
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("prompt tokens:"))
+    mean, longest = (float(x) for x in re.match(r"prompt tokens: mean (\d+), max (\d+)", line).groups())
+    _, processor = build_tiny("tiny")
+    # every GRPO prompt of these rows has one image and the reasoning instruction
+    floor = processor.num_image_tokens + len(processor.tokenizer(REASONING_INSTRUCTION)["input_ids"])
+    assert floor < mean <= longest, (line, floor)
