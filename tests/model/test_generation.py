@@ -121,3 +121,12 @@ def test_decode_step_exports_with_static_cache(tiny, prompt):
     with torch.no_grad():
         reference = model.generate(input_ids=text, max_new_tokens=4, min_new_tokens=4, do_sample=False)
     assert torch.equal(generated, reference)
+
+
+def test_inherits_generation_mixin_directly():
+    # transformers' GenerationTesterMixin.test_inherits_generation_mixin, whose file PyPI's sdist
+    # does not ship: a generative class names GenerationMixin among its direct bases.
+    from gmaivl import GMAIVLForConditionalGeneration
+
+    assert "GenerationMixin" in str(GMAIVLForConditionalGeneration.__bases__)
+    assert GMAIVLForConditionalGeneration.can_generate()
