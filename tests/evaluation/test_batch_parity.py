@@ -11,6 +11,8 @@ from gmaivl.evaluation.prompts import render_prompt
 from gmaivl.evaluation.runner import _generate, run_benchmark
 from gmaivl.evaluation.samples import EvalSample
 
+from ._spy import spy_generate
+
 # distinct budgets per type, so that a batch-wide maximum would show in the replies' lengths
 BUDGET = {"mcq": 5, "closed": 2, "open": 9, "report": 12}
 
@@ -32,31 +34,14 @@ def _samples(records, n=24):
     return out
 
 
-class Budgets:
-    """Records (batch rows, max_new_tokens) of every generate call."""
-
-    def __init__(self, model):
-        self.model, self.original, self.calls = model, model.generate, []
-
-    def __call__(self, *args, **kwargs):
-        self.calls.append((kwargs["input_ids"].shape[0], kwargs["max_new_tokens"]))
-        return self.original(*args, **kwargs)
-
-    def __enter__(self):
-        self.model.generate = self
-        return self
-
-    def __exit__(self, *exc):
-        del self.model.generate
-
-
 def _run(model, processor, samples, path, batch_size):
-    with Budgets(model) as budgets:
+    with spy_generate(model) as generate:
         run_benchmark(model, processor, samples, path, benchmark="parity", batch_size=batch_size,
                       max_new_tokens=BUDGET, progress=False)  # fmt: skip
     lines = path.read_text().splitlines()
     preds = {r["index"]: r["prediction"] for r in map(json.loads, lines[1:])}
-    return preds, json.loads(lines[0])["run"], budgets.calls
+    calls = [(c.kwargs["input_ids"].shape[0], c.kwargs["max_new_tokens"]) for c in generate.call_args_list]
+    return preds, json.loads(lines[0])["run"], calls
 
 
 def test_greedy_predictions_identical_at_batch_size_1_and_24(tiny_shared, records, tmp_path):

@@ -14,28 +14,9 @@ from gmaivl.evaluation.prompts import MissingChatTemplateError, render_prompt
 from gmaivl.evaluation.report import load_results, write_reports
 from gmaivl.evaluation.runner import run_benchmark
 
+from ._spy import spy_generate
+
 BUDGET = {"mcq": 4, "closed": 4, "open": 4, "report": 4}
-
-
-class CountingGenerate:
-    """Wraps model.generate; can fail on a given call to simulate an interruption."""
-
-    def __init__(self, model, fail_on_call=None):
-        self.model, self.fail_on_call, self.calls = model, fail_on_call, 0
-        self.original = model.generate
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        if self.calls == self.fail_on_call:
-            raise KeyboardInterrupt("simulated interruption")
-        return self.original(*args, **kwargs)
-
-    def __enter__(self):
-        self.model.generate = self
-        return self
-
-    def __exit__(self, *exc):
-        del self.model.generate
 
 
 @pytest.fixture(scope="module")
@@ -106,16 +87,16 @@ def test_interrupted_run_resumes_where_it_stopped(tiny_shared, answer_b, samples
     pred = tmp_path / "predictions.jsonl"
     kwargs = dict(benchmark="tiny-mmbench", batch_size=4, max_new_tokens=BUDGET,
                   generation_kwargs=answer_b, progress=False)  # fmt: skip
-    with CountingGenerate(model, fail_on_call=3), pytest.raises(KeyboardInterrupt):
+    with spy_generate(model, fail_on_call=3), pytest.raises(KeyboardInterrupt):
         run_benchmark(model, processor, samples, pred, **kwargs)
     done = len(pred.read_text().splitlines()) - 1
     assert done == 8  # two finished batches of 4 were kept
     with pred.open("a") as fh:
         fh.write('{"index": "torn')  # a write cut off by the crash
-    with CountingGenerate(model) as counter:
+    with spy_generate(model) as counter:
         result = run_benchmark(model, processor, samples, pred, **kwargs)
     remaining = len(samples) - done
-    assert counter.calls == -(-remaining // 4)  # only the missing questions were generated
+    assert counter.call_count == -(-remaining // 4)  # only the missing questions were generated
     indices = [json.loads(x)["index"] for x in pred.read_text().splitlines()[1:]]
     assert sorted(indices, key=int) == [s.index for s in samples]  # each exactly once
     full, _ = full_run

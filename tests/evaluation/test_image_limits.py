@@ -28,6 +28,8 @@ from gmaivl.evaluation.predictions import forget_failed
 from gmaivl.evaluation.report import write_reports
 from gmaivl.evaluation.runner import RowError, evaluate, run_benchmark
 
+from ._spy import batch_rows, spy_generate
+
 BUDGET = {"mcq": 3, "closed": 3, "open": 3, "report": 3}
 
 
@@ -145,30 +147,14 @@ def _bench_with_bomb(path, bomb: bytes):
     return load_vlmevalkit_tsv(path)
 
 
-class Calls:
-    def __init__(self, model):
-        self.model, self.original, self.batches = model, model.generate, []
-
-    def __call__(self, *args, **kwargs):
-        self.batches.append(kwargs["input_ids"].shape[0])
-        return self.original(*args, **kwargs)
-
-    def __enter__(self):
-        self.model.generate = self
-        return self
-
-    def __exit__(self, *exc):
-        del self.model.generate
-
-
 def test_a_bomb_in_row_2_of_3_fails_that_row_only(tiny_shared, answer_b, tmp_path):
     model, processor = tiny_shared
     samples = _bench_with_bomb(tmp_path / "b.tsv", png_bomb(20000, 20000))
     pred = tmp_path / "p.jsonl"
     kw = dict(benchmark="b", batch_size=3, max_new_tokens=BUDGET, generation_kwargs=answer_b, progress=False)
-    with Calls(model) as calls:
+    with spy_generate(model) as calls:
         result = run_benchmark(model, processor, samples, pred, **kw)
-    assert calls.batches == [2]  # the two good questions, asked together
+    assert batch_rows(calls) == [2]  # the two good questions, asked together
     lines = [json.loads(x) for x in pred.read_text().splitlines()[1:]]
     assert [r["index"] for r in lines] == ["1", "2", "3"]
     assert [r["prediction"] for r in lines] == ["B", "", "B"]
@@ -178,23 +164,23 @@ def test_a_bomb_in_row_2_of_3_fails_that_row_only(tiny_shared, answer_b, tmp_pat
     md = write_reports(result, tmp_path / "r", print_tables=False)["markdown"].read_text()
     assert "Rows that failed" in md and "400000000 pixels" in md
 
-    with Calls(model) as calls:  # the rerun does not ask it again
+    with spy_generate(model) as calls:  # the rerun does not ask it again
         again = run_benchmark(model, processor, samples, pred, **kw)
-    assert calls.batches == [] and again["failed_rows"] == result["failed_rows"]
+    assert batch_rows(calls) == [] and again["failed_rows"] == result["failed_rows"]
 
-    with Calls(model) as calls:  # retry_failed asks it again (and it fails again)
+    with spy_generate(model) as calls:  # retry_failed asks it again (and it fails again)
         retried = run_benchmark(model, processor, samples, pred, retry_failed=True, **kw)
-    assert calls.batches == [] and retried["failed_rows"]["indices"] == ["2"]
+    assert batch_rows(calls) == [] and retried["failed_rows"]["indices"] == ["2"]
     assert len(pred.read_text().splitlines()) == 1 + 3  # its line was replaced, not repeated
 
     fixed_bench = _bench_with_bomb(tmp_path / "b.tsv", _png("green"))  # the image is replaced
-    with Calls(model) as calls:  # (the text is unchanged, so is the file's fingerprint)
+    with spy_generate(model) as calls:  # (the text is unchanged, so is the file's fingerprint)
         still = run_benchmark(model, processor, fixed_bench, pred, **kw)
-    assert calls.batches == [] and still["failed_rows"]["indices"] == ["2"]  # recorded: not asked
+    assert batch_rows(calls) == [] and still["failed_rows"]["indices"] == ["2"]  # recorded: not asked
     assert forget_failed(pred) == 1  # what --retry-failed does: the failed line goes ...
-    with Calls(model) as calls:
+    with spy_generate(model) as calls:
         fixed = run_benchmark(model, processor, fixed_bench, pred, **kw)
-    assert calls.batches == [1] and "failed_rows" not in fixed and fixed["n"] == 3  # ... and it is asked
+    assert batch_rows(calls) == [1] and "failed_rows" not in fixed and fixed["n"] == 3  # ... and it is asked
 
 
 def test_a_backend_that_decodes_inside_asks_each_good_question_once(tmp_path):
