@@ -4,7 +4,6 @@ reads the percept config's one-question prompts as they are."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 
 from gmaivl.core.tiny import build_tiny_gmaivl
 
-from ..trainers.test_trl_on_gmaivl import CHILD
+from ..trainers.test_trl_on_gmaivl import assert_logged_loss_is_the_true_mean
 
 
 @pytest.fixture(scope="module")
@@ -28,20 +27,7 @@ def folder(tmp_path_factory):
 @pytest.mark.parametrize("config", ["caption", "instruct", "percept"])
 def test_trl_sft_logs_the_true_mean_on_each_built_config(built, folder, config):
     corpus, _ = built
-    env = {**os.environ, "HF_MODULES_CACHE": str(folder.parent / "modules"), "PYTHONPATH": ""}
-    child = subprocess.run(
-        [sys.executable, "-c", CHILD, str(folder), str(corpus), config, "2", "2"],
-        cwd=folder.parent,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert child.returncode == 0, child.stderr[-3000:]
-    result = json.loads(child.stdout.strip().splitlines()[-1])
-    assert result["modules"] == [] and len(result["logged"]) == 3
-    for logged, true in zip(result["logged"], result["true"], strict=True):
-        assert logged == pytest.approx(true, rel=0.01), result
+    assert_logged_loss_is_the_true_mean(folder.parent, folder, corpus, config, batch=2, accumulation=2)
 
 
 GRPO_CHILD = """

@@ -81,12 +81,12 @@ def workdir(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize(("batch", "accumulation"), [(2, 1), (1, 3)])
-def test_trl_sft_logs_the_mean_over_trained_tokens(workdir, batch, accumulation):
+def assert_logged_loss_is_the_true_mean(workdir, folder, corpus, config, batch, accumulation) -> None:
+    """Run CHILD from `workdir` (outside the repository) and compare the logged and true means."""
     env = {**os.environ, "HF_MODULES_CACHE": str(workdir / "modules"), "PYTHONPATH": ""}
     child = subprocess.run(
-        [sys.executable, "-c", CHILD, "gmaivl", "corpus", "percept", str(batch), str(accumulation)],
-        cwd=workdir,  # outside the repository: nothing of it is importable from there
+        [sys.executable, "-c", CHILD, str(folder), str(corpus), config, str(batch), str(accumulation)],
+        cwd=workdir,
         capture_output=True,
         text=True,
         env=env,
@@ -98,6 +98,11 @@ def test_trl_sft_logs_the_mean_over_trained_tokens(workdir, batch, accumulation)
     assert len(result["logged"]) == len(result["true"]) == 3
     for logged, true in zip(result["logged"], result["true"], strict=True):
         assert logged == pytest.approx(true, rel=0.01), result
+
+
+@pytest.mark.parametrize(("batch", "accumulation"), [(2, 1), (1, 3)])
+def test_trl_sft_logs_the_mean_over_trained_tokens(workdir, batch, accumulation):
+    assert_logged_loss_is_the_true_mean(workdir, "gmaivl", "corpus", "percept", batch, accumulation)
 
 
 def test_trl_sft_use_peft_names_no_targets_and_adapts_the_language_model(workdir):
