@@ -80,6 +80,7 @@ def _missing_input_calls(tmp_path) -> dict[str, list[str]]:
         "quickstart quickstart": ["quickstart", "--output-dir", out, "--bogus-flag"],
         "model demo": ["model", "demo", "--bogus-flag"],
         "model export": ["model", "export", "--format", "llava", "--model", missing, "--output-dir", out],
+        "model import": ["model", "import", "--from", "enhanced-llava", missing, out],
         "model card": ["model", "card", "--model", missing],
         "data demo": ["data", "demo"],
         "data build": ["data", "build", "--spec", missing + ".yaml", "--output-dir", out],

@@ -48,6 +48,7 @@ COMMANDS: tuple[Command, ...] = (
         "model", "demo", "ask a small random GMAI-VL about a real CT slice, save and reload it", ("demo",)
     ),
     Command("model", "export", "convert between GMAI-VL and native LLaVA checkpoint folders"),
+    Command("model", "import", "the official GMAI-VL release or an original-LLaVA checkpoint as GMAI-VL"),
     Command("model", "card", "write the model card (README.md) of a checkpoint folder", ("card",)),
     Command("data", "demo", "write demo sources (real files shipped in pydicom/nibabel/scikit-image) + spec"),
     Command("data", "build", "all stages: ingest + generate, QC, Parquet, card"),
