@@ -86,6 +86,13 @@ class GMAIVLBatchFeature(BatchFeature):
                 value = value.masked_fill(input_ids.to(value.device) == self.image_token_id, -100)
         super().__setitem__(key, value)
 
+    def __getstate__(self):  # BatchFeature pickles `data` only; DataLoader workers pickle batches
+        return {**super().__getstate__(), "image_token_id": self.image_token_id}
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.image_token_id = state.get("image_token_id")
+
 
 class GMAIVLProcessor(ProcessorMixin):
     r"""
@@ -130,8 +137,6 @@ class GMAIVLProcessor(ProcessorMixin):
     def __call__(self, *args, **kwargs) -> GMAIVLBatchFeature:
         batch = GMAIVLBatchFeature(super().__call__(*args, **kwargs).data)
         batch.image_token_id = getattr(self, "image_token_id", None)
-        if "labels" in batch:  # labels the caller passed through are masked too
-            batch["labels"] = batch["labels"]
         return batch
 
     def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:

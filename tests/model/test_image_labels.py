@@ -71,3 +71,17 @@ def test_trl_default_sft_trainer_trains_no_image_token(tmp_path):
         logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
     torch.testing.assert_close(loss.detach(), text_only_loss(logits, batch["labels"], image_token_id))
     trainer.train()  # one optimisation step runs end to end
+
+
+def test_labels_set_on_the_processor_batch_never_train_placeholders():
+    import pickle
+
+    model, processor = build_tiny_gmaivl()
+    text = processor.apply_chat_template(conversation("Modality?"), add_generation_prompt=True)
+    batch = processor(text=[text], images=[[random_image(0)]], return_tensors="pt")
+    placeholders = batch["input_ids"] == model.config.image_token_id
+    assert int(placeholders.sum()) == processor.num_image_tokens
+    for copy in (batch, pickle.loads(pickle.dumps(batch))):  # as a DataLoader worker returns it
+        copy["labels"] = copy["input_ids"].clone()
+        assert torch.equal(copy["labels"] == -100, placeholders)
+        assert torch.equal(copy["labels"][~placeholders], copy["input_ids"][~placeholders])
