@@ -127,6 +127,14 @@ def _probe_prompt(conv_mode: str) -> str:
     return f"[INST] {first} [/INST] {answer} </s>[INST] {second} [/INST]"
 
 
+def _xtuner_probe_prompt() -> str:
+    """PROBE as xtuner's internlm2 template writes it (xtuner/_lite/chat: items joined by "\\n")."""
+    return (
+        "<|im_start|>user\n<image>\nWhat is shown here?<|im_end|>\n<|im_start|>assistant\n"
+        "An image.<|im_end|>\n<|im_start|>user\nAnything else?<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
 def llava_token_ids(prompt: str, tokenizer, image_token_id: int, num_image_tokens: int) -> list[int]:
     """The ids LLaVA's `tokenizer_image_token` gives `prompt` (each chunk between images tokenized on its
     own, the <s> of later chunks dropped), each image then expanded to `num_image_tokens` ids."""
@@ -355,13 +363,31 @@ def _from_enhanced_llava(src: Path, values: dict):
             f"{src}: the tokenizer's {IMAGE_TOKEN} is id {token_id}, config.json's image_token_index is "
             f"{values['image_token_index']}."
         )
-    processor = GMAIVLProcessor(
-        image_processor=_image_processor(src, config.vision_config.image_size, pad=True),
-        tokenizer=tokenizer,
-        chat_template=chatml_template(),  # xtuner's internlm2 template is ChatML
-        image_token=IMAGE_TOKEN,
-        num_image_tokens=config.num_image_tokens,
-    )
+
+    def build_processor() -> GMAIVLProcessor:
+        return GMAIVLProcessor(
+            image_processor=_image_processor(src, config.vision_config.image_size, pad=True),
+            tokenizer=tokenizer,
+            chat_template=chatml_template(),  # xtuner's internlm2 template is ChatML
+            image_token=IMAGE_TOKEN,
+            num_image_tokens=config.num_image_tokens,
+        )
+
+    # xtuner trained on `tokenizer.encode(prompt, add_special_tokens=False)` (ChatMessages.tokenize):
+    # no <s>, which InternLM2's tokenizer would otherwise prepend.
+    prompt = _xtuner_probe_prompt().replace(IMAGE_TOKEN, IMAGE_TOKEN * config.num_image_tokens)
+    expected = tokenizer.encode(prompt, add_special_tokens=False)
+    processor = build_processor()
+    got = _processor_token_ids(processor)
+    if got != expected and got[1:] == expected and got[0] == tokenizer.bos_token_id:
+        tokenizer.add_bos_token = False
+        processor = build_processor()
+        got = _processor_token_ids(processor)
+    if got != expected:
+        raise ValueError(
+            f"{src}: the processor does not give the ids xtuner's internlm2 template gives with this "
+            "tokenizer (a ChatML conversation); the imported processor would not tokenize as the release."
+        )
     return model, processor
 
 

@@ -212,3 +212,23 @@ def test_other_formats_are_refused_in_one_line(imported, tmp_path, monkeypatch, 
     assert main(["model", "import", "--from", "llava-original", str(hub), str(tmp_path / "ok"),
                  "--vision-tower", str(FIXTURES / "clip")]) == 0  # fmt: skip
     assert (tmp_path / "ok" / "model.safetensors").is_file()
+
+
+def test_a_release_tokenizer_that_prepends_bos_tokenizes_as_xtuner_trained(tmp_path):
+    """InternLM2's tokenizer adds <s>; the release trained on `encode(..., add_special_tokens=False)`."""
+    src = tmp_path / "release"
+    shutil.copytree(FIXTURES / "enhanced_llava", src)
+    values = json.loads((src / "tokenizer.json").read_text())
+    values["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}},
+    }
+    (src / "tokenizer.json").write_text(json.dumps(values))
+    assert main(["model", "import", "--from", "enhanced-llava", str(src), str(tmp_path / "out")]) == 0
+    _, processor = _load(tmp_path / "out")
+    case = _case("enhanced_llava")
+    text = processor.apply_chat_template(case["messages"], add_generation_prompt=True)
+    ids = processor(text=[text], images=[[case["images"][1]]], return_tensors="pt")["input_ids"][0]
+    assert ids.tolist() == _expand(case["input_ids"], case["image_id"], processor)
