@@ -232,3 +232,34 @@ def test_a_release_tokenizer_that_prepends_bos_tokenizes_as_xtuner_trained(tmp_p
     text = processor.apply_chat_template(case["messages"], add_generation_prompt=True)
     ids = processor(text=[text], images=[[case["images"][1]]], return_tensors="pt")["input_ids"][0]
     assert ids.tolist() == _expand(case["input_ids"], case["image_id"], processor)
+
+
+def test_pytorch_bin_weights_and_a_trained_vision_tower(tmp_path):
+    """liuhaotian's releases ship pytorch_model*.bin; with `unfreeze_mm_vision_tower` LLaVA runs the
+    tower copy inside the checkpoint, otherwise the one in the folder `mm_vision_tower` names."""
+    state = load_file(FIXTURES / "llava_llama" / "model.safetensors")
+    key = "model.vision_tower.vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight"
+    frozen = state[key]
+    state[key] = frozen + 1.0  # the tower as its fine-tuning left it
+    for name, unfreeze in (("frozen", False), ("unfrozen", True)):
+        src = tmp_path / name
+        shutil.copytree(FIXTURES / "llava_llama", src, ignore=shutil.ignore_patterns("*.safetensors"))
+        torch.save(state, src / "pytorch_model.bin")
+        values = json.loads((src / "config.json").read_text())
+        values.update(mm_vision_tower=str(FIXTURES / "clip"), unfreeze_mm_vision_tower=unfreeze)
+        (src / "config.json").write_text(json.dumps(values))
+        assert (
+            main(["model", "import", "--from", "llava-original", str(src), str(tmp_path / f"{name}-out")])
+            == 0
+        )
+        model, _ = _load(tmp_path / f"{name}-out")
+        fc1 = model.model.vision_tower.encoder.layers[0].mlp.fc1.weight
+        torch.testing.assert_close(fc1, state[key] if unfreeze else frozen, rtol=0, atol=0)
+        if not unfreeze:  # the frozen import is the fixture's model: its logits
+            case = _case("llava_llama")
+            ids = torch.tensor(
+                [_expand(case["input_ids"], case["image_id"], _load(tmp_path / f"{name}-out")[1])]
+            )
+            with torch.no_grad():
+                logits = model(input_ids=ids, pixel_values=case["pixel_values"][:1]).logits[0, :, :-1]
+            torch.testing.assert_close(logits, case["logits"][0], rtol=0, atol=1e-5)
