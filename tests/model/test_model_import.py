@@ -263,3 +263,17 @@ def test_pytorch_bin_weights_and_a_trained_vision_tower(tmp_path):
             with torch.no_grad():
                 logits = model(input_ids=ids, pixel_values=case["pixel_values"][:1]).logits[0, :, :-1]
             torch.testing.assert_close(logits, case["logits"][0], rtol=0, atol=1e-5)
+
+
+def test_stage_one_trains_the_imported_projector_only(imported, tmp_path, monkeypatch):
+    """Two real stage I steps on an imported LLaVA-Med-style model: only the projector moves."""
+    from safetensors.torch import load_file as load
+
+    monkeypatch.chdir(tmp_path)
+    folder = imported["llava_mistral"]
+    args = ["train", "run", "--config", "tiny/stage1_shallow_alignment.yaml", "--model_name_or_path"]
+    assert main([*args, str(folder), "--max_steps", "2", "--output_dir", "out"]) == 0
+    before, after = load(folder / "model.safetensors"), load(tmp_path / "out" / "model.safetensors")
+    assert before.keys() == after.keys()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.startswith("model.multi_modal_projector.") for k in moved), sorted(moved)[:4]
