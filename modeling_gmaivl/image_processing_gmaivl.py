@@ -9,6 +9,13 @@ Pipeline per image (the GMAI-VL / LLaVA-1.5 preprocessing, plus what medical dat
 3. the image is padded to a square with the mean colour, resized to `size` (bicubic),
    normalised with the CLIP mean / std.
 
+8-bit images (uint8, no window, `intensity="auto"`) take LLaVA's own 8-bit path instead, so that
+a model served as LLaVA (`gmaivl model export --format llava`) sees the pixels it was trained on:
+padded with the 8-bit mean colour (`int(mean * 255)`), resized by PIL as an 8-bit RGB image, then
+divided by 255, exactly as transformers' `LlavaImageProcessor` / `CLIPImageProcessor` do. Other
+inputs (16-bit, Hounsfield units, float MR) are padded and resized as 32-bit floats, with no
+8-bit quantisation.
+
 This file travels to the Hub with `save_pretrained`: torch, numpy, PIL and transformers only.
 """
 
@@ -116,14 +123,8 @@ class GMAIVLImageProcessor(BaseImageProcessor):
         if intensity not in INTENSITY_MODES:
             raise ValueError(f"intensity must be one of {INTENSITY_MODES}, got {intensity!r}.")
 
-    def to_unit_range(
-        self,
-        image: Any,
-        window: str | Sequence[float] | None = None,
-        intensity: str | None = None,
-        index: int = 0,
-    ) -> np.ndarray:
-        """Validate one image and map its intensities to float32 `[0, 1]`, shape `(H, W, C)`."""
+    def _validated(self, image: Any, index: int) -> np.ndarray:
+        """One image as a checked `(H, W, C)` array of its own dtype, C 1 or 3 (alpha dropped)."""
         array = _channels_last(_to_array(image, index), index)
         if array.dtype == object or array.dtype.kind not in "uif":
             raise TypeError(
@@ -141,11 +142,33 @@ class GMAIVLImageProcessor(BaseImageProcessor):
             raise ValueError(f"Image {index} contains NaN or infinite values.")
         if array.shape[-1] == 4:
             array = array[..., :3]
+        return array
 
+    def _options(self, window, intensity) -> tuple[Any, str]:
         window = self.window if window is None else window
         intensity = self.intensity if intensity is None else intensity
         self._check_intensity(intensity)
-        if array.dtype == np.uint8 and window is None and intensity == "auto":
+        return window, intensity
+
+    @staticmethod
+    def _is_eight_bit(array: np.ndarray, window, intensity: str) -> bool:
+        """8-bit data read as is (divided by 255): the case LLaVA's processor handles."""
+        return array.dtype == np.uint8 and window is None and intensity == "auto"
+
+    def to_unit_range(
+        self,
+        image: Any,
+        window: str | Sequence[float] | None = None,
+        intensity: str | None = None,
+        index: int = 0,
+    ) -> np.ndarray:
+        """Validate one image and map its intensities to float32 `[0, 1]`, shape `(H, W, C)`."""
+        array = self._validated(image, index)
+        window, intensity = self._options(window, intensity)
+        return self._unit(array, window, intensity)
+
+    def _unit(self, array: np.ndarray, window, intensity: str) -> np.ndarray:
+        if self._is_eight_bit(array, window, intensity):
             unit = array.astype(np.float32) / 255.0
         elif window is not None:
             unit = apply_window(array, *resolve_window(window))
@@ -158,6 +181,23 @@ class GMAIVLImageProcessor(BaseImageProcessor):
         if unit.shape[-1] == 1:
             unit = np.repeat(unit, 3, axis=-1)
         return unit
+
+    def _pad_and_resize_eight_bit(self, array: np.ndarray) -> np.ndarray:
+        """LLaVA's 8-bit path: pad with the 8-bit mean colour, PIL bicubic on 8-bit RGB, then / 255."""
+        if array.shape[-1] == 1:
+            array = np.repeat(array, 3, axis=-1)
+        height, width = array.shape[:2]
+        if self.do_pad_to_square and height != width:
+            side = max(height, width)
+            canvas = np.empty((side, side, 3), dtype=np.uint8)
+            canvas[...] = np.asarray([int(m * 255) for m in self.image_mean], dtype=np.uint8)
+            top, left = (side - height) // 2, (side - width) // 2
+            canvas[top : top + height, left : left + width] = array
+            array = canvas
+        if array.shape[0] != self.size or array.shape[1] != self.size:
+            image = Image.fromarray(np.ascontiguousarray(array))
+            array = np.asarray(image.resize((self.size, self.size), Image.Resampling.BICUBIC))
+        return array.astype(np.float32) / 255.0
 
     def _pad_and_resize(self, unit: np.ndarray) -> np.ndarray:
         height, width = unit.shape[:2]
@@ -203,7 +243,12 @@ class GMAIVLImageProcessor(BaseImageProcessor):
         std = np.asarray(self.image_std, dtype=np.float32)
         pixel_values = []
         for index, image in enumerate(images):
-            unit = self._pad_and_resize(self.to_unit_range(image, window, intensity, index))
+            array = self._validated(image, index)
+            options = self._options(window, intensity)
+            if self._is_eight_bit(array, *options):
+                unit = self._pad_and_resize_eight_bit(array)
+            else:
+                unit = self._pad_and_resize(self._unit(array, *options))
             pixel_values.append(((unit - mean) / std).transpose(2, 0, 1))
         batch = np.stack(pixel_values).astype(np.float32)
         return BatchFeature({"pixel_values": batch}, tensor_type=return_tensors)

@@ -15,10 +15,13 @@ config and processor, not of weights:
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
+from safetensors import safe_open
+from safetensors.torch import save_file
 from transformers import (
     AutoProcessor,
     AutoTokenizer,
@@ -27,6 +30,7 @@ from transformers import (
     LlavaForConditionalGeneration,
     LlavaProcessor,
 )
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
 
 from gmaivl import register_auto_classes
@@ -54,14 +58,27 @@ def _read_config(folder: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _write_atomically(dst: Path, save) -> Path:
-    """Save into a sibling temporary folder, then move it to `dst`: never a half-written folder."""
+    """Save into a sibling temporary folder, then move it to `dst`: never a half-written folder.
+
+    The folder and its files get the usual permissions (0755 / 0644 under umask 022), not
+    `mkdtemp`'s 0700 or safetensors' 0600, so that a server running as another user can read them.
+    """
     if dst.exists() and any(dst.iterdir()):
         raise ValueError(f"{dst}: the output folder exists and is not empty.")
     dst.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
     try:
         save(staging)
+        mask = _umask()
+        for path in [staging, *staging.rglob("*")]:  # safetensors writes its files 0600
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
         if dst.exists():
             dst.rmdir()
         staging.rename(dst)
@@ -76,9 +93,14 @@ def _copy_generation_config(src: Path, model) -> None:
 
 
 def llava_config_from_gmaivl(config: GMAIVLConfig) -> LlavaConfig:
+    text = config.text_config.to_dict()
+    # vLLM builds the language model from `text_config.architectures`.
+    causal_lm = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(text.get("model_type"))
+    if causal_lm and not text.get("architectures"):
+        text["architectures"] = [causal_lm]
     return LlavaConfig(
         vision_config=config.vision_config.to_dict(),
-        text_config=config.text_config.to_dict(),
+        text_config=text,
         image_token_index=config.image_token_id,
         image_seq_length=config.num_image_tokens,
         **{name: getattr(config, name) for name in SHARED_FIELDS},
@@ -96,6 +118,58 @@ def gmaivl_config_from_llava(config: LlavaConfig) -> GMAIVLConfig:
         text_config=config.text_config.to_dict(),
         image_token_id=config.image_token_id,
         **{name: getattr(config, name) for name in SHARED_FIELDS},
+    )
+
+
+# transformers saves CLIP inside LLaVA as `vision_tower.embeddings...`; llava-hf checkpoints, and
+# the loaders of vLLM and SGLang, read `vision_tower.vision_model.embeddings...`.
+VISION_PREFIX, PUBLISHED_VISION_PREFIX = "vision_tower.", "vision_tower.vision_model."
+
+
+def _published_key(key: str) -> str:
+    if key.startswith(VISION_PREFIX) and not key.startswith(PUBLISHED_VISION_PREFIX):
+        return PUBLISHED_VISION_PREFIX + key[len(VISION_PREFIX) :]
+    return key
+
+
+def _publish_vision_keys(folder: Path) -> None:
+    """Rename the vision tower's keys in every saved shard (and the shard index) to llava-hf's layout."""
+    for shard in sorted(folder.glob("*.safetensors")):
+        with safe_open(shard, framework="pt") as handle:
+            metadata = handle.metadata() or {"format": "pt"}
+            tensors = {_published_key(key): handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+        save_file(tensors, shard, metadata=metadata)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        values = json.loads(index.read_text())
+        values["weight_map"] = {_published_key(k): v for k, v in values["weight_map"].items()}
+        index.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+
+
+def _drop_remote_code_references(folder: Path) -> None:
+    """The export ships no code: no `auto_map` may point at GMAI-VL's (unexported) processing file."""
+    for path in folder.glob("*.json"):
+        values = json.loads(path.read_text())
+        if isinstance(values, dict) and "auto_map" in values:
+            del values["auto_map"]
+            path.write_text(json.dumps(values, indent=2, ensure_ascii=False) + "\n")
+
+
+def llava_image_processor(image_processor: GMAIVLImageProcessor) -> LlavaImageProcessorPil:
+    """LLaVA's image processor with GMAI-VL's settings: the same pixels for 8-bit RGB images.
+
+    Padded (the default): pad to a square with the 8-bit mean colour, resize it to `size` (bicubic),
+    CLIP-normalise. Unpadded: GMAI-VL stretches to the square, so no shortest-edge resize and crop.
+    """
+    size, pad = image_processor.size, image_processor.do_pad_to_square
+    return LlavaImageProcessorPil(
+        do_pad=pad,
+        size={"shortest_edge": size} if pad else {"height": size, "width": size},
+        do_center_crop=pad,
+        crop_size={"height": size, "width": size},
+        resample=3,  # bicubic
+        image_mean=image_processor.image_mean,
+        image_std=image_processor.image_std,
     )
 
 
@@ -117,17 +191,8 @@ def export_to_llava(src: str | Path, dst: str | Path) -> Path:
     llava = LlavaForConditionalGeneration(llava_config_from_gmaivl(model.config)).to(model.dtype)
     llava.load_state_dict(model.state_dict(), strict=True)
     llava.generation_config = model.generation_config
-    image_processor = processor.image_processor
-    size = image_processor.size
     llava_processor = LlavaProcessor(
-        image_processor=LlavaImageProcessorPil(
-            do_pad=image_processor.do_pad_to_square,
-            size={"shortest_edge": size},
-            crop_size={"height": size, "width": size},
-            resample=3,  # bicubic
-            image_mean=image_processor.image_mean,
-            image_std=image_processor.image_std,
-        ),
+        image_processor=llava_image_processor(processor.image_processor),
         tokenizer=processor.tokenizer,
         patch_size=model.config.vision_config.patch_size,
         vision_feature_select_strategy=model.config.vision_feature_select_strategy,
@@ -139,6 +204,8 @@ def export_to_llava(src: str | Path, dst: str | Path) -> Path:
     def save(folder: Path) -> None:
         llava.save_pretrained(folder)
         llava_processor.save_pretrained(folder)
+        _publish_vision_keys(folder)
+        _drop_remote_code_references(folder)
 
     return _write_atomically(dst, save)
 

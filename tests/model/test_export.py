@@ -3,12 +3,14 @@ process without this package), and a LLaVA folder as a GMAI-VL one."""
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import textwrap
 
 import pytest
 import torch
+from safetensors import safe_open
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 
 from gmaivl.app.cli import main, run
@@ -38,8 +40,9 @@ CHILD = textwrap.dedent(
         logits = model(input_ids=saved["input_ids"], pixel_values=saved["pixel_values"]).logits
         generated = model.generate(input_ids=saved["input_ids"], pixel_values=saved["pixel_values"],
                                    max_new_tokens=8, min_new_tokens=8, do_sample=False)
-        served = processor(text=saved["text"], images=[Image.open(saved["image"])], return_tensors="pt")
-    torch.save({"logits": logits, "generated": generated, "served": dict(served)}, out_path)
+        served = [dict(processor(text=saved["text"], images=[Image.open(path)], return_tensors="pt"))
+                  for path in saved["images"]]
+    torch.save({"logits": logits, "generated": generated, "served": served}, out_path)
     print(json.dumps({"model": type(model).__name__, "processor": type(processor).__name__,
                       "model_type": model.config.model_type,
                       "modules": sorted(m for m in sys.modules if m.startswith(("gmaivl", "transformers_modules")))}))
@@ -59,22 +62,39 @@ def checkpoint(tmp_path_factory):
 def test_export_to_llava_serves_the_same_model(checkpoint, tmp_path):
     model, processor, folder = checkpoint
     dst = tmp_path / "llava"
-    assert main(["model", "export", "--format", "llava", str(folder), str(dst)]) == 0
+    previous = os.umask(0o022)
+    try:
+        assert main(["model", "export", "--format", "llava", str(folder), str(dst)]) == 0
+    finally:
+        os.umask(previous)
     config = json.loads((dst / "config.json").read_text())
     assert config["model_type"] == "llava" and config["architectures"] == ["LlavaForConditionalGeneration"]
-    assert "auto_map" not in config and not list(dst.glob("*.py"))
+    assert not list(dst.glob("*.py"))
+    for path in dst.glob("*.json"):  # no pointer to GMAI-VL code, which is not exported
+        assert "auto_map" not in json.loads(path.read_text()), path.name
+    assert "GMAIVL" not in (dst / "tokenizer_config.json").read_text()
     assert config["image_token_index"] == model.config.image_token_id and config["image_seq_length"] == 16
+    # What vLLM and SGLang read: the LM's class, llava-hf's key layout, files other users can read.
+    assert config["text_config"]["architectures"] == ["Qwen2ForCausalLM"]
+    assert config["vision_feature_select_strategy"] == "default"
+    with safe_open(dst / "model.safetensors", framework="pt") as weights:
+        keys = set(weights.keys())
+    vision = {k for k in keys if k.startswith("vision_tower.")}
+    assert vision and all(k.startswith("vision_tower.vision_model.") for k in vision)
+    assert len(keys) == len(model.state_dict())
+    assert stat.S_IMODE(dst.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in dst.iterdir()} == {0o644}
 
     text = processor.apply_chat_template(conversation("What modality is this?"), add_generation_prompt=True)
-    image = random_image(0, (56, 56))
-    image.save(tmp_path / "image.png")
-    inputs = processor(text=text, images=[image], return_tensors="pt")
+    images = [random_image(0, (56, 56)), random_image(1, (40, 60)), random_image(2, (90, 33))]
+    for index, image in enumerate(images):
+        image.save(tmp_path / f"image{index}.png")
+    inputs = processor(text=text, images=[images[0]], return_tensors="pt")
     with torch.no_grad():
         logits = model(**inputs).logits
         generated = model.generate(**inputs, max_new_tokens=8, min_new_tokens=8, do_sample=False)
-    torch.save(
-        {**inputs, "text": text, "image": str(tmp_path / "image.png")}, tmp_path / "inputs.pt"
-    )  # fmt: skip
+    paths = [str(tmp_path / f"image{index}.png") for index in range(len(images))]
+    torch.save({**inputs, "text": text, "images": paths}, tmp_path / "inputs.pt")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["HF_HUB_OFFLINE"] = "1"
     child = subprocess.run(
@@ -96,9 +116,11 @@ def test_export_to_llava_serves_the_same_model(checkpoint, tmp_path):
     out = torch.load(tmp_path / "out.pt")
     torch.testing.assert_close(out["logits"], logits, atol=1e-5, rtol=1e-5)
     assert torch.equal(out["generated"], generated)
-    # LLaVA's own processor makes the same prompt and, for an 8-bit square image, the same pixels.
-    assert torch.equal(out["served"]["input_ids"], inputs["input_ids"])
-    torch.testing.assert_close(out["served"]["pixel_values"], inputs["pixel_values"], atol=1e-5, rtol=0)
+    # LLaVA's own processor makes the same prompt and, for 8-bit images square or not, the same pixels.
+    for image, served in zip(images, out["served"], strict=True):
+        ours = processor(text=text, images=[image], return_tensors="pt")
+        assert torch.equal(served["input_ids"], ours["input_ids"])
+        torch.testing.assert_close(served["pixel_values"], ours["pixel_values"], atol=1e-5, rtol=0)
 
 
 def test_export_refuses_a_language_model_with_its_own_code(checkpoint, tmp_path, monkeypatch, capsys):

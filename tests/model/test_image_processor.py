@@ -83,9 +83,12 @@ def test_retina_is_padded_with_the_mean_colour_and_resized():
     processor = GMAIVLImageProcessor()
     pixel_values = processor(image, return_tensors="np")["pixel_values"]
     assert pixel_values.shape == (1, 3, 336, 336)
-    # The top and bottom quarters are padding: the mean colour normalises to exactly 0.
-    np.testing.assert_allclose(pixel_values[0, :, :80, :], 0.0, atol=1e-6)
-    np.testing.assert_allclose(pixel_values[0, :, -80:, :], 0.0, atol=1e-6)
+    # The top and bottom quarters are padding: LLaVA's 8-bit mean colour, int(mean * 255), for 8-bit
+    # inputs (what a served LLaVA export pads with), i.e. 122/255 - mean in red, normalised.
+    eight_bit_mean = np.floor(MEAN * 255) / 255
+    padding = np.broadcast_to((eight_bit_mean - MEAN) / STD, (3, 80, 336))
+    np.testing.assert_allclose(pixel_values[0, :, :80, :], padding, atol=1e-6)
+    np.testing.assert_allclose(pixel_values[0, :, -80:, :], padding, atol=1e-6)
     # The centre band is the photo: its darkest pixels (the black surround) normalise to -mean/std.
     centre = pixel_values[0, :, 100:236, :]
     np.testing.assert_allclose(centre.min(axis=(1, 2)), (-MEAN / STD).ravel(), atol=0.05)
