@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -42,7 +43,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from .ids import IdHasher, scrub
-from .image_bytes import STREAM_SUFFIXES, stripped_stream
+from .image_bytes import STREAM_SUFFIXES, metadata_free_stream
 from .imaging import (
     IMAGE_SUFFIXES,
     NIFTI_SUFFIXES,
@@ -290,9 +291,26 @@ class SourceReader:
         """The source root with symlinks resolved (once per reader: `resolve` is a syscall per part)."""
         return self.source.base_dir.resolve()
 
+    @functools.cached_property
+    def _resolved_folders(self) -> dict[Path, Path]:
+        return {}
+
+    def resolved(self, path: Path) -> Path:
+        """`path.resolve()`, each folder resolved once per reader: a file that is not a symbolic
+        link resolves to its resolved folder / its name (one `lstat` instead of one per part)."""
+        name = path.name
+        if name in ("", ".", "..") or os.path.islink(path):
+            return path.resolve()
+        folders = self._resolved_folders
+        parent = path.parent
+        folder = folders.get(parent)
+        if folder is None:
+            folder = folders[parent] = parent.resolve()
+        return folder / name
+
     def rel(self, path: Path) -> str:
         try:
-            return path.resolve().relative_to(self.resolved_root).as_posix()
+            return self.resolved(path).relative_to(self.resolved_root).as_posix()
         except ValueError:
             return path.as_posix()
 
@@ -393,7 +411,7 @@ class SourceReader:
         """`path` if it resolves (symlinks followed) inside the source root; else the item is
         refused: an annotation row may not publish a file from outside the dataset."""
         root = self.resolved_root
-        resolved = path.resolve()
+        resolved = self.resolved(path)
         if resolved != root and root not in resolved.parents:
             raise ItemError("outside_root", f"the {what} path resolves outside the source root")
         return path
@@ -415,6 +433,25 @@ class SourceReader:
             for i in range(0, len(frames), self.source.slices.step)
         ]
 
+    def stream_frame(self, path: Path) -> tuple[bytes, np.ndarray] | None:
+        """A PNG / JPEG inside the source root, read once: its metadata-free stream
+        (`image_bytes.metadata_free_stream`) and the 8-bit greyscale or RGB plane decoded from
+        exactly that stream; None when the file has no such stream (`frames` reads it instead)."""
+        self.inside_root(path)
+        try:
+            stream = metadata_free_stream(path.read_bytes())
+        except OSError as error:
+            raise SourceError(f"{path}: unreadable image ({type(error).__name__}: {error})") from error
+        if stream is None:
+            return None
+        try:
+            plane = read_image(path, self.source.limits, data=stream, modes=("L", "RGB"))
+        except Oversize:
+            raise
+        except SourceError:  # the original file decides (and names its own error)
+            return None
+        return None if plane is None else (stream, plane)
+
     def notices(self, meta: dict[str, Any], modality: str) -> Iterator[Notice]:
         """What the report should flag about a read file (`frames()`'s meta and modality)."""
         if meta.get("burned_in_annotation") == "" and str(modality).upper() in BURNED_IN_PRONE:
@@ -430,10 +467,11 @@ class SourceReader:
         bbox: list[float] | None = None,
         meta: dict[str, Any] | None = None,
         granularity: str | None = None,
-        source_file: Path | None = None,
+        source_stream: tuple[bytes, np.ndarray] | None = None,
     ) -> MedicalRecord:
-        """`source_file`: the PNG / JPEG the pixels were decoded from, published as its own stream
-        without metadata (`image_bytes`) when the pixels come out unchanged."""
+        """`source_stream`: a metadata-free PNG / JPEG stream and the plane decoded from exactly
+        those bytes (`stream_frame`); the stream is published when the pixels come out unchanged
+        (not windowed, not resized), else the pixels are encoded as PNG."""
         split = (split or self.source.split).strip()
         if not re.fullmatch(r"\w+", split):  # Hub split names: letters, digits, underscores
             raise ItemError(
@@ -441,8 +479,10 @@ class SourceReader:
             )
         resized, sx, sy = resize_rgb(pixels, self.source.min_side, self.source.max_side)
         stream = None
-        if source_file is not None and resized is pixels:
-            stream = stripped_stream(source_file, pixels)
+        if source_stream is not None and resized is pixels:
+            kept, plane = source_stream
+            if pixels.shape == plane.shape and np.array_equal(pixels, plane):
+                stream = kept
         pixels = resized
         rgb = gray_to_rgb(pixels)
         if bbox is not None:
@@ -470,7 +510,7 @@ class SourceReader:
             width=int(rgb.shape[1]),
             height=int(rgb.shape[0]),
             image_md5=pixel_md5(rgb),
-            phash=image_phash(rgb),
+            phash=image_phash(pixels),  # greyscale: the same hash as its RGB copy, a third of the work
             meta={k: v for k, v in (meta or {}).items() if k != "burned_in_annotation"},
         )
 
@@ -478,7 +518,8 @@ class SourceReader:
         """One record per frame of a 2D file (DICOM frames, or a single image)."""
         label = self.label(raw_label)
         path = self.source.path(rel)
-        frames = self.frames(path)
+        stream = self.stream_frame(path) if path.suffix.lower() in STREAM_SUFFIXES else None
+        frames = self.frames(path) if stream is None else [(stream[1], {}, self.source.modality)]
         if frames:
             yield from self.notices(frames[0][1], frames[0][2])
         for index, (plane, meta, modality) in enumerate(frames):
@@ -488,9 +529,8 @@ class SourceReader:
                 yield Dropped(self.source.name, error.reason)
                 continue
             suffix = f"#f{index}" if len(frames) > 1 else ""
-            single = path if len(frames) == 1 and path.suffix.lower() in STREAM_SUFFIXES else None
             yield self.record(
-                self.record_id(rel, suffix), pixels, label, rel, split, meta=meta, source_file=single
+                self.record_id(rel, suffix), pixels, label, rel, split, meta=meta, source_stream=stream
             )
 
     def mask_values(self) -> dict[int, str]:

@@ -1,8 +1,10 @@
 """The build side by side with a plain `datasets` script on the same images, in one run.
 
 Inputs: `--images` distinct greyscale 128 px PNGs in 10 class folders (seeded noise, upsampled).
-Both contenders run in a fresh child process each, which reports its wall time and peak resident
-memory (its own and its children's):
+Both contenders run in a fresh child process each, with `datasets` already imported (the baseline
+needs it too), which reports its wall time, its CPU time and its peak resident memory (its own and
+its children's); `--repeat N` alternates them N times and reports the medians, with the load
+average, so that a shared machine's noise shows:
 
 - baseline, named `plain datasets`: `Dataset.from_generator` over (image bytes, class) with an
   `Image()` feature, then `to_parquet`: the files as they are, one row each, no QC, no text;
@@ -12,14 +14,17 @@ memory (its own and its children's):
 Printed: seconds, images/s, peak RSS, published bytes, the time ratio (build / baseline) and, per
 config, the published Parquet bytes over the source PNG bytes of the images it uses.
 
-    python -m gmaivl.dataset_builders.benchmark_vs_datasets --images 2000 --workers 1
+    python -m gmaivl.dataset_builders.benchmark_vs_datasets --images 2000 --workers 1 --repeat 3
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -107,57 +112,124 @@ def _build(folder: Path, out: Path, workers: int) -> dict[str, Any]:
     }
 
 
+def _cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _child(kind: str, folder: str, out: str, workers: int) -> None:
+    import datasets  # noqa: F401  (both contenders start with it imported: the baseline's own import is untimed)
+
     folder_path, out_path = Path(folder), Path(out)
+    cpu = _cpu_seconds()
     result = _plain(folder_path, out_path) if kind == "plain" else _build(folder_path, out_path, workers)
+    result["cpu_seconds"] = _cpu_seconds() - cpu
     result["peak_rss_mb"] = _peak_rss_mb()
     print(json.dumps(result))
 
 
-def measure(kind: str, folder: Path, out: Path, workers: int = 1) -> dict[str, Any]:
-    """One contender in a fresh child process; its JSON result."""
+def _tree_rss(process) -> int:
+    """Resident bytes of a process and all its descendants (psutil, a dependency of accelerate)."""
+    import psutil
+
+    total = 0
+    for member in [process, *process.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):  # a worker that just ended
+            total += member.memory_info().rss
+    return total
+
+
+def measure(kind: str, folder: Path, out: Path, workers: int = 1, interval: float = 0.1) -> dict[str, Any]:
+    """One contender in a fresh child process; its JSON result, with `peak_tree_rss_mb`: the
+    largest sum of the resident memory of the child and its worker processes, sampled every
+    `interval` seconds."""
+    import psutil
+
     out.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", __spec__.name, "--child", kind, str(folder), str(out), str(workers)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{kind} run failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        child = subprocess.Popen(command, stdout=stdout, stderr=stderr, text=True)
+        process, peak = psutil.Process(child.pid), 0
+        while child.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                peak = max(peak, _tree_rss(process))
+            time.sleep(interval)
+        stdout.seek(0)
+        stderr.seek(0)
+        out_text, err_text = stdout.read(), stderr.read()
+    if child.returncode != 0:
+        raise RuntimeError(f"{kind} run failed:\n{err_text[-4000:]}")
+    result = json.loads(out_text.strip().splitlines()[-1])
+    result["peak_tree_rss_mb"] = max(peak / 2**20, result["peak_rss_mb"])
+    return result
 
 
-def compare(images: int, workers: int = 1, seed: int = 0, folder: Path | None = None) -> dict[str, Any]:
-    """Inputs, then the baseline and the build on them; the figures and ratios."""
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median wall time, with every run's seconds and the medians of time and CPU."""
+    ordered = sorted(runs, key=lambda r: r["seconds"])
+    return {
+        **ordered[(len(ordered) - 1) // 2],
+        "seconds": statistics.median(r["seconds"] for r in runs),
+        "cpu_seconds": statistics.median(r["cpu_seconds"] for r in runs),
+        "runs_seconds": [round(r["seconds"], 3) for r in runs],
+    }
+
+
+def compare(
+    images: int, workers: int = 1, seed: int = 0, folder: Path | None = None, repeat: int = 1
+) -> dict[str, Any]:
+    """Inputs, then the baseline and the build on them, alternately `repeat` times (a fresh output
+    folder each time); the medians and ratios."""
+    import shutil
+
+    load_before = os.getloadavg()
+    runs: dict[str, list[dict[str, Any]]] = {"plain": [], "build": []}
     with tempfile.TemporaryDirectory(prefix="gmaivl-bench-") as scratch:
         root = Path(folder or scratch)
         make_inputs(root / "inputs", images, seed)
         source_bytes = sum(p.stat().st_size for p in (root / "inputs" / "src").glob("*/*.png"))
-        plain = measure("plain", root / "inputs", root / "plain")
-        build = measure("build", root / "inputs", root / "build", workers)
+        for _ in range(max(1, repeat)):
+            for kind in ("plain", "build"):
+                shutil.rmtree(root / kind, ignore_errors=True)
+                runs[kind].append(measure(kind, root / "inputs", root / kind, workers))
+    plain, build = _median_run(runs["plain"]), _median_run(runs["build"])
     return {
         "images": images,
         "workers": workers,
+        "repeat": max(1, repeat),
+        "load_average": {"before": load_before, "after": os.getloadavg()},
         "source_png_bytes": source_bytes,
         "baseline": "plain datasets",
         "plain datasets": {**plain, "images_per_s": images / plain["seconds"]},
         "gmaivl build": {**build, "images_per_s": images / build["seconds"]},
         "time_ratio": build["seconds"] / plain["seconds"],
+        "cpu_ratio": build["cpu_seconds"] / plain["cpu_seconds"],
         "storage_ratio": {c: b / source_bytes for c, b in sorted(build["config_bytes"].items())},
         "baseline_storage_ratio": plain["published_bytes"] / source_bytes,
     }
 
 
 def format_table(result: dict[str, Any]) -> str:
+    load = result["load_average"]
     lines = [
         f"{result['images']} grey 128 px PNGs ({result['source_png_bytes'] / 1e6:.1f} MB), "
-        f"build workers: {result['workers']}",
-        f"{'':16} {'seconds':>8} {'images/s':>9} {'peak RSS MB':>12} {'published MB':>13}",
+        f"build workers: {result['workers']}, medians of {result['repeat']} alternated runs, "
+        f"load average {load['before'][0]:.2f} before, {load['after'][0]:.2f} after "
+        f"({os.cpu_count()} CPUs)",
+        f"{'':16} {'seconds':>8} {'CPU s':>7} {'images/s':>9} {'peak RSS MB':>12} {'published MB':>13}",
+        "(peak RSS: all processes of the run together, sampled every 0.1 s)",
     ]
     for name in ("plain datasets", "gmaivl build"):
         r = result[name]
         lines.append(
-            f"{name:16} {r['seconds']:8.1f} {r['images_per_s']:9.0f} {r['peak_rss_mb']:12.0f} "
-            f"{r['published_bytes'] / 1e6:13.1f}"
+            f"{name:16} {r['seconds']:8.2f} {r['cpu_seconds']:7.2f} {r['images_per_s']:9.0f} "
+            f"{r['peak_tree_rss_mb']:12.0f} {r['published_bytes'] / 1e6:13.1f}"
         )
-    lines.append(f"time ratio (build / plain datasets): {result['time_ratio']:.2f}x")
+    lines.append(
+        f"time ratio (build / plain datasets): {result['time_ratio']:.2f}x "
+        f"(CPU time {result['cpu_ratio']:.2f}x)"
+    )
     ratios = ", ".join(f"{c} {v:.2f}x" for c, v in result["storage_ratio"].items())
     lines.append(
         f"published bytes / source bytes per config: {ratios} (plain {result['baseline_storage_ratio']:.2f}x)"
@@ -170,6 +242,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=2000, help="number of images (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=1, help="build processes (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the images (default: %(default)s)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="alternated runs of each (default: %(default)s)"
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -177,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
         kind, folder, out, workers = args.child
         _child(kind, folder, out, int(workers))
         return
-    result = compare(args.images, args.workers, args.seed)
+    result = compare(args.images, args.workers, args.seed, repeat=args.repeat)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
 
 

@@ -23,6 +23,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -30,7 +31,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from gmaivl.core.files import atomic_write_text
@@ -91,19 +94,21 @@ def default_client_factory(spec: BuildSpec) -> ClientFactory:
 # -------------------------------------------------------------------------------------------------
 # planning: units and their fingerprints
 # -------------------------------------------------------------------------------------------------
-def _stat(path: Path, base: Path, content: bool = False) -> list[Any]:
+def _stat(
+    path: Path, base: Path, content: bool = False, resolve: Callable[[Path], Path] = Path.resolve
+) -> list[Any]:
     """What a unit's fingerprint knows of one file (`base`: the resolved source root): size and
     mtime, or (`fingerprint: content`) a digest of its bytes, for sources whose files can change
-    without a new size or mtime."""
+    without a new size or mtime. `resolve`: the reader's cached `resolved`."""
     try:
-        rel = path.resolve().relative_to(base).as_posix()
+        rel = resolve(path).relative_to(base).as_posix()
     except ValueError:
         rel = path.as_posix()
     try:
         info = path.stat()
     except OSError:
         return [rel, None, None]
-    if path.is_dir():  # a folder: its entries' names (new or removed class folders)
+    if stat.S_ISDIR(info.st_mode):  # a folder: its entries' names (new or removed class folders)
         return [rel, "dir", sorted(p.name for p in path.iterdir())]
     if content:
         with open(path, "rb") as handle:
@@ -142,12 +147,16 @@ def plan(
         try:
             source_units = reader.plan()
             content = source.fingerprint == "content"
-            shared = [_stat(p, base, content) for p in reader.shared_files()]
+            shared = [_stat(p, base, content, reader.resolved) for p in reader.shared_files()]
             source_print = _source_fingerprint(spec, source, key, shared)
             for position, unit in enumerate(source_units, start=len(units)):
                 if position % world_size != rank:
                     continue
-                files = [_stat(p, base, content) for item in unit.items for p in reader.item_files(item)]
+                files = [
+                    _stat(p, base, content, reader.resolved)
+                    for item in unit.items
+                    for p in reader.item_files(item)
+                ]
                 payload = json.dumps([source_print, unit.items, files], default=str)
                 unit.fingerprint = hashlib.sha256(payload.encode()).hexdigest()[:24]
             units.extend(source_units)
@@ -515,6 +524,27 @@ class _Publisher:
             )
         self.writers[key].write(row, row_bytes(row))
 
+    def write_table(
+        self, config: str, table: pa.Table, keep: list[bool], splits: list[str], sizes: list[int]
+    ) -> None:
+        """The kept rows of a unit's table, split by split, in their order (the rows of `write`)."""
+        for split in dict.fromkeys(s for s, k in zip(splits, keep) if k):
+            mask = [k and s == split for s, k in zip(splits, keep)]
+            key = (config, split)
+            if key not in self.writers:
+                features = self.features["records" if config == "records" else "rows"]
+                l = self.limits  # noqa: E741
+                self.writers[key] = ShardWriter(
+                    self.staging / config,
+                    split,
+                    features,
+                    l["max_shard_bytes"],
+                    l["max_row_group_bytes"],
+                    l["row_group_rows"],
+                )
+            chosen = [size for size, m in zip(sizes, mask) if m]
+            self.writers[key].write_table(table.filter(pa.array(mask, pa.bool_())), chosen)
+
     def swap(self) -> tuple[dict[str, list[str]], dict[str, Any]]:
         """Close the writers, replace the published configs; returns (splits per config, Parquet report)."""
         files: dict[str, list[str]] = defaultdict(list)
@@ -565,18 +595,47 @@ def _collect_unit(
         report.llm[key] = report.llm.get(key, 0) + count
 
 
+#: the columns publish reads as Python values (QC, counts, statistics); images stay in Arrow
+_RECORD_QC_COLUMNS = ("record_id", "split", "width", "height", "image_md5", "phash")
+_ROW_QC_COLUMNS = ("config", "row_id", "record_id", "source_dataset", "split", "messages")
+_STAT_DIMENSIONS = ("modality", "department", "task_type", "clinical_task", "language")
+
+
+def _image_bytes_per_row(images: pa.ChunkedArray, nested: bool) -> list[int]:
+    """Bytes of the images of each row (`images`: an `Image()` column, or a list of them)."""
+    images = images.combine_chunks()
+    if not nested:
+        return pc.fill_null(pc.binary_length(images.field("bytes")), 0).to_numpy(False).tolist()
+    lengths = pc.fill_null(pc.binary_length(images.flatten().field("bytes")), 0).to_numpy(False)
+    total = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+    offsets = images.offsets.to_numpy(False)
+    return (total[offsets[1:]] - total[offsets[:-1]]).tolist()
+
+
+def _read_unit_table(path: Path) -> pa.Table | None:
+    return pq.read_table(path) if path.is_file() else None
+
+
 def _publish_records(
     unit_dir: Path, qc: QualityControl, publisher: _Publisher, report: BuildReport
 ) -> set[str]:
     """Record QC of one unit; returns the ids of the dropped records (their rows go too)."""
     dropped: set[str] = set()
-    for row in _unit_rows([unit_dir], "records.parquet"):
+    table = _read_unit_table(unit_dir / "records.parquet")
+    if table is None:
+        return dropped
+    keep: list[bool] = []
+    view = table.select(list(_RECORD_QC_COLUMNS)).to_pylist()
+    for row in view:
         report.records_ingested += 1
         if qc.check_record(row) is not None:
             dropped.add(row["record_id"])
+            keep.append(False)
             continue
         report.records_kept += 1
-        publisher.write("records", row)
+        keep.append(True)
+    sizes = [256 + n for n in _image_bytes_per_row(table["image"], nested=False)]  # `row_bytes`
+    publisher.write_table("records", table, keep, [r["split"] for r in view], sizes)
     return dropped
 
 
@@ -590,7 +649,12 @@ def _publish_rows(
     report: BuildReport,
     stats: dict[str, Counter[str]],
 ) -> None:
-    for row in _unit_rows([unit_dir], "rows.parquet"):
+    table = _read_unit_table(unit_dir / "rows.parquet")
+    if table is None:
+        return
+    view = table.select(list(dict.fromkeys((*_ROW_QC_COLUMNS, *_STAT_DIMENSIONS)))).to_pylist()
+    keep: dict[str, list[bool]] = {}  # per config: which rows of the unit it publishes
+    for index, row in enumerate(view):
         config = row["config"]
         report.rows_generated[config] = report.rows_generated.get(config, 0) + 1
         if row["record_id"] in dropped_records:
@@ -601,13 +665,20 @@ def _publish_rows(
             continue
         if qc.check_row(row) is not None:
             continue
-        row.pop("config")
-        publisher.write(config, row)
+        keep.setdefault(config, [False] * len(view))[index] = True
         report.rows_published[config] = report.rows_published.get(config, 0) + 1
-        for dimension in ("modality", "department", "task_type", "clinical_task", "language"):
+        for dimension in _STAT_DIMENSIONS:
             if row[dimension]:
                 stats[dimension][row[dimension]] += 1
         stats["config"][config] += 1
+    if not keep:
+        return
+    text = [sum(len(m.get("content", "")) * 2 for m in row["messages"] or []) for row in view]
+    images = _image_bytes_per_row(table["images"], nested=True)
+    sizes = [256 + i + t for i, t in zip(images, text)]  # `row_bytes`
+    splits = [row["split"] for row in view]
+    for config, kept in keep.items():
+        publisher.write_table(config, table, kept, splits, sizes)
 
 
 def finalize(

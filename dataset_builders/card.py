@@ -161,13 +161,11 @@ def _table(counter: dict[str, int], title: str) -> str:
 
 def plot_statistics(stats: dict[str, dict[str, int]], path: Path) -> None:
     """Bar charts of the modality / department / task / clinical-task distributions (Table 3 style)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # the Agg canvas, without pyplot's import and global state
 
     panels = [d for d in ("modality", "department", "task_type", "clinical_task") if stats.get(d)]
-    figure, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.5 * max(1, len(panels)), 4), squeeze=False)
+    figure = Figure(figsize=(4.5 * max(1, len(panels)), 4))
+    axes = figure.subplots(1, max(1, len(panels)), squeeze=False)
     for axis, dimension in zip(axes[0], panels):
         items = list(stats[dimension].items())[:15]
         axis.barh([k for k, _ in items][::-1], [v for _, v in items][::-1], color="#4C72B0")
@@ -176,7 +174,6 @@ def plot_statistics(stats: dict[str, dict[str, int]], path: Path) -> None:
     figure.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     figure.savefig(tmp, dpi=110)
-    plt.close(figure)
     tmp.replace(path)
 
 

@@ -10,9 +10,12 @@ published instead, rebuilt from an allow-list of the segments a decoder needs:
 - JPEG: the frame, tables, scans and restart markers; every `APPn` segment (JFIF, EXIF, XMP, ICC,
   maker notes) and every comment is left out.
 
-Nothing outside the allow-list can reach a published byte, whatever a file carries. The result is
-then decoded and compared with the pixels the build decoded from the source: any difference (a
-colour transform only a dropped segment declared, an unusual file) falls back to a PNG re-encode.
+Nothing outside the allow-list can reach a published byte, whatever a file carries. The build
+decodes the rebuilt stream itself (`metadata_free_stream`, then `imaging.read_image(data=...)`),
+once per image, so the pixels it hashes, checks and publishes are by construction those of the
+published bytes; a stream that does not decode as 8-bit greyscale or RGB, or pixels that change
+on the way (windowing, resizing), fall back to a PNG re-encode. `stripped_stream` checks a stream
+against given pixels by decoding it.
 """
 
 from __future__ import annotations
@@ -99,10 +102,16 @@ def _jpeg_stream(data: bytes) -> bytes | None:
     return None
 
 
+def metadata_free_stream(data: bytes) -> bytes | None:
+    """PNG or JPEG bytes rebuilt from the allow-listed segments only, or None (another format, an
+    unusual file). Not decoded here: the build decodes this stream itself, so the pixels it
+    publishes are by construction the pixels of these bytes (`adapters.SourceReader.image_records`)."""
+    return _png_stream(data) if data.startswith(PNG_SIGNATURE) else _jpeg_stream(data)
+
+
 def stripped_stream(path: str | Path, pixels: np.ndarray) -> bytes | None:
     """The source's PNG or JPEG stream without metadata if it decodes to exactly `pixels`; else None."""
-    data = Path(path).read_bytes()
-    stream = _png_stream(data) if data.startswith(PNG_SIGNATURE) else _jpeg_stream(data)
+    stream = metadata_free_stream(Path(path).read_bytes())
     if stream is None:
         return None
     try:

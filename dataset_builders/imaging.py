@@ -322,18 +322,29 @@ def read_label_nifti(path: str | Path, limits: InputLimits = DEFAULT_LIMITS) -> 
     return np.rint(volume.data).astype(np.int32)
 
 
-def read_image(path: str | Path, limits: InputLimits = DEFAULT_LIMITS) -> np.ndarray:
+def read_image(
+    path: str | Path,
+    limits: InputLimits = DEFAULT_LIMITS,
+    data: bytes | None = None,
+    modes: tuple[str, ...] | None = None,
+) -> np.ndarray | None:
     """A 2D image file as a uint8 (H, W) or (H, W, 3) array; truncated files raise `SourceError`,
     files whose header declares more than `limits` allow raise `Oversize` before decoding.
 
     16-bit and 32-bit grayscale files are min-max scaled to 8 bits without a float copy of the
     image (a lookup table for 16-bit data), so memory stays near the file's pixel size.
+    `data`: decode these bytes (read from or rebuilt from `path`, which names them in errors);
+    `modes`: return None, before decoding, if the image's own mode is not one of them.
     """
+    import io
+
     path = Path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # `limits` decide
-            with Image.open(path) as image:
+            with Image.open(path if data is None else io.BytesIO(data)) as image:
+                if modes is not None and image.mode not in modes:
+                    return None
                 bands = len(image.getbands())
                 limits.check(path, (image.height, image.width, bands), 1, float_copy=False)
                 image.load()

@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,9 @@ class MedicalRecord:
 
     def to_row(self) -> dict[str, Any]:
         """Row for the `records` Parquet schema (see `record_features`)."""
-        row = asdict(self)
+        row = {name: getattr(self, name) for name in _FIELDS}  # shallow: `asdict` deep-copies
+        row["bbox"] = None if self.bbox is None else list(self.bbox)
+        row["label_space"] = list(self.label_space)
         row["image"] = {"bytes": row.pop("image_png"), "path": None}
         row["meta"] = json.dumps(self.meta, sort_keys=True)
         return row
@@ -77,6 +79,9 @@ class MedicalRecord:
         return cls(
             image_png=png, meta=json.loads(meta) if isinstance(meta, str) else dict(meta or {}), **kwargs
         )
+
+
+_FIELDS = tuple(MedicalRecord.__dataclass_fields__)
 
 
 def record_features():
@@ -125,16 +130,19 @@ def pixel_md5(rgb: np.ndarray) -> str:
     """md5 of the decoded RGB pixels and their shape: independent of the file encoding."""
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     digest = hashlib.md5(f"{rgb.shape}".encode())
-    digest.update(rgb.tobytes())
+    digest.update(rgb)  # the array's own buffer (contiguous): no copy
     return digest.hexdigest()
 
 
 def image_phash(rgb: np.ndarray | Image.Image) -> str:
-    """64-bit perceptual hash (DCT pHash of imagehash) as 16 hex digits."""
+    """64-bit perceptual hash (DCT pHash of imagehash) as 16 hex digits, the digits of
+    `str(imagehash.phash(image))`. A greyscale (H, W) array gives the hash of its RGB copy
+    (imagehash hashes the `L` conversion, which is the grey value itself when R = G = B)."""
     import imagehash
 
     image = rgb if isinstance(rgb, Image.Image) else Image.fromarray(np.ascontiguousarray(rgb))
-    return str(imagehash.phash(image))
+    bits = imagehash.phash(image).hash  # 8 x 8 booleans, row-major: imagehash's own digit order
+    return np.packbits(bits).tobytes().hex()
 
 
 def iter_records(folder: str | Path, split: str | None = None) -> Iterator[MedicalRecord]:

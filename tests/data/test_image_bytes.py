@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image, PngImagePlugin
 
@@ -61,3 +62,54 @@ def test_benchmark_prints_ratios_and_each_config_stores_an_image_once(tmp_path):
     assert result["gmaivl build"]["rows"]["percept"] >= 2 * result["gmaivl build"]["records"]
     for config, ratio in result["storage_ratio"].items():
         assert ratio <= 1.1, (config, ratio)
+
+
+def test_greyscale_phash_is_imagehash_of_the_rgb_copy_and_md5_is_of_the_rgb_pixels():
+    import hashlib
+
+    import imagehash
+
+    from gmaivl.dataset_builders.records import image_phash, pixel_md5
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        grey = rng.integers(0, 256, tuple(rng.integers(20, 90, 2)), dtype=np.uint8)
+        rgb = np.repeat(grey[..., None], 3, axis=-1)
+        assert image_phash(grey) == image_phash(rgb) == str(imagehash.phash(Image.fromarray(rgb)))
+        digest = hashlib.md5(str(rgb.shape).encode())
+        digest.update(rgb.tobytes())
+        assert pixel_md5(rgb) == digest.hexdigest()
+
+
+def test_shard_writer_tables_give_the_bytes_of_row_by_row_writes(tmp_path):
+    import pyarrow as pa
+
+    from gmaivl.dataset_builders.records import record_features
+    from gmaivl.dataset_builders.writer import ShardWriter, row_bytes
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(37):
+        png = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(png, format="PNG")
+        rows.append(
+            {
+                **{k: f"v{i}" for k in ("record_id", "modality", "label", "department", "source_dataset")},
+                "image": {"bytes": png.getvalue(), "path": None},
+                "split": "train",
+                "width": 8,
+                "height": 8,
+            }
+        )
+    features = record_features()
+    by_row = ShardWriter(tmp_path / "a", "train", features, 10**9, 2000, row_group_rows=10)
+    for row in rows:
+        by_row.write(row, row_bytes(row))
+    by_table = ShardWriter(tmp_path / "b", "train", features, 10**9, 2000, row_group_rows=10)
+    table = pa.Table.from_pylist(rows, schema=features.arrow_schema)
+    by_table.write_table(table.slice(0, 20), [row_bytes(r) for r in rows[:20]])
+    by_table.write(rows[20], row_bytes(rows[20]))
+    by_table.write_table(table.slice(21), [row_bytes(r) for r in rows[21:]])
+    (a,), (b,) = by_row.close(), by_table.close()
+    assert pq.ParquetFile(a).metadata.num_row_groups > 37 // 10  # the byte limit cut groups too
+    assert a.read_bytes() == b.read_bytes()
