@@ -9,12 +9,8 @@ from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ImagesKwargs, ProcessingKwargs, ProcessorMixin
 
 
-def chatml_template(image_text: str = "<image>\n") -> str:
-    """ChatML as in InternLM2 / Qwen, images rendered as `image_text` where they stand in the content.
-
-    `{% generation %}` marks what the assistant says (its <|im_end|> included) so that TRL's
-    `assistant_only_loss=True` trains those tokens only: never image placeholders or user turns.
-    """
+def render_macro(image_text: str) -> str:
+    """Jinja macro `render(content)`: a string as it is, or parts with images rendered as `image_text`."""
     return (
         "{%- macro render(content) -%}"
         "{%- if content is string -%}{{- content -}}"
@@ -23,6 +19,16 @@ def chatml_template(image_text: str = "<image>\n") -> str:
         "{%- elif part['type'] == 'text' -%}{{- part['text'] -}}"
         "{%- endif -%}{%- endfor -%}{%- endif -%}"
         "{%- endmacro -%}"
+    )
+
+
+def chatml_template(image_text: str = "<image>\n") -> str:
+    """ChatML as in InternLM2 / Qwen, images rendered as `image_text` where they stand in the content.
+
+    `{% generation %}` marks what the assistant says (its <|im_end|> included) so that TRL's
+    `assistant_only_loss=True` trains those tokens only: never image placeholders or user turns.
+    """
+    return render_macro(image_text) + (
         "{%- for message in messages -%}"
         "{%- if message['role'] == 'assistant' -%}"
         "{{- '<|im_start|>assistant\n' -}}"

@@ -46,7 +46,7 @@ from gmaivl.modeling_gmaivl import (
     GMAIVLProcessor,
 )
 from gmaivl.modeling_gmaivl.image_processing_gmaivl import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-from gmaivl.modeling_gmaivl.processing_gmaivl import chatml_template
+from gmaivl.modeling_gmaivl.processing_gmaivl import chatml_template, render_macro
 
 FORMATS = ("enhanced-llava", "llava-original")
 ENHANCED_LLAVA_TYPES = ("enhanced_llava",)
@@ -63,18 +63,6 @@ CONV_MODES = ("llava_v1", "mistral_instruct")
 
 
 # --------------------------------------------------------------------------- chat templates
-def _render_macro(image_text: str) -> str:
-    return (
-        "{%- macro render(content) -%}"
-        "{%- if content is string -%}{{- content -}}"
-        "{%- else -%}{%- for part in content -%}"
-        "{%- if part['type'] == 'image' -%}{{- '" + image_text + "' -}}"
-        "{%- elif part['type'] == 'text' -%}{{- part['text'] -}}"
-        "{%- endif -%}{%- endfor -%}{%- endif -%}"
-        "{%- endmacro -%}"
-    )
-
-
 def llava_chat_template(conv_mode: str, image_text: str = "<image>\\n") -> str:
     """LLaVA's `conv_templates[conv_mode].get_prompt()` as a Jinja chat template (llava/conversation.py):
     `llava_v1` (SeparatorStyle.TWO: system, "USER: ...", "ASSISTANT: ...</s>") or `mistral_instruct`
@@ -109,7 +97,7 @@ def llava_chat_template(conv_mode: str, image_text: str = "<image>\\n") -> str:
         )
     else:
         raise ValueError(f"conv mode {conv_mode!r}: the importer knows {', '.join(CONV_MODES)}.")
-    return _render_macro(image_text) + system_of.replace("DEFAULT", default) + body
+    return render_macro(image_text) + system_of.replace("DEFAULT", default) + body
 
 
 PROBE = [

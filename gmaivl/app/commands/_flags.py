@@ -79,6 +79,23 @@ def output_dir(parser: argparse.ArgumentParser, help: str, **kwargs: Any) -> arg
     return flag(parser, "--output-dir", "--out", dest="output_dir", metavar="DIR", help=help, **kwargs)
 
 
+def source_and_destination(parser: argparse.ArgumentParser) -> None:
+    """A checkpoint to read and a folder to write, as flags or as `SRC DST` positionals."""
+    parser.add_argument("--model", help="checkpoint folder to read")
+    output_dir(parser, "folder to write (must not exist or be empty)")
+    parser.add_argument("src", nargs="?", help="checkpoint folder to read (same as --model)")
+    parser.add_argument("dst", nargs="?", help="folder to write (same as --output-dir)")
+
+
+def resolve_source_and_destination(args: argparse.Namespace, command: str) -> tuple[str, str]:
+    src, dst = args.model or args.src, args.output_dir or args.dst
+    if not src or not dst:
+        raise ValueError(
+            f"{command}: give the checkpoint (--model SRC) and the folder to write (--output-dir DST)"
+        )
+    return src, dst
+
+
 def output_file(parser: argparse.ArgumentParser, help: str, **kwargs: Any) -> argparse.Action:
     return flag(parser, "--output", "--out", dest="output", metavar="FILE", help=help, **kwargs)
 

@@ -6,23 +6,16 @@ from __future__ import annotations
 
 import argparse
 
-from ._flags import output_dir
+from ._flags import resolve_source_and_destination, source_and_destination
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", required=True, choices=["llava", "gmaivl"], help="format to write")
-    p.add_argument("--model", help="checkpoint folder to read")
-    output_dir(p, "folder to write (must not exist or be empty)")
-    p.add_argument("src", nargs="?", help="checkpoint folder to read (same as --model)")
-    p.add_argument("dst", nargs="?", help="folder to write (same as --output-dir)")
+    source_and_destination(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    src, dst = args.model or args.src, args.output_dir or args.dst
-    if not src or not dst:
-        raise ValueError(
-            "model export: give the checkpoint (--model SRC) and the folder to write (--output-dir DST)"
-        )
+    src, dst = resolve_source_and_destination(args, "model export")
     import torch
 
     from gmaivl.core.export import export_to_llava, import_from_llava

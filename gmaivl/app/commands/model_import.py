@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._flags import output_dir
+from ._flags import resolve_source_and_destination, source_and_destination
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,8 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=["enhanced-llava", "llava-original"],
         help="format of SRC: the official GMAI-VL release, or haotian-liu/LLaVA's layout",
     )
-    p.add_argument("--model", help="checkpoint folder to read")
-    output_dir(p, "folder to write (must not exist or be empty)")
+    source_and_destination(p)
     p.add_argument(
         "--vision-tower",
         help="llava-original: local CLIP folder that the checkpoint's mm_vision_tower names "
@@ -30,16 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="llava-original: LLaVA conversation template (default: mistral_instruct for llava_mistral, "
         "else llava_v1)",
     )
-    p.add_argument("src", nargs="?", help="checkpoint folder to read (same as --model)")
-    p.add_argument("dst", nargs="?", help="folder to write (same as --output-dir)")
 
 
 def run(args: argparse.Namespace) -> int:
-    src, dst = args.model or args.src, args.output_dir or args.dst
-    if not src or not dst:
-        raise ValueError(
-            "model import: give the checkpoint (--model SRC) and the folder to write (--output-dir DST)"
-        )
+    src, dst = resolve_source_and_destination(args, "model import")
     import torch
 
     from gmaivl.core.model_import import import_checkpoint
