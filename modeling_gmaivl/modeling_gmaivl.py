@@ -18,9 +18,11 @@ imports); see README.md for which transformers versions the saved code runs on.
 
 from __future__ import annotations
 
+import importlib
 import re
 import sys
 from contextvars import ContextVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,6 +55,20 @@ GMAIVLCausalLMOutputWithPast = LlavaCausalLMOutputWithPast
 # `trust_remote_code` given to `from_pretrained`, for the language model's own code (set below).
 _TRUST_TEXT_CODE: ContextVar[bool] = ContextVar("gmaivl_trust_text_code", default=False)
 
+# The Hub arguments of `from_pretrained` that also locate the language model's own code: a pinned
+# `revision` (or `code_revision`) must pin that code too, and `token` / `cache_dir` / offline flags
+# must reach it. transformers passes none of them on to the model's `__init__`.
+HUB_CODE_KWARGS = (
+    "cache_dir",
+    "force_download",
+    "proxies",
+    "token",
+    "revision",
+    "local_files_only",
+    "code_revision",
+)
+_HUB_KWARGS: ContextVar[dict[str, Any] | None] = ContextVar("gmaivl_hub_kwargs", default=None)
+
 
 def _runs_as_trusted_code(obj: object) -> bool:
     """Code loaded through `trust_remote_code=True` lives in transformers' dynamic-modules package."""
@@ -81,12 +97,15 @@ def build_language_model(config: GMAIVLConfig) -> nn.Module:
             f"text_config.auto_map has no 'AutoModel' entry to build '{text_config.model_type}'."
         )
     source = config.name_or_path or text_config.name_or_path
+    hub_kwargs = _HUB_KWARGS.get() or {}
     if not _runs_as_trusted_code(text_config):  # a placeholder from config.json: load the real class
-        config_class = get_class_from_dynamic_module(_local_class_ref(auto_map["AutoConfig"]), source)
+        config_class = get_class_from_dynamic_module(
+            _local_class_ref(auto_map["AutoConfig"]), source, **hub_kwargs
+        )
         text_config = config_class(**text_config.to_dict())
         text_config._attn_implementation = config.text_config._attn_implementation
         config.text_config = text_config
-    model_class = get_class_from_dynamic_module(_local_class_ref(auto_map["AutoModel"]), source)
+    model_class = get_class_from_dynamic_module(_local_class_ref(auto_map["AutoModel"]), source, **hub_kwargs)
     return model_class(text_config)
 
 
@@ -162,11 +181,13 @@ class GMAIVLPreTrainedModel(LlavaPreTrainedModel):
     def from_pretrained(cls, *args, **kwargs):
         # transformers does not pass `trust_remote_code` on to the model; a language model that ships
         # its own code (InternLM2...) is loaded only when the caller opted in.
-        token = _TRUST_TEXT_CODE.set(bool(kwargs.get("trust_remote_code")))
+        trust = _TRUST_TEXT_CODE.set(bool(kwargs.get("trust_remote_code")))
+        hub = _HUB_KWARGS.set({k: kwargs[k] for k in HUB_CODE_KWARGS if kwargs.get(k) is not None})
         try:
             return super().from_pretrained(*args, **kwargs)
         finally:
-            _TRUST_TEXT_CODE.reset(token)
+            _HUB_KWARGS.reset(hub)
+            _TRUST_TEXT_CODE.reset(trust)
 
 
 class GMAIVLModel(GMAIVLPreTrainedModel, LlavaModel):
@@ -333,9 +354,12 @@ class GMAIVLForConditionalGeneration(GMAIVLPreTrainedModel, LlavaForConditionalG
             text_config.auto_map = {k: _local_class_ref(v) for k, v in (text_config.auto_map or {}).items()}
         super().save_pretrained(save_directory, *args, **kwargs)
         if not is_native(text_config):
-            source = text_config.name_or_path or self.config.name_or_path
+            # Copy the code that is running (the revision it was loaded from), not a fresh lookup.
+            package = type(self.model.language_model).__module__.rpartition(".")[0]
             for ref in text_config.auto_map.values():
-                custom_object_save(get_class_from_dynamic_module(ref, source), save_directory)
+                module_name, _, class_name = ref.rpartition(".")
+                module = importlib.import_module(f"{package}.{module_name}")
+                custom_object_save(getattr(module, class_name), save_directory)
 
 
 # `save_pretrained` writes `auto_map` and copies this code beside the weights for these auto classes.
