@@ -6,7 +6,7 @@ This file travels to the Hub with `save_pretrained`: torch and transformers only
 import numpy as np
 import torch
 from transformers.feature_extraction_utils import BatchFeature
-from transformers.processing_utils import ImagesKwargs, ProcessingKwargs, ProcessorMixin
+from transformers.processing_utils import ImagesKwargs, MultiModalData, ProcessingKwargs, ProcessorMixin
 
 
 def render_macro(image_text: str) -> str:
@@ -147,6 +147,14 @@ class GMAIVLProcessor(ProcessorMixin):
 
     def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
         return self.image_token * self.num_image_tokens
+
+    def _get_num_multimodal_tokens(self, image_sizes=None, **kwargs) -> MultiModalData:
+        """Placeholder tokens per image before processing (vLLM's Transformers backend asks): every
+        image is padded to a square and resized, so each takes `num_image_tokens`, in one patch."""
+        if image_sizes is None:
+            return MultiModalData()
+        count = len(image_sizes)
+        return MultiModalData(num_image_tokens=[self.num_image_tokens] * count, num_image_patches=[1] * count)
 
     @property
     def model_input_names(self) -> list[str]:
