@@ -104,9 +104,13 @@ class GMAIVLImageProcessor(BaseImageProcessor):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if isinstance(size, dict):  # tolerate the {"height": h, "width": w} convention
-            size = size.get("shortest_edge") or size["height"]
-        self.size = int(size)
+        if isinstance(size, dict):  # transformers' {"height": h, "width": w} convention, as saved
+            side = size.get("shortest_edge") or size["height"]
+            if size.get("width", side) != side:
+                raise ValueError(f"GMAI-VL feeds square images to its vision encoder, got size={size}")
+            size = side
+        # Saved in transformers' convention (serving engines such as vLLM read `size["height"]`).
+        self.size = {"height": int(size), "width": int(size)}
         self.image_mean = [float(m) for m in image_mean]
         self.image_std = [float(s) for s in image_std]
         self.do_pad_to_square = do_pad_to_square
@@ -117,6 +121,11 @@ class GMAIVLImageProcessor(BaseImageProcessor):
         if window is not None:
             resolve_window(window)
         self._check_intensity(intensity)
+
+    @property
+    def side(self) -> int:
+        """Side of the square fed to the vision encoder, in pixels."""
+        return self.size["height"]
 
     @staticmethod
     def _check_intensity(intensity: str) -> None:
@@ -194,9 +203,9 @@ class GMAIVLImageProcessor(BaseImageProcessor):
             top, left = (side - height) // 2, (side - width) // 2
             canvas[top : top + height, left : left + width] = array
             array = canvas
-        if array.shape[0] != self.size or array.shape[1] != self.size:
+        if array.shape[0] != self.side or array.shape[1] != self.side:
             image = Image.fromarray(np.ascontiguousarray(array))
-            array = np.asarray(image.resize((self.size, self.size), Image.Resampling.BICUBIC))
+            array = np.asarray(image.resize((self.side, self.side), Image.Resampling.BICUBIC))
         return array.astype(np.float32) / 255.0
 
     def _pad_and_resize(self, unit: np.ndarray) -> np.ndarray:
@@ -208,11 +217,11 @@ class GMAIVLImageProcessor(BaseImageProcessor):
             top, left = (side - height) // 2, (side - width) // 2
             canvas[top : top + height, left : left + width] = unit
             unit = canvas
-        if unit.shape[0] != self.size or unit.shape[1] != self.size:
+        if unit.shape[0] != self.side or unit.shape[1] != self.side:
             # Resize each channel as a 32-bit float image: no 8-bit quantisation of 16-bit data.
             channels = [
                 np.asarray(
-                    Image.fromarray(unit[..., c]).resize((self.size, self.size), Image.Resampling.BICUBIC)
+                    Image.fromarray(unit[..., c]).resize((self.side, self.side), Image.Resampling.BICUBIC)
                 )
                 for c in range(3)
             ]

@@ -161,7 +161,7 @@ def llava_image_processor(image_processor: GMAIVLImageProcessor) -> LlavaImagePr
     Padded (the default): pad to a square with the 8-bit mean colour, resize it to `size` (bicubic),
     CLIP-normalise. Unpadded: GMAI-VL stretches to the square, so no shortest-edge resize and crop.
     """
-    size, pad = image_processor.size, image_processor.do_pad_to_square
+    size, pad = image_processor.side, image_processor.do_pad_to_square
     return LlavaImageProcessorPil(
         do_pad=pad,
         size={"shortest_edge": size} if pad else {"height": size, "width": size},

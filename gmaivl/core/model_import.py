@@ -295,7 +295,7 @@ def _processor_token_ids(processor: GMAIVLProcessor) -> list[int]:
     from PIL import Image
 
     text = processor.apply_chat_template(PROBE, add_generation_prompt=True)
-    side = processor.image_processor.size
+    side = processor.image_processor.side
     image = Image.new("RGB", (side, side))
     return processor(text=[text], images=[[image]], return_tensors="pt")["input_ids"][0].tolist()
 

@@ -1,5 +1,6 @@
 """GMAIVLImageProcessor on real medical files, with hand-computed intensities."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -146,7 +147,11 @@ def test_settings_survive_save_and_load(tmp_path):
     processor = GMAIVLImageProcessor(size=64, window="bone", intensity="percentile", percentiles=(2, 98))
     processor.save_pretrained(tmp_path)
     loaded = GMAIVLImageProcessor.from_pretrained(tmp_path)
-    assert (loaded.size, loaded.window, loaded.intensity, loaded.percentiles) == (
+    assert json.loads((tmp_path / "preprocessor_config.json").read_text())["size"] == {
+        "height": 64,
+        "width": 64,
+    }
+    assert (loaded.side, loaded.window, loaded.intensity, loaded.percentiles) == (
         64,
         "bone",
         "percentile",
