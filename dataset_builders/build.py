@@ -9,32 +9,28 @@ the units whose manifest carries the current fingerprint and removes units that 
 so a rerun after the sources changed equals a fresh build. `ingest_task(rank, world_size)` is one
 task of the engine's split (`steps.IngestUnits`, run by the executors in `engine`).
 
-Stage `finalize` is a chain of small steps over the unit shards in a fixed order: the quality judge,
-record and row QC into staged Parquet writers, the swap of the staged configs into place, and the
-`BuildReport` (written as `build_report.json`, read by the card and the CLI). It is a pure function
-of the unit shards: resumed, sharded and uninterrupted builds give identical files.
+Stage `finalize` (publish) is a chain of distributed stages over the unit shards (`publish.py`):
+QC signatures, duplicate buckets, the resolution of the drops, the writers, and the assembly of the
+`BuildReport` (written as `build_report.json`, read by the card and the CLI) and the card. It is a
+pure function of the unit shards: resumed, split and uninterrupted builds give identical files.
 """
 
 from __future__ import annotations
 
 import hashlib
-import heapq
 import io
 import json
 import os
 import shutil
 import stat
 import time
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from gmaivl.core.files import atomic_write_text
 
@@ -45,17 +41,11 @@ from .imaging import SourceError
 from .labels import LabelStandardizer
 from .llm import BackendUnavailable, LLMClient, LLMError, ReplyCache, backend_from_config, validate_score
 from .prompts import judge_prompt
-from .qc import QualityControl
 from .records import MedicalRecord, record_features
 from .registry import make_reader
 from .spec import BuildSpec, SourceSpec, SpecError
 from .writer import (
-    ShardWriter,
     atomic_write_json,
-    default_limits,
-    parquet_limits_report,
-    row_bytes,
-    size_to_bytes,
     write_table_atomic,
 )
 
@@ -133,12 +123,13 @@ def _source_fingerprint(spec: BuildSpec, source: SourceSpec, key: bytes, shared:
 
 
 def plan(
-    spec: BuildSpec, key: bytes = b"", rank: int = 0, world_size: int = 1
+    spec: BuildSpec, key: bytes = b"", rank: int | None = 0, world_size: int = 1
 ) -> tuple[list[WorkUnit], list[Failure]]:
     """All work units of a spec in build order; sources that cannot be listed become failures
     (named by source, the local path in `detail`). Only the units of task `rank` of `world_size`
     (every `world_size`-th, round robin) are fingerprinted, so a task stats only its own files;
-    `mine(units, rank, world_size)` selects them."""
+    `mine(units, rank, world_size)` selects them. `rank=None` lists the units without
+    fingerprinting any (the publish stages that only read finished units)."""
     units: list[WorkUnit] = []
     failures: list[Failure] = []
     for source in spec.sources:
@@ -150,7 +141,7 @@ def plan(
             shared = [_stat(p, base, content, reader.resolved) for p in reader.shared_files()]
             source_print = _source_fingerprint(spec, source, key, shared)
             for position, unit in enumerate(source_units, start=len(units)):
-                if position % world_size != rank:
+                if rank is None or position % world_size != rank:
                     continue
                 files = [
                     _stat(p, base, content, reader.resolved)
@@ -425,34 +416,38 @@ class BuildReport:
         }
 
 
-def _judge(
-    spec: BuildSpec, unit_dirs: list[Path], client: LLMClient | None
+def judge_options(spec: BuildSpec) -> dict[str, Any] | None:
+    """The quality judge's settings, or None when it is off."""
+    options = dict(spec.generation.get("judge") or {})
+    if not options.get("enabled", True):
+        return None
+    return {
+        "samples": int(options.get("samples", 30)),
+        "threshold": float(options.get("threshold", 3.0)),
+        "configs": sorted(set(options.get("configs", ["caption", "instruct"]))),
+        "drop_rejected": bool(options.get("drop_rejected", True)),
+    }
+
+
+def judge_rank(spec: BuildSpec, row_id: str) -> int:
+    """A row's place in its source's judge sample: the `samples` highest ranks are scored."""
+    return -int(hashlib.sha256(f"{spec.seed}|judge|{row_id}".encode()).hexdigest()[:15], 16)
+
+
+def judge_sources(
+    spec: BuildSpec, samples: dict[str, list[dict[str, Any]]], client: LLMClient
 ) -> tuple[dict[str, dict[str, Any]], set[str]]:
-    """GMAI-VL's quality judge: score `samples` rows per source; accept when the mean <= threshold."""
+    """GMAI-VL's quality judge: score the sampled rows of each source (in row id order); a source
+    is accepted when their mean score <= threshold."""
     from PIL import Image
 
-    options = dict(spec.generation.get("judge") or {})
-    if client is None or not options.get("enabled", True):
-        return {}, set()
-    samples = int(options.get("samples", 30))
-    threshold = float(options.get("threshold", 3.0))
-    configs = set(options.get("configs", ["caption", "instruct"]))
-    heaps: dict[str, list[tuple[int, str, dict[str, Any]]]] = defaultdict(list)
-    for row in _unit_rows(unit_dirs, "rows.parquet"):
-        if row["config"] not in configs:
-            continue
-        rank = -int(hashlib.sha256(f"{spec.seed}|judge|{row['row_id']}".encode()).hexdigest()[:15], 16)
-        heap = heaps[row["source_dataset"]]
-        entry = (rank, row["row_id"], row)
-        if len(heap) < samples:
-            heapq.heappush(heap, entry)
-        elif rank > heap[0][0]:
-            heapq.heapreplace(heap, entry)
+    options = judge_options(spec) or {}
+    threshold = options.get("threshold", 3.0)
     results: dict[str, dict[str, Any]] = {}
     rejected: set[str] = set()
-    for source in sorted(heaps):
+    for source in sorted(samples):
         scores, errors = [], 0
-        for _, _row_id, row in sorted(heaps[source], key=lambda e: e[1]):
+        for row in sorted(samples[source], key=lambda r: r["row_id"]):
             images = [Image.open(io.BytesIO(i["bytes"])).convert("RGB") for i in row["images"]]
             keys = [hashlib.md5(i["bytes"]).hexdigest() for i in row["images"]]
             try:
@@ -467,7 +462,7 @@ def _judge(
         mean = sum(scores) / len(scores) if scores else None
         accepted = mean is not None and mean <= threshold
         results[source] = {
-            "sampled": len(heaps[source]),
+            "sampled": len(samples[source]),
             "scored": len(scores),
             "errors": errors,
             "mean_score": mean,
@@ -478,93 +473,6 @@ def _judge(
     if not options.get("drop_rejected", True):
         rejected = set()
     return results, rejected
-
-
-def _unit_rows(unit_dirs: list[Path], name: str) -> Iterator[dict[str, Any]]:
-    for unit in unit_dirs:
-        path = unit / name
-        if path.is_file():
-            parquet = pq.ParquetFile(path)
-            for group in range(parquet.num_row_groups):
-                yield from parquet.read_row_group(group).to_pylist()
-
-
-class _Publisher:
-    """Staged Parquet writers, one per (config, split), swapped into place when all are closed."""
-
-    def __init__(self, spec: BuildSpec, out: Path) -> None:
-        limits = default_limits()
-        publish = spec.publish
-        self.out = out
-        self.limits = {
-            "max_shard_bytes": size_to_bytes(publish.get("max_shard_size", limits["max_shard_bytes"])),
-            "max_row_group_bytes": size_to_bytes(
-                publish.get("max_row_group_size", limits["max_row_group_bytes"])
-            ),
-            "row_group_rows": int(publish.get("row_group_rows", limits["row_group_rows"])),
-        }
-        self.staging = out / f".staging-{os.getpid()}"
-        for stale in [self.staging, *out.glob(".staging-*")]:
-            shutil.rmtree(stale, ignore_errors=True)
-        self.writers: dict[tuple[str, str], ShardWriter] = {}
-        self.features = {"records": record_features(), "rows": row_features()}
-
-    def write(self, config: str, row: dict[str, Any]) -> None:
-        key = (config, row["split"])
-        if key not in self.writers:
-            features = self.features["records" if config == "records" else "rows"]
-            l = self.limits  # noqa: E741
-            self.writers[key] = ShardWriter(
-                self.staging / config,
-                row["split"],
-                features,
-                l["max_shard_bytes"],
-                l["max_row_group_bytes"],
-                l["row_group_rows"],
-            )
-        self.writers[key].write(row, row_bytes(row))
-
-    def write_table(
-        self, config: str, table: pa.Table, keep: list[bool], splits: list[str], sizes: list[int]
-    ) -> None:
-        """The kept rows of a unit's table, split by split, in their order (the rows of `write`)."""
-        for split in dict.fromkeys(s for s, k in zip(splits, keep) if k):
-            mask = [k and s == split for s, k in zip(splits, keep)]
-            key = (config, split)
-            if key not in self.writers:
-                features = self.features["records" if config == "records" else "rows"]
-                l = self.limits  # noqa: E741
-                self.writers[key] = ShardWriter(
-                    self.staging / config,
-                    split,
-                    features,
-                    l["max_shard_bytes"],
-                    l["max_row_group_bytes"],
-                    l["row_group_rows"],
-                )
-            chosen = [size for size, m in zip(sizes, mask) if m]
-            self.writers[key].write_table(table.filter(pa.array(mask, pa.bool_())), chosen)
-
-    def swap(self) -> tuple[dict[str, list[str]], dict[str, Any]]:
-        """Close the writers, replace the published configs; returns (splits per config, Parquet report)."""
-        files: dict[str, list[str]] = defaultdict(list)
-        all_files: list[Path] = []
-        for (config, _split), writer in sorted(self.writers.items()):
-            for path in writer.close():
-                files[config].append(path.relative_to(self.staging / config).as_posix())
-                all_files.append(path)
-        limits_report = parquet_limits_report(all_files)
-        for config_dir in sorted(self.staging.iterdir()) if self.staging.exists() else []:
-            target = self.out / config_dir.name
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(config_dir, target)
-        for config in CONFIGS:
-            if config not in files and (self.out / config).exists():
-                shutil.rmtree(self.out / config)
-        shutil.rmtree(self.staging, ignore_errors=True)
-        splits = {config: sorted({name.split("-")[0] for name in names}) for config, names in files.items()}
-        return splits, limits_report
 
 
 def _json_line(value: Any) -> str:
@@ -595,138 +503,14 @@ def _collect_unit(
         report.llm[key] = report.llm.get(key, 0) + count
 
 
-#: the columns publish reads as Python values (QC, counts, statistics); images stay in Arrow
-_RECORD_QC_COLUMNS = ("record_id", "split", "width", "height", "image_md5", "phash")
-_ROW_QC_COLUMNS = ("config", "row_id", "record_id", "source_dataset", "split", "messages")
-_STAT_DIMENSIONS = ("modality", "department", "task_type", "clinical_task", "language")
-
-
-def _image_bytes_per_row(images: pa.ChunkedArray, nested: bool) -> list[int]:
-    """Bytes of the images of each row (`images`: an `Image()` column, or a list of them)."""
-    images = images.combine_chunks()
-    if not nested:
-        return pc.fill_null(pc.binary_length(images.field("bytes")), 0).to_numpy(False).tolist()
-    lengths = pc.fill_null(pc.binary_length(images.flatten().field("bytes")), 0).to_numpy(False)
-    total = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-    offsets = images.offsets.to_numpy(False)
-    return (total[offsets[1:]] - total[offsets[:-1]]).tolist()
-
-
-def _read_unit_table(path: Path) -> pa.Table | None:
-    return pq.read_table(path) if path.is_file() else None
-
-
-def _publish_records(
-    unit_dir: Path, qc: QualityControl, publisher: _Publisher, report: BuildReport
-) -> set[str]:
-    """Record QC of one unit; returns the ids of the dropped records (their rows go too)."""
-    dropped: set[str] = set()
-    table = _read_unit_table(unit_dir / "records.parquet")
-    if table is None:
-        return dropped
-    keep: list[bool] = []
-    view = table.select(list(_RECORD_QC_COLUMNS)).to_pylist()
-    for row in view:
-        report.records_ingested += 1
-        if qc.check_record(row) is not None:
-            dropped.add(row["record_id"])
-            keep.append(False)
-            continue
-        report.records_kept += 1
-        keep.append(True)
-    sizes = [256 + n for n in _image_bytes_per_row(table["image"], nested=False)]  # `row_bytes`
-    publisher.write_table("records", table, keep, [r["split"] for r in view], sizes)
-    return dropped
-
-
-def _publish_rows(
-    unit_dir: Path,
-    dropped_records: set[str],
-    rejected: set[str],
-    judged_configs: set[str],
-    qc: QualityControl,
-    publisher: _Publisher,
-    report: BuildReport,
-    stats: dict[str, Counter[str]],
-) -> None:
-    table = _read_unit_table(unit_dir / "rows.parquet")
-    if table is None:
-        return
-    view = table.select(list(dict.fromkeys((*_ROW_QC_COLUMNS, *_STAT_DIMENSIONS)))).to_pylist()
-    keep: dict[str, list[bool]] = {}  # per config: which rows of the unit it publishes
-    for index, row in enumerate(view):
-        config = row["config"]
-        report.rows_generated[config] = report.rows_generated.get(config, 0) + 1
-        if row["record_id"] in dropped_records:
-            qc.dropped["rows_of_dropped_image"] += 1
-            continue
-        if row["source_dataset"] in rejected and config in judged_configs:
-            qc.dropped["judge_rejected_source"] += 1
-            continue
-        if qc.check_row(row) is not None:
-            continue
-        keep.setdefault(config, [False] * len(view))[index] = True
-        report.rows_published[config] = report.rows_published.get(config, 0) + 1
-        for dimension in _STAT_DIMENSIONS:
-            if row[dimension]:
-                stats[dimension][row[dimension]] += 1
-        stats["config"][config] += 1
-    if not keep:
-        return
-    text = [sum(len(m.get("content", "")) * 2 for m in row["messages"] or []) for row in view]
-    images = _image_bytes_per_row(table["images"], nested=True)
-    sizes = [256 + i + t for i, t in zip(images, text)]  # `row_bytes`
-    splits = [row["split"] for row in view]
-    for config, kept in keep.items():
-        publisher.write_table(config, table, kept, splits, sizes)
-
-
 def finalize(
     spec: BuildSpec, out: str | Path, client_factory: ClientFactory | None = None, progress: bool = True
 ) -> BuildReport:
-    """QC, judge and publish every unit shard into the dataset folder; returns the build report."""
-    from tqdm.auto import tqdm
+    """QC, judge and publish every unit shard into the dataset folder, each publish stage as one
+    task on this machine (`engine.publish`, `publish.py`); returns the build report."""
+    from .engine import publish
 
-    from .card import write_card
-
-    out = Path(out)
-    check_output_dir(spec, out)
-    started = time.perf_counter()
-    key = resolve_id_key(spec, work_dir(out))
-    units, plan_failures = plan(spec, key)
-    _remove_stale_units(out, units)
-    missing = [u for u in units if not unit_done(out, u)]
-    if missing:
-        raise StaleUnits(_missing_units_message(out, units, missing, key))
-    unit_dirs = [work_dir(out) / "units" / u.unit_id for u in units]
-    report = BuildReport(name=spec.name, spec_fingerprint=spec.fingerprint(), units=len(units))
-    local_failures: list[dict[str, Any]] = []
-    _collect_unit({"failures": [asdict(f) for f in plan_failures], "dropped": {}}, report, local_failures)
-    client = (client_factory or default_client_factory(spec))(out)
-    report.judge, rejected = _judge(spec, unit_dirs, client)
-    judged = set((spec.generation.get("judge") or {}).get("configs", ["caption", "instruct"]))
-    qc = QualityControl(spec.qc, Path(spec.spec_file).parent if spec.spec_file else None)
-    publisher = _Publisher(spec, out)
-    stats: dict[str, Counter[str]] = defaultdict(Counter)
-    for unit_dir in tqdm(unit_dirs, desc="finalize", unit="unit", disable=not progress):
-        _collect_unit(
-            json.loads((unit_dir / "manifest.json").read_text(encoding="utf-8")), report, local_failures
-        )
-        dropped = _publish_records(unit_dir, qc, publisher, report)
-        _publish_rows(unit_dir, dropped, rejected, judged, qc, publisher, report, stats)
-    report.splits, report.parquet = publisher.swap()
-    report.limits = publisher.limits
-    report.dropped_qc = dict(qc.dropped)
-    report.stats = {k: dict(v.most_common()) for k, v in stats.items()}
-    report.finalize_seconds = round(time.perf_counter() - started, 2)
-    atomic_write_text(
-        work_dir(out) / "failures.jsonl",
-        "".join(_json_line(f) for f in local_failures),
-    )
-    atomic_write_json(out / "build_report.json", report.to_dict())
-    write_card(spec, out, report)
-    finish_ingest_scope(out)
-    return report
+    return publish(spec, out, client_factory=client_factory, progress=progress)
 
 
 class StaleUnits(RuntimeError):

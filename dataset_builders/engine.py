@@ -1,21 +1,27 @@
 """Which datatrove executor runs the build's steps (`steps.py`): this machine, or a Slurm cluster.
 
-- `run_build` / `ingest`: datatrove's `LocalPipelineExecutor`. `tasks` tasks split the work units
-  round robin and `workers` processes run them; the published folder does not depend on either.
-  Machines without a scheduler share the output folder (or gather `_work/units/`), each running
-  `local_tasks` of the `tasks` from `local_rank_offset` on, then one of them publishes.
-- `slurm_build`: datatrove's `SlurmPipelineExecutor`: an array job of ingest tasks and a publish job
-  that depends on it (`sbatch` scripts written to the engine folder, see `build.ingest_scope`).
+- `run_build` / `ingest` / `publish`: datatrove's `LocalPipelineExecutor`. `tasks` tasks split the
+  work units round robin and `workers` processes run them; publish is five executors chained with
+  `depends=` (`steps.PUBLISH_STEPS`: signatures, buckets, resolve, write, assemble), whose task
+  counts default to `tasks` (write: at most one task per config). The published folder depends on
+  none of these counts. Machines without a scheduler share the output folder (or gather
+  `_work/units/`), each running `local_tasks` of the `tasks` from `local_rank_offset` on, then one
+  of them publishes.
+- `slurm_build`: datatrove's `SlurmPipelineExecutor`: an array job of ingest tasks, then one job
+  (an array where the stage has several tasks) per publish stage, each depending on the one before
+  (`sbatch` scripts written to the engine folder, see `build.ingest_scope`).
 
-Completion is the engine's: a task that finished has a completion file and is skipped when the
-same build is run again; a killed or failed task runs again (and inside it, units already written
-with their current fingerprint are skipped).
+Completion is the engine's, per stage: a task that finished has a completion file and is skipped
+when the same build is run again; a killed or failed task runs again (and inside an ingest task,
+units already written with their current fingerprint are skipped).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +32,13 @@ from .build import (
     ClientFactory,
     StaleUnits,
     check_output_dir,
-    finalize,
     finish_ingest_scope,
     ingest_scope,
+    judge_options,
 )
+from .publish import Layout, load_report
 from .spec import BuildSpec, load_build_spec
-from .steps import IngestUnits, PublishCorpus
+from .steps import PUBLISH_STEPS, IngestUnits
 
 
 def _spec(spec: BuildSpec | str | Path) -> BuildSpec:
@@ -88,6 +95,81 @@ def ingest(
     }
 
 
+def _judge_possible(spec: BuildSpec, client_factory: ClientFactory | None) -> bool:
+    """Whether the signature tasks sample rows for the judge (an LLM backend, or a given client)."""
+    backend = spec.generation.get("backend", "templates")
+    return judge_options(spec) is not None and (client_factory is not None or backend != "templates")
+
+
+def _publish_chain(
+    spec: BuildSpec,
+    layout: Layout,
+    make: Callable[[Any, str, Any], Any],
+    client_factory: ClientFactory | None = None,
+    crash: tuple[str, int] | None = None,
+) -> Any:
+    """The publish stages as executors, each depending on the one before; returns the last."""
+    previous = None
+    for step in PUBLISH_STEPS:
+        options: dict[str, Any] = {}
+        if step.stage == "signatures":
+            options["judge"] = _judge_possible(spec, client_factory)
+        if step.stage == "resolve":
+            options["client_factory"] = client_factory
+        if crash and crash[0] == step.stage:
+            options["crash_after_units"] = crash[1]
+        previous = make(step(spec, layout, **options), step.stage, previous)
+    return previous
+
+
+def publish_layout(
+    out: str | Path,
+    tasks: int = 1,
+    signature_tasks: int | None = None,
+    bucket_tasks: int | None = None,
+    write_tasks: int | None = None,
+) -> Layout:
+    """Task counts of the publish stages (each defaults to `tasks`) and their folder."""
+    return Layout.create(out, signature_tasks or tasks, bucket_tasks or tasks, write_tasks or tasks)
+
+
+def publish(
+    spec: BuildSpec | str | Path,
+    out: str | Path,
+    tasks: int = 1,
+    workers: int = 1,
+    signature_tasks: int | None = None,
+    bucket_tasks: int | None = None,
+    write_tasks: int | None = None,
+    client_factory: ClientFactory | None = None,
+    crash: tuple[str, int] | None = None,
+    progress: bool = True,
+) -> BuildReport:
+    """Run the publish stages on this machine (`workers` processes); returns the `BuildReport`.
+    `crash` (stage, units): that stage's tasks raise `SimulatedCrash` after that many units."""
+    spec = _spec(spec)
+    out = Path(out)
+    check_output_dir(spec, out)
+    layout = publish_layout(out, tasks, signature_tasks, bucket_tasks, write_tasks)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    started = layout.root / "started"
+    if not started.is_file():
+        started.write_text(repr(time.time()))
+
+    def make(step: Any, stage: str, depends: Any) -> LocalPipelineExecutor:
+        count = layout.tasks(stage)
+        return LocalPipelineExecutor(
+            [step],
+            tasks=count,
+            workers=min(workers, count),
+            logging_dir=str(layout.logs(stage)),
+            depends=depends,
+        )
+
+    _publish_chain(spec, layout, make, client_factory, crash).run()
+    return load_report(layout)
+
+
 def run_build(
     spec: BuildSpec | str | Path,
     out: str | Path,
@@ -99,10 +181,16 @@ def run_build(
     client_factory: ClientFactory | None = None,
     crash_after_units: int | None = None,
     progress: bool = True,
+    signature_tasks: int | None = None,
+    bucket_tasks: int | None = None,
+    write_tasks: int | None = None,
+    crash: tuple[str, int] | None = None,
 ) -> BuildReport | dict[str, Any]:
     """Run the requested stages on this machine; returns the `BuildReport` (or `{"ingest": counts}`
-    without finalize). If the sources changed after some tasks of a resumed build finished, those
-    tasks run again in a new scope, so the result still equals a fresh build."""
+    without finalize). The publish stages run `signature_tasks`, `bucket_tasks` and `write_tasks`
+    tasks (default: `tasks`). If the sources changed after some tasks of a resumed build finished,
+    those tasks run again in a new scope, so the result still equals a fresh build.
+    `crash_after_units`: ingest tasks crash after that many units; `crash`: see `publish`."""
     spec = _spec(spec)
     check_output_dir(spec, out)
     out = Path(out)
@@ -120,14 +208,23 @@ def run_build(
         result["ingest"] = ingest(spec, out, crash_after_units=crash_after_units, **options)
     if "finalize" not in stages:
         return result
+    publish_options: dict[str, Any] = dict(
+        tasks=tasks or workers,
+        workers=workers,
+        signature_tasks=signature_tasks,
+        bucket_tasks=bucket_tasks,
+        write_tasks=write_tasks,
+        client_factory=client_factory,
+        progress=progress,
+    )
     try:
-        report = finalize(spec, out, client_factory, progress)
+        report = publish(spec, out, crash=crash, **publish_options)
     except StaleUnits:
         if "ingest" not in stages or local_tasks is not None:
             raise
         finish_ingest_scope(out)
         result["ingest"] = ingest(spec, out, **options)
-        report = finalize(spec, out, client_factory, progress)
+        report = publish(spec, out, **publish_options)
     report.ingest = result.get("ingest")
     return report
 
@@ -143,11 +240,18 @@ def slurm_build(
     max_parallel: int = -1,
     env_command: str | None = None,
     sbatch_args: dict[str, Any] | None = None,
+    signature_tasks: int | None = None,
+    bucket_tasks: int | None = None,
+    write_tasks: int | None = None,
 ) -> dict[str, Any]:
-    """Submit the build to Slurm: an array of `tasks` ingest tasks (at most `max_parallel` at once)
-    and a publish job that starts when all of them succeeded. Returns the job ids and the folder of
-    the launch scripts and logs. `env_command` prepares each job's shell (default: activate this
-    Python's virtual environment)."""
+    """Submit the build to Slurm: an array of `tasks` ingest tasks (at most `max_parallel` at once),
+    then one job per publish stage (arrays of `signature_tasks`, `bucket_tasks` and `write_tasks`,
+    default `tasks`), each starting when the one before succeeded. Returns the job ids (`jobs`, by
+    stage, and `ingest_job` / `publish_job`, the first and the last) and the folders of the launch
+    scripts and logs in the order they run (`scripts`). `env_command` prepares each job's shell
+    (default: activate this Python's virtual environment)."""
+    import time as clock
+
     spec = _spec(spec)
     out = Path(out).resolve()
     check_output_dir(spec, out)
@@ -172,17 +276,29 @@ def slurm_build(
         logging_dir=str(scope / "slurm-ingest"),
         **common,
     )
-    publish_job = SlurmPipelineExecutor(
-        [PublishCorpus(spec, out)],
-        tasks=1,
-        job_name=f"{spec.name}-publish",
-        logging_dir=str(scope / "slurm-publish"),
-        depends=ingest_job,
-        **common,
-    )
-    publish_job.run()
+    layout = publish_layout(out, tasks, signature_tasks, bucket_tasks, write_tasks)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    (layout.root / "started").write_text(repr(clock.time()))
+    executors = {"ingest": ingest_job}
+
+    def make(step: Any, stage: str, depends: Any) -> SlurmPipelineExecutor:
+        executors[stage] = SlurmPipelineExecutor(
+            [step],
+            tasks=layout.tasks(stage),
+            workers=max_parallel,
+            job_name=f"{spec.name}-publish-{stage}",
+            logging_dir=str(layout.logs(f"slurm-{stage}")),
+            depends=depends or ingest_job,
+            **common,
+        )
+        return executors[stage]
+
+    last = _publish_chain(spec, layout, make)
+    last.run()
     return {
+        "jobs": {stage: executor.job_id for stage, executor in executors.items()},
         "ingest_job": ingest_job.job_id,
-        "publish_job": publish_job.job_id,
-        "scripts": [str(scope / "slurm-ingest"), str(scope / "slurm-publish")],
+        "publish_job": last.job_id,
+        "scripts": [str(executor.logging_dir.path) for executor in executors.values()],
+        "tasks": {stage: executor.world_size for stage, executor in executors.items()},
     }

@@ -101,7 +101,7 @@ class HammingIndex:
         return len(self.owners)
 
 
-def _owner_key(record_id: str) -> int:
+def owner_key(record_id: str) -> int:
     """The image a record belongs to: several boxes of one image share it."""
     image_id = record_id.split("#b", 1)[0].split("#a", 1)[0]
     return hash_int(image_id)
@@ -143,20 +143,20 @@ class BenchmarkIndex:
         return md5 in self.md5 or self.phash.find(int(phash, 16)) is not None
 
 
-class QualityControl:
-    """Streaming QC state; `check_record` / `check_row` return a drop reason or None."""
+class QCRules:
+    """The checks of one row that need no other row: image size and benchmark decontamination of a
+    record, the token limits of a row, and the MinHash LSH band keys of a text. Every publish stage
+    that needs them builds its own (the benchmark index is small); `QualityControl` adds the
+    cross-row state of the sequential checks, `publish` the distributed ones."""
 
     def __init__(self, options: dict[str, Any], base_dir: Path | None = None) -> None:
         self.min_side = int(options.get("min_image_side", 64))
-        self.md5_owner: dict[str, int] = {}
-        self.phash = HammingIndex(int(options.get("phash_distance", 0)))
+        self.phash_distance = int(options.get("phash_distance", 0))
         self.min_caption_tokens = int(options.get("min_caption_tokens", 10))
         self.max_tokens = int(options.get("max_tokens", 1024))
         self.minhash_configs = set(options.get("minhash_configs", ["text_single", "text_multi"]))
         self.minhash_threshold = float(options.get("minhash_threshold", 0.9))
         self.num_perm = int(options.get("minhash_num_perm", 128))
-        self._lsh: dict[str, Any] = {}
-        self.dropped: Counter[str] = Counter()
         self.benchmarks = BenchmarkIndex(
             int(options.get("decontamination_distance", DECONTAMINATION_DISTANCE))
         )
@@ -170,6 +170,69 @@ class QualityControl:
                 self.benchmarks.add_tsv(path)
             else:
                 raise ValueError(f"qc.decontaminate: {path} is neither a folder of images nor a .tsv file")
+        self._bands: list[tuple[int, int]] | None = None
+
+    def record_reason(self, record: dict[str, Any]) -> str | None:
+        """`image_too_small` or `benchmark_contamination` (checked in this order), else None."""
+        if min(int(record["width"]), int(record["height"])) < self.min_side:
+            return "image_too_small"
+        if self.benchmarks.count and self.benchmarks.matches(record["image_md5"], record["phash"]):
+            return "benchmark_contamination"
+        return None
+
+    def row_reason(self, row: dict[str, Any]) -> str | None:
+        """`text_too_long` or `caption_too_short`, else None."""
+        messages = row["messages"]
+        if count_tokens(row_text(row)) > self.max_tokens:
+            return "text_too_long"
+        if row["config"] == "caption":
+            answer = " ".join(m["content"] for m in messages if m["role"] == "assistant")
+            if count_tokens(answer) < self.min_caption_tokens:
+                return "caption_too_short"
+        return None
+
+    def minhash(self, text: str):
+        from datasketch import MinHash
+
+        tokens = [t.lower() for t in _TOKEN.findall(text)]
+        shingles = {" ".join(tokens[i : i + 3]) for i in range(max(1, len(tokens) - 2))}
+        signature = MinHash(num_perm=self.num_perm, seed=1)
+        signature.update_batch([s.encode() for s in shingles])
+        return signature
+
+    def band_keys(self, text: str) -> list[bytes]:
+        """One 16-byte key per LSH band of `MinHashLSH(minhash_threshold, num_perm)`: two texts are
+        candidates of that index's `query` exactly when they share a key of the same band."""
+        import hashlib
+
+        if self._bands is None:
+            from datasketch import MinHashLSH
+
+            self._bands = MinHashLSH(threshold=self.minhash_threshold, num_perm=self.num_perm).hashranges
+        values = self.minhash(text).hashvalues
+        return [
+            hashlib.blake2b(bytes(values[start:end].byteswap().data), digest_size=16).digest()
+            for start, end in self._bands
+        ]
+
+
+def row_text(row: dict[str, Any]) -> str:
+    return "\n".join(m["content"] for m in row["messages"])
+
+
+class QualityControl:
+    """Streaming QC state in one process (the checks of `QCRules`, then md5, pHash and MinHash
+    against every earlier kept item); `check_record` / `check_row` return a drop reason or None.
+    The build publishes with `publish`, which gives the same decisions from distributed stages."""
+
+    def __init__(self, options: dict[str, Any], base_dir: Path | None = None) -> None:
+        self.rules = QCRules(options, base_dir)
+        self.md5_owner: dict[str, int] = {}
+        self.phash = HammingIndex(self.rules.phash_distance)
+        self.minhash_configs = self.rules.minhash_configs
+        self._lsh: dict[str, Any] = {}
+        self.dropped: Counter[str] = Counter()
+        self.benchmarks = self.rules.benchmarks
 
     def check_record(self, record: dict[str, Any]) -> str | None:
         reason = self._record_reason(record)
@@ -178,11 +241,10 @@ class QualityControl:
         return reason
 
     def _record_reason(self, record: dict[str, Any]) -> str | None:
-        if min(int(record["width"]), int(record["height"])) < self.min_side:
-            return "image_too_small"
-        if self.benchmarks.count and self.benchmarks.matches(record["image_md5"], record["phash"]):
-            return "benchmark_contamination"
-        owner = _owner_key(record["record_id"])
+        reason = self.rules.record_reason(record)
+        if reason:
+            return reason
+        owner = owner_key(record["record_id"])
         md5_owner = self.md5_owner.get(record["image_md5"])
         if md5_owner is not None and md5_owner != owner:
             return "duplicate_image_md5"
@@ -201,30 +263,24 @@ class QualityControl:
         return reason
 
     def _row_reason(self, row: dict[str, Any]) -> str | None:
-        messages = row["messages"]
-        text = "\n".join(m["content"] for m in messages)
-        if count_tokens(text) > self.max_tokens:
-            return "text_too_long"
-        if row["config"] == "caption":
-            answer = " ".join(m["content"] for m in messages if m["role"] == "assistant")
-            if count_tokens(answer) < self.min_caption_tokens:
-                return "caption_too_short"
+        reason = self.rules.row_reason(row)
+        if reason:
+            return reason
         if row["config"] in self.minhash_configs and self._near_duplicate_text(
-            row["config"], row["row_id"], text
+            row["config"], row["row_id"], row_text(row)
         ):
             return "near_duplicate_text"
         return None
 
     def _near_duplicate_text(self, config: str, key: str, text: str) -> bool:
-        from datasketch import MinHash, MinHashLSH
+        from datasketch import MinHashLSH
 
         lsh = self._lsh.get(config)
         if lsh is None:
-            lsh = self._lsh[config] = MinHashLSH(threshold=self.minhash_threshold, num_perm=self.num_perm)
-        tokens = [t.lower() for t in _TOKEN.findall(text)]
-        shingles = {" ".join(tokens[i : i + 3]) for i in range(max(1, len(tokens) - 2))}
-        signature = MinHash(num_perm=self.num_perm, seed=1)
-        signature.update_batch([s.encode() for s in shingles])
+            lsh = self._lsh[config] = MinHashLSH(
+                threshold=self.rules.minhash_threshold, num_perm=self.rules.num_perm
+            )
+        signature = self.rules.minhash(text)
         if lsh.query(signature):
             return True
         lsh.insert(key, signature)

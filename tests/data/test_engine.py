@@ -1,6 +1,7 @@
 """The build on datatrove's executors: any split into tasks, processes or machines publishes the
-same bytes; the engine's completion files skip finished tasks; Slurm gets an array job and a
-publish job that, run as Slurm would run them, publish the same bytes again."""
+same bytes; the engine's completion files skip finished tasks; Slurm gets an array job of ingest
+tasks and one job per publish stage that, run as Slurm would run them, publish the same bytes again
+(the publish stages with many tasks: tests/data/test_publish_stages.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dill
 import pytest
 
 from gmaivl.dataset_builders.build import SimulatedCrash, StaleUnits, finalize
@@ -102,7 +104,13 @@ print(f"Submitted batch job {{1000 + number}}")
 """
 
 
-def test_slurm_gets_an_array_job_and_a_dependent_publish_job(built, demo_spec, tmp_path, monkeypatch):
+def job_name(script: str) -> str:
+    return next(
+        line.split("=", 1)[1] for line in script.splitlines() if line.startswith("#SBATCH --job-name=")
+    )
+
+
+def test_slurm_gets_an_array_job_and_dependent_publish_stage_jobs(built, demo_spec, tmp_path, monkeypatch):
     reference, _ = built
     calls = tmp_path / "sbatch-calls"
     calls.mkdir()
@@ -116,18 +124,43 @@ def test_slurm_gets_an_array_job_and_a_dependent_publish_job(built, demo_spec, t
         tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     out = tmp_path / "slurm"
-    submitted = slurm_build(demo_spec, out, tasks=2, partition="cpu", time="01:00:00", max_parallel=2)
+    submitted = slurm_build(
+        demo_spec,
+        out,
+        tasks=2,
+        partition="cpu",
+        time="01:00:00",
+        max_parallel=2,
+        bucket_tasks=2,
+        write_tasks=2,
+    )
+    stages = ["ingest", "signatures", "buckets", "resolve", "write", "assemble"]
+    assert list(submitted["jobs"]) == stages
+    assert [submitted["tasks"][s] for s in stages] == [2, 2, 2, 1, 2, 1]
     scripts = {p.stem: p.read_text() for p in calls.glob("*.slurm")}
     args = {p.stem: p.read_text() for p in calls.glob("*.args")}
-    ingest_script = next(s for s in scripts.values() if "-ingest" in s and "launch_pickled_pipeline" in s)
-    publish_key = next(k for k, s in scripts.items() if "-publish" in s and "launch_pickled_pipeline" in s)
-    assert "#SBATCH --array=0-1%2" in ingest_script and "#SBATCH --partition=cpu" in ingest_script
-    assert f"--dependency=afterok:{submitted['ingest_job']}" in args[publish_key]
-    assert "#SBATCH --array=0-0" in scripts[publish_key]
-    # run the jobs as Slurm would: each array task with its SLURM_ARRAY_TASK_ID, then publish
-    for folder, array in ((submitted["scripts"][0], 2), (submitted["scripts"][1], 1)):
-        for task in range(array):
-            env = {**os.environ, "SLURM_ARRAY_TASK_ID": str(task), "RUN_OFFSET": "0", "SLURM_NODELIST": "n1"}
-            run = [str(Path(sys.executable).parent / "launch_pickled_pipeline"), f"{folder}/executor.pik"]
-            subprocess.run(run, env=env, check=True, capture_output=True, timeout=300)
+    launch = {k: s for k, s in scripts.items() if "launch_pickled_pipeline" in s}
+    for index, stage in enumerate(stages):
+        name = "-ingest" if stage == "ingest" else f"-publish-{stage}"
+        key = next(k for k, s in launch.items() if job_name(s).endswith(name))
+        tasks = submitted["tasks"][stage]
+        array = f"#SBATCH --array=0-{tasks - 1}" + ("%2" if tasks > 1 else "")
+        assert array in launch[key] and "#SBATCH --partition=cpu" in launch[key], stage
+        if index:  # each stage starts when the one before succeeded
+            assert f"--dependency=afterok:{submitted['jobs'][stages[index - 1]]}" in args[key], stage
+    # run the jobs as Slurm would, stage after stage: each array task with its SLURM_ARRAY_TASK_ID,
+    # the ingest tasks through `launch_pickled_pipeline` (the command of the scripts), the publish
+    # tasks through the same two lines in this process (a fresh interpreter per task costs seconds)
+    for stage, folder in zip(stages, submitted["scripts"]):
+        for task in range(submitted["tasks"][stage]):
+            env = {"SLURM_ARRAY_TASK_ID": str(task), "RUN_OFFSET": "0", "SLURM_NODELIST": "n1"}
+            if stage == "ingest":
+                run = [str(Path(sys.executable).parent / "launch_pickled_pipeline"), f"{folder}/executor.pik"]
+                subprocess.run(run, env={**os.environ, **env}, check=True, capture_output=True, timeout=300)
+                continue
+            with monkeypatch.context() as inside:
+                for name, value in env.items():
+                    inside.setenv(name, value)
+                with open(f"{folder}/executor.pik", "rb") as handle:
+                    dill.load(handle).run()
     assert published_bytes(out) == published_bytes(reference)

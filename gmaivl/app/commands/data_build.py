@@ -1,5 +1,6 @@
 """`gmaivl data build`: ingest (read sources, generate rows into resumable work units) and
-publish (QC, judge, Parquet configs, report, card). `data ingest` and `data publish` run one half.
+publish (QC, judge, Parquet configs, report, card; each stage as engine tasks: `--signature-tasks`,
+`--bucket-tasks`, `--write-tasks`). `data ingest` and `data publish` run one half.
 
 Bad specs, unreadable sources and an unreachable LLM backend are one `gmaivl: error:` line (exit 2,
 finished work units kept); a build that published no row also exits 2.
@@ -19,19 +20,32 @@ STAGES = ("ingest", "finalize")
 def add_arguments(p: argparse.ArgumentParser, stages: tuple[str, ...] = STAGES) -> None:
     p.add_argument("--spec", required=True, help="build spec YAML")
     output_dir(p, "output corpus folder", required=True)
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="processes on this machine; 1 runs the tasks in this one (default: %(default)s)",
+    )
+    p.add_argument(
+        "--tasks",
+        type=positive_int,
+        default=None,
+        help="engine tasks the work units are split into, round robin; also the default task count "
+        "of each publish stage (default: --workers)",
+    )
+    if "finalize" in stages:
+        for flag, what in (
+            ("signature", "QC signature tasks (each takes every N-th unit)"),
+            ("bucket", "duplicate bucket tasks"),
+            ("write", "writer tasks, at most one per config"),
+        ):
+            p.add_argument(
+                f"--{flag}-tasks",
+                type=positive_int,
+                default=None,
+                help=f"publish: {what} (default: --tasks); the published bytes do not depend on it",
+            )
     if "ingest" in stages:
-        p.add_argument(
-            "--workers",
-            type=positive_int,
-            default=1,
-            help="processes on this machine; 1 runs the tasks in this one (default: %(default)s)",
-        )
-        p.add_argument(
-            "--tasks",
-            type=positive_int,
-            default=None,
-            help="engine tasks the work units are split into, round robin (default: --workers)",
-        )
         p.add_argument(
             "--local-tasks",
             type=positive_int,
@@ -77,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
             local_rank_offset=getattr(args, "local_rank_offset", 0),
             stages=args.stages,
             progress=not args.quiet,
+            signature_tasks=getattr(args, "signature_tasks", None),
+            bucket_tasks=getattr(args, "bucket_tasks", None),
+            write_tasks=getattr(args, "write_tasks", None),
         )
     except (SourceError, LLMError, RuntimeError, OSError) as error:
         raise ValueError(str(error)) from error
@@ -110,6 +127,9 @@ def _submit_to_slurm(args: argparse.Namespace) -> int:
         partition=args.slurm_partition,
         time=args.slurm_time,
         max_parallel=args.workers if args.workers > 1 else -1,
+        signature_tasks=args.signature_tasks,
+        bucket_tasks=args.bucket_tasks,
+        write_tasks=args.write_tasks,
     )
     print(json.dumps(submitted, indent=2))
     return 0

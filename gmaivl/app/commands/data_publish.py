@@ -1,4 +1,5 @@
-"""`gmaivl data publish`: QC and judge over all work units, then Parquet configs, report and card."""
+"""`gmaivl data publish`: QC and judge over all work units, then Parquet configs, report and card,
+as distributed stages (`--tasks`, `--signature-tasks`, `--bucket-tasks`, `--write-tasks`, `--workers`)."""
 
 from __future__ import annotations
 
