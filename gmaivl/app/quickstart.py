@@ -80,6 +80,9 @@ class QuickstartConfig:
         )
     )
     vocab_size: int = 800
+    #: Position embeddings of the vision tower at initialisation: `None` keeps CLIP's init (normal,
+    #: std 0.02); a number writes 2D sine-cosine embeddings (MAE's) of that std per dimension.
+    vision_position_std: float | None = None
     max_steps: dict[str, int] = field(default_factory=dict)  # per results key, overrides the recipe
     #: other recipe keys per results key (e.g. {"stage3_instruction_tuning": {"learning_rate": 1e-3}})
     recipe_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -187,12 +190,48 @@ def build_untrained_model(corpus: Path, out: Path, cfg: QuickstartConfig) -> Pat
     )
     torch.manual_seed(cfg.seed)
     model = GMAIVLForConditionalGeneration(config)
+    if cfg.vision_position_std is not None:
+        init_vision_positions(model, cfg.vision_position_std)
     model.set_attn_implementation("sdpa")
     finalize_generation_config(model, tokenizer)
     processor = build_processor(tokenizer, config)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+def sincos_positions(grid: int, dim: int) -> Any:
+    """2D sine-cosine position embeddings of a `grid` x `grid` patch grid (MAE's
+    `get_2d_sincos_pos_embed`): half the dimensions encode the row, half the column, each with
+    `dim / 4` frequencies; shape `(grid * grid, dim)`, unit variance per dimension on average."""
+    import torch
+
+    if dim % 4:
+        raise ValueError(f"2D sine-cosine positions need a width divisible by 4, got {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    rows, cols = torch.meshgrid(
+        torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij"
+    )
+
+    def encode(pos: torch.Tensor) -> torch.Tensor:
+        angles = pos.reshape(-1, 1) * omega
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    table = torch.cat([encode(rows), encode(cols)], dim=1)
+    return (table / table.std()).float()
+
+
+def init_vision_positions(model: Any, std: float) -> None:
+    """Write 2D sine-cosine position embeddings of `std` into the vision tower (CLS: zero position)."""
+    import torch
+
+    tower = model.model.vision_tower
+    embeddings = getattr(tower, "vision_model", tower).embeddings
+    weight = embeddings.position_embedding.weight
+    grid = round((weight.shape[0] - 1) ** 0.5)
+    with torch.no_grad():
+        weight[1:] = std * sincos_positions(grid, weight.shape[1])
+        weight[0] = 0.0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -327,6 +366,91 @@ def blank_benchmark(tsv: Path, out: Path) -> Path:
     return out
 
 
+def task_chance(tsv: str | os.PathLike) -> dict[str, float]:
+    """Chance level of each task (`quickstart_data.TASKS` key): the mean of 1 / (number of options)
+    over its questions. Not 1 / (number of labels): bench-build gives a question 2-5 options, so a
+    four-label task asked with 2-4 options has a chance near 0.35, not 0.25."""
+    from gmaivl.app.quickstart_data import TASKS
+    from gmaivl.evaluation.loaders import load_benchmark
+
+    names = {spec["clinical_task"]: task for task, spec in TASKS.items()}
+    per_task: dict[str, list[float]] = {}
+    for s in load_benchmark(str(tsv)):
+        task = names.get(s.metadata.get("clinical vqa task") or s.source_row.get("clinical vqa task", ""))
+        if task is not None:
+            per_task.setdefault(task, []).append(1.0 / len(s.options))
+    return {task: sum(v) / len(v) for task, v in per_task.items()}
+
+
+def shuffled_benchmark(tsv: Path, out: Path, seed: int) -> Path:
+    """The same questions with every image replaced by another question's image of the same task
+    (its *donor*: a cyclic shift of a seeded random order of the task's rows, so never its own).
+    The donor's index and label are written to the columns `donor_index` and `donor_label`."""
+    import random
+
+    import pandas as pd
+
+    frame = pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False)
+    if frame["image"].str.fullmatch(r"\d*").any():
+        raise ValueError(f"{tsv}: rows that refer to another row's image cannot be shuffled")
+    rng = random.Random(seed)
+    donor = pd.Series(index=frame.index, dtype=object)
+    for _, group in frame.groupby("clinical vqa task", sort=True):
+        order = list(group.index)
+        rng.shuffle(order)
+        if len(order) > 1:
+            donor[order] = order[1:] + order[:1]
+        else:
+            donor[order] = order
+    donor = donor.astype(int)
+    shuffled = frame.copy()
+    shuffled["image"] = frame.loc[donor, "image"].to_numpy()
+    shuffled["donor_index"] = frame.loc[donor, "index"].to_numpy()
+    shuffled["donor_label"] = frame.loc[donor, "label"].to_numpy()
+    shuffled.to_csv(out, sep="\t", index=False)
+    return out
+
+
+def follows_donor(tsv: Path, predictions: Path) -> dict[str, Any]:
+    """How often the answers to `shuffled_benchmark` questions follow the donor image: over the
+    questions whose donor's label is one of their options and differs from their own answer, the
+    share answered with the donor's label, overall and per task, each with the chance of hitting
+    that option by guessing (mean of 1 / options over those questions)."""
+    from gmaivl.app.quickstart_data import TASKS
+    from gmaivl.evaluation.extraction import extract_choice
+    from gmaivl.evaluation.loaders import load_benchmark
+
+    names = {spec["clinical_task"]: task for task, spec in TASKS.items()}
+    replies = {}
+    for line in Path(predictions).read_text().splitlines()[1:]:
+        record = json.loads(line)
+        replies[str(record["index"])] = record.get("prediction", "")
+    counts: dict[str, list[int]] = {}
+    chance: dict[str, list[float]] = {}
+    for s in load_benchmark(str(tsv)):
+        donor_label = s.source_row["donor_label"]
+        own = s.options[s.answer]
+        if donor_label == own or donor_label not in s.options.values():
+            continue
+        letters = extract_choice(replies.get(s.index, ""), s.options).letters
+        hit = len(letters) == 1 and s.options[letters[0]] == donor_label
+        for key in (
+            "all",
+            names.get(s.metadata.get("clinical vqa task") or s.source_row.get("clinical vqa task")),
+        ):
+            if key is None:
+                continue
+            counts.setdefault(key, [0, 0])
+            counts[key][0] += int(hit)
+            counts[key][1] += 1
+            chance.setdefault(key, []).append(1.0 / len(s.options))
+
+    def entry(key: str) -> dict[str, float]:
+        return {**accuracy_entry(*counts[key]), "chance": sum(chance[key]) / len(chance[key])}
+
+    return {**entry("all"), "by_task": {t: entry(t) for t in TASKS if t in counts}}
+
+
 def _load(folder: Path):
     from gmaivl import GMAIVLForConditionalGeneration, GMAIVLProcessor
 
@@ -355,6 +479,13 @@ def results_table(results: dict[str, Any], timings: dict[str, float]) -> str:
         f"| final model, blank images | - | {blank['accuracy']:.3f} | {blank['ci_low']:.3f}-{blank['ci_high']:.3f} "
         f"| {_per_task(blank)} | - |"
     )
+    shuffled = results.get("shuffled_images")
+    if shuffled:
+        rows.append(
+            f"| final model, shuffled images (each question gets another one's image of its task) | - "
+            f"| {shuffled['accuracy']:.3f} | {shuffled['ci_low']:.3f}-{shuffled['ci_high']:.3f} "
+            f"| {_per_task(shuffled)} | - |"
+        )
     lines = [
         "# gmaivl quickstart: held-out accuracy after each stage",
         "",
@@ -362,6 +493,25 @@ def results_table(results: dict[str, Any], timings: dict[str, float]) -> str:
         "",
         f"Chance level (mean of 1/options): {results['chance']:.3f}. Benchmark images overlapping the training "
         f"corpus (`gmaivl decontam`, md5 or pHash distance 0): {results['decontam_overlap']}.",
+        "Chance per task: "
+        + ", ".join(
+            f"{t.removeprefix('lesion-')} {c:.3f}" for t, c in results.get("chance_by_task", {}).items()
+        )
+        + ".",
+        *(
+            [
+                "",
+                "Shuffled images, answers that follow the donor image (questions whose options hold the "
+                "donor's label, other than their own answer): "
+                + ", ".join(
+                    f"{t.removeprefix('lesion-')} {e['correct']}/{e['n']} (chance {e['chance']:.3f})"
+                    for t, e in shuffled["follows_donor"]["by_task"].items()
+                )
+                + ".",
+            ]
+            if shuffled
+            else []
+        ),
         "",
         "Wall / CPU seconds per step: "
         + ", ".join(f"{k} {v['wall']:.0f}/{v['cpu']:.0f}" for k, v in timings.items())
@@ -508,7 +658,12 @@ def _run_quickstart(output_dir: str | Path, cfg: QuickstartConfig) -> dict[str, 
         write_derived_data(root / "corpus", root / "derived", cfg.seed)
         chance = chance_level(tsv)
     # 3. model and stages
-    results: dict[str, Any] = {"chance": chance, "decontam_overlap": overlap, "stages": {}}
+    results: dict[str, Any] = {
+        "chance": chance,
+        "chance_by_task": task_chance(tsv),
+        "decontam_overlap": overlap,
+        "stages": {},
+    }
     previous = root / "untrained"
     with timer("model"):
         if not (previous / "config.json").is_file():
@@ -533,6 +688,16 @@ def _run_quickstart(output_dir: str | Path, cfg: QuickstartConfig) -> dict[str, 
         blank_tsv = blank_benchmark(tsv, root / "benchmark" / f"{BENCHMARK_NAME}-blank.tsv")
         results["blank_images"] = evaluate(
             model, processor, blank_tsv, root / "evaluation" / "blank_images", cfg
+        )
+        # blank images only show that one fixed answer per task scores chance on balanced labels;
+        # an image of the same task from another question shows that the answers follow the image
+        shuffled_tsv = shuffled_benchmark(
+            tsv, root / "benchmark" / f"{BENCHMARK_NAME}-shuffled.tsv", cfg.seed
+        )
+        shuffled_dir = root / "evaluation" / "shuffled_images"
+        results["shuffled_images"] = evaluate(model, processor, shuffled_tsv, shuffled_dir, cfg)
+        results["shuffled_images"]["follows_donor"] = follows_donor(
+            shuffled_tsv, shuffled_dir / "predictions.jsonl"
         )
         results["reload"] = check_reload(model, processor, final, tsv, root / "evaluation" / "reload", cfg)
         # the card reads CHECKPOINT/evaluation/*/results.json

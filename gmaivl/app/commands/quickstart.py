@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = small_config(cfg)
     results = run_quickstart(args.output_dir, cfg)
     print(Path(args.output_dir, "results.md").read_text())
-    summary = {k: results[k] for k in ("chance", "decontam_overlap", "stages", "blank_images")}
+    keys = ("chance", "chance_by_task", "decontam_overlap", "stages", "blank_images", "shuffled_images")
+    summary = {k: results[k] for k in keys}
     print(json.dumps(summary, indent=2))
     return 0
