@@ -11,11 +11,11 @@ import shutil
 
 import pytest
 import torch
-from transformers import AutoModelForImageTextToText, CLIPVisionConfig, CLIPVisionModel
+from transformers import AutoModelForImageTextToText
 
 from gmaivl.core.compose import compose_gmaivl
 
-from .test_remote_code_lm import remote_code_llm
+from .test_remote_code_lm import remote_code_llm, save_vision_tower
 
 REPO = "hospital-lab/gmai-vl-toy"
 OLD, NEW = "a" * 40, "b" * 40
@@ -24,16 +24,7 @@ OLD, NEW = "a" * 40, "b" * 40
 def _hub_cache(tmp_path):
     """A cache holding commits OLD (main) and NEW of REPO; NEW's LM code scales its embeddings by 2."""
     remote_code_llm(tmp_path / "llm")
-    CLIPVisionModel(
-        CLIPVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=4,
-            image_size=56,
-            patch_size=14,
-        )
-    ).save_pretrained(tmp_path / "vision")
+    save_vision_tower(tmp_path / "vision", num_hidden_layers=1)
     model, processor = compose_gmaivl(
         str(tmp_path / "vision"), str(tmp_path / "llm"), trust_remote_code=True, dtype=torch.float32
     )

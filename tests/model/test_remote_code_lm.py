@@ -74,19 +74,22 @@ def remote_code_llm(folder):
     (folder / "config.json").write_text(json.dumps(values))
 
 
+def save_vision_tower(folder, num_hidden_layers: int = 2) -> None:
+    config = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=4,
+        image_size=56,
+        patch_size=14,
+    )
+    CLIPVisionModel(config).save_pretrained(folder)
+
+
 def test_remote_code_language_model_round_trip(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules_parent"))
     remote_code_llm(tmp_path / "llm")
-    CLIPVisionModel(
-        CLIPVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=56,
-            patch_size=14,
-        )
-    ).save_pretrained(tmp_path / "vision")
+    save_vision_tower(tmp_path / "vision")
     with pytest.raises(ValueError, match="trust_remote_code"):
         compose_gmaivl(str(tmp_path / "vision"), str(tmp_path / "llm"))
     model, processor = compose_gmaivl(
