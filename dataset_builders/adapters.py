@@ -1,11 +1,14 @@
-"""Source readers: the layouts annotated medical datasets come in -> `MedicalRecord`s.
+"""The shared base of the source readers: what they produce (`WorkUnit`, `MedicalRecord`s, `Failure`,
+`Dropped`, `Notice`, `TextSample`), the registry decorator `register_source`, the file helpers
+(`list_files`, `file_stem`, `read_json`, `is_image_file`) and `SourceReader`.
 
-One class per layout, registered under its YAML `type` with `@register_source`. A reader declares
-its typed `Options` dataclass (the layout's own spec keys), lists its items (`list_items`, cheap:
-file listing only), names the files an item reads (`item_files`, for the rebuild fingerprints),
-its raw label space, and turns one item into records (`read_item`). Everything shared (labels,
-pixels, ids, masks -> boxes, volumes -> slices, the per-item error guard) lives in `SourceReader`,
-so adding a layout is one class in this file:
+The readers themselves, one layout each, are the modules of `readers/`, registered under their
+YAML `type` with `@register_source`. A reader declares its typed `Options` dataclass (the layout's
+own spec keys), lists its items (`list_items`, cheap: file listing only), names the files an item
+reads (`item_files`, for the rebuild fingerprints), its raw label space, and turns one item into
+records (`read_item`). Everything shared (labels, pixels, ids, masks -> boxes, volumes -> slices,
+the per-item error guard) lives in `SourceReader`, so adding a layout is one class in one module
+of `readers/`:
 
     @dataclass
     class MyOptions(ReaderOptions):
@@ -29,16 +32,14 @@ scrubbed of the item's paths; the full paths go to the local `detail` (kept unde
 
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
-from functools import cached_property
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -50,7 +51,6 @@ from .imaging import (
     VOLUME_SUFFIXES,
     BadPixels,
     BurnedIn,
-    InputLimits,
     Oversize,
     SourceError,
     Volume,
@@ -58,18 +58,13 @@ from .imaging import (
     is_dicom,
     mask_to_boxes,
     read_dicom,
-    read_dicom_series,
     read_image,
-    read_label_nifti,
-    read_mask,
     read_nifti,
-    read_volume,
     resize_mask,
     resize_rgb,
     to_uint8,
 )
 from .labels import LabelStandardizer
-from .lines import iter_json_lines, load_json
 from .records import MedicalRecord, encode_png, image_phash, pixel_md5
 from .source_spec import ReaderOptions, SourceSpec
 
@@ -179,7 +174,7 @@ def _undecodable(name: str) -> bool:
     return False
 
 
-def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+def chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
@@ -272,7 +267,7 @@ class SourceReader:
     def plan(self) -> list[WorkUnit]:
         size = self.fixed_unit_size or self.source.unit_size
         return [
-            WorkUnit(self.source.name, i, chunk) for i, chunk in enumerate(_chunks(self.list_items(), size))
+            WorkUnit(self.source.name, i, chunk) for i, chunk in enumerate(chunks(self.list_items(), size))
         ]
 
     def raw_label_space(self) -> list[str]:
@@ -624,559 +619,6 @@ class SourceReader:
 
 def _along(data: np.ndarray, axis: int) -> np.ndarray:
     return np.moveaxis(data, axis, 0) if axis else data
-
-
-# -------------------------------------------------------------------------------------------------
-# the layouts
-# -------------------------------------------------------------------------------------------------
-@register_source
-class ClassFolders(SourceReader):
-    """`root/<class>/<image>` (PNG/JPG/TIFF/DICOM/NIfTI); the label is the folder name."""
-
-    type_name = "class_folders"
-    label_from_default = "folder"
-
-    def list_items(self) -> list[str]:
-        root, depth = self.source.base_dir, self.source.label_depth
-        return [self.rel(p) for p in list_files(root, self.what) if len(p.relative_to(root).parts) > depth]
-
-    def raw_label_space(self) -> list[str]:
-        declared = super().raw_label_space()
-        if declared or not self.source.base_dir.is_dir():
-            return declared
-        level = [self.source.base_dir]
-        for _ in range(self.source.label_depth):
-            level = [child for folder in level for child in folder.iterdir() if child.is_dir()]
-        return sorted({folder.name for folder in level})
-
-    def shared_files(self) -> list[Path]:
-        return [self.source.base_dir]  # a new class folder changes the label space
-
-    def read_item(self, rel: str) -> Iterator[Item]:
-        yield from self.image_records(rel, self.raw_label(rel))
-
-
-@dataclass
-class CsvOptions(ReaderOptions):
-    file: str = "labels.csv"  # relative to the source root
-    image_column: str = "image"  # image path, relative to the source root
-    label_column: str = "label"
-    split_column: str | None = None
-
-
-@register_source
-class CsvTable(SourceReader):
-    """A CSV of image path + label (+ split)."""
-
-    type_name = "csv"
-    Options = CsvOptions
-
-    @cached_property
-    def rows(self) -> list[dict[str, str]]:
-        path = self.source.path(self.options.file)
-        try:
-            with open(path, newline="", encoding="utf-8") as handle:
-                return list(csv.DictReader(handle))
-        except (OSError, UnicodeDecodeError, csv.Error) as error:
-            raise SourceError(f"{self.what}: cannot read {path} ({error})") from error
-
-    def list_items(self) -> list[int]:
-        return list(range(len(self.rows)))
-
-    def shared_files(self) -> list[Path]:
-        return [self.source.path(self.options.file)]
-
-    def item_files(self, index: int) -> list[Path]:
-        value = self.rows[index].get(self.options.image_column)
-        return [self.source.path(value)] if value else []
-
-    def item_name(self, index: int) -> str:
-        return f"row {index + 2}"
-
-    def read_item(self, index: int) -> Iterator[Item]:
-        row, opts = self.rows[index], self.options
-        rel = row.get(opts.image_column)
-        if not rel:
-            raise ItemError("missing_image", f"empty column {opts.image_column!r}")
-        raw = row.get(opts.label_column) if self.source.label is None else self.source.label
-        if raw is None:
-            raise ItemError("missing_label", f"no column {opts.label_column!r}")
-        split = row.get(opts.split_column) if opts.split_column else None
-        yield from self.image_records(rel, raw, split)
-
-
-@dataclass
-class CocoOptions(ReaderOptions):
-    annotations: str = "annotations.json"
-    images_dir: str = "images"
-
-
-@register_source
-class Coco(SourceReader):
-    """COCO detection JSON: one record per box (`mask.min_area` drops tiny boxes)."""
-
-    type_name = "coco"
-    Options = CocoOptions
-    task_type = "detection"
-
-    @cached_property
-    def data(self) -> dict[str, Any]:
-        data = read_json(self.source.path(self.options.annotations), self.what)
-        if not isinstance(data, dict):
-            raise SourceError(f"{self.what}: {self.options.annotations} is not a COCO object")
-        return data
-
-    @cached_property
-    def images(self) -> dict[int, dict[str, Any]]:
-        return {int(image["id"]): image for image in self.data.get("images", [])}
-
-    @cached_property
-    def by_image(self) -> dict[int, list[dict[str, Any]]]:
-        by_image: dict[int, list[dict[str, Any]]] = {}
-        for annotation in self.data.get("annotations", []):
-            by_image.setdefault(int(annotation.get("image_id", -1)), []).append(annotation)
-        return by_image
-
-    @cached_property
-    def categories(self) -> dict[int, str]:
-        return {int(c["id"]): str(c["name"]) for c in self.data.get("categories", [])}
-
-    def list_items(self) -> list[int]:
-        return sorted(self.images)
-
-    def shared_files(self) -> list[Path]:
-        return [self.source.path(self.options.annotations)]
-
-    def image_rel(self, image_id: int) -> str:
-        return (Path(self.options.images_dir) / str(self.images[image_id]["file_name"])).as_posix()
-
-    def item_files(self, image_id: int) -> list[Path]:
-        return [self.source.path(self.image_rel(image_id))]
-
-    def item_name(self, image_id: int) -> str:
-        return f"image {image_id}"
-
-    def raw_label_space(self) -> list[str]:
-        return super().raw_label_space() or sorted(set(self.categories.values()))
-
-    def read_item(self, image_id: int) -> Iterator[Item]:
-        rel = self.image_rel(image_id)
-        plane, meta, modality = self.frames(self.source.path(rel))[0]
-        yield from self.notices(meta, modality)
-        pixels = self.pixels(plane, modality)
-        height, width = pixels.shape[:2]
-        annotations = sorted(self.by_image.get(image_id, []), key=lambda a: int(a.get("id", 0)))
-        if not annotations:
-            yield Dropped(self.source.name, "no_annotation")
-        for annotation in annotations:
-            name = f"image {image_id} annotation {annotation.get('id')}"
-            try:
-                box, label = self._box(annotation, width, height)
-            except ItemError as error:
-                yield Failure(self.source.name, name, error.kind, str(error), f"{rel}: {error}")
-                continue
-            if box is None:
-                yield Dropped(self.source.name, "tiny_box")
-                continue
-            yield self.record(
-                self.record_id(rel, f"#a{annotation.get('id')}"),
-                pixels,
-                label,
-                rel,
-                bbox=box,
-                meta=meta,
-                granularity="box",
-            )
-
-    def _box(self, annotation: dict[str, Any], width: int, height: int) -> tuple[list[float] | None, str]:
-        """One annotation's box (None when tiny) and label; a bad annotation is an `ItemError`."""
-        if int(annotation.get("category_id", -1)) not in self.categories:
-            raise ItemError(
-                "unknown_category", f"category_id {annotation.get('category_id')} not in categories"
-            )
-        raw = annotation.get("bbox")
-        try:
-            x, y, w, h = (float(v) for v in raw)
-        except (TypeError, ValueError):
-            raise ItemError("missing_bbox", f"no [x, y, width, height] bbox (got {raw!r})") from None
-        if w <= 0 or h <= 0 or x >= width or y >= height:
-            raise ItemError("invalid_bbox", f"bbox {raw} outside the {width}x{height} image")
-        box = [max(0.0, x), max(0.0, y), min(float(width), x + w), min(float(height), y + h)]
-        if (box[2] - box[0]) * (box[3] - box[1]) < self.source.mask.min_area:
-            return None, ""
-        return box, self.label(self.categories[int(annotation["category_id"])])
-
-
-@dataclass
-class MaskPairsOptions(ReaderOptions):
-    images_dir: str = "images"
-    masks_dir: str = "masks"
-    mask_suffix: str = ""  # mask file = <image stem><mask_suffix>.<any extension>
-
-
-@register_source
-class MaskPairs(SourceReader):
-    """2D image + label mask matched by file stem: one box per label and connected component."""
-
-    type_name = "mask_pairs"
-    Options = MaskPairsOptions
-    task_type = "segmentation"
-
-    def list_items(self) -> list[str]:
-        return [self.rel(p) for p in list_files(self.source.path(self.options.images_dir), self.what)]
-
-    def mask_path(self, rel: str) -> Path | None:
-        masks_dir = self.source.path(self.options.masks_dir)
-        stem = file_stem(Path(rel).name)
-        if not masks_dir.is_dir():
-            return None
-        wanted = f"{stem}{self.options.mask_suffix}"
-        candidates = sorted(p for p in masks_dir.iterdir() if p.is_file() and file_stem(p.name) == wanted)
-        return candidates[0] if candidates else None
-
-    def item_files(self, rel: str) -> list[Path]:
-        mask = self.mask_path(rel)
-        return [self.source.path(rel), *([mask] if mask else [])]
-
-    def read_item(self, rel: str) -> Iterator[Item]:
-        mask_path = self.mask_path(rel)
-        if mask_path is None:
-            raise ItemError("missing_mask", f"no mask with the image's stem in {self.options.masks_dir}")
-        plane, meta, modality = self.frames(self.source.path(rel))[0]
-        yield from self.notices(meta, modality)
-        mask = read_mask(mask_path, self.source.limits)
-        if mask.shape != plane.shape[:2]:
-            raise ItemError("shape_mismatch", f"mask has shape {mask.shape}, image has {plane.shape[:2]}")
-        yield from self.boxes_from_mask(self.pixels(plane, modality), mask, self.record_id(rel), rel, meta)
-
-
-@dataclass
-class NiftiOptions(ReaderOptions):
-    images_dir: str = "images"
-    labels_dir: str | None = None  # label volumes matched by stem
-    label_suffix: str = ""
-    channel: int = 0  # 4D images: which channel
-
-
-@register_source
-class Nifti(SourceReader):
-    """3D volumes (+ label volumes): NIfTI via nibabel, MetaImage/NRRD via SimpleITK -> 2D slices."""
-
-    type_name = "nifti"
-    Options = NiftiOptions
-    task_type = "segmentation"
-    fixed_unit_size = 1
-
-    @classmethod
-    def check_spec(cls, source: SourceSpec) -> str | None:
-        return None if source.options.labels_dir else cls._needs_label(source)
-
-    def list_items(self) -> list[str]:
-        volumes = lambda p: p.name.lower().endswith(VOLUME_SUFFIXES)  # noqa: E731
-        return [
-            self.rel(p) for p in list_files(self.source.path(self.options.images_dir), self.what, volumes)
-        ]
-
-    def label_path(self, rel: str) -> Path | None:
-        if not self.options.labels_dir:
-            return None
-        name = Path(rel).name
-        stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name.rsplit(".", 1)[0]
-        folder = self.source.path(self.options.labels_dir)
-        matches = sorted(
-            p
-            for p in folder.glob(f"{stem}{self.options.label_suffix}.*")
-            if p.name.lower().endswith(VOLUME_SUFFIXES)
-        )
-        if not matches:
-            raise ItemError(
-                "missing_mask", f"no label volume with the image's stem in {self.options.labels_dir}"
-            )
-        return matches[0]
-
-    def item_files(self, rel: str) -> list[Path]:
-        try:
-            label = self.label_path(rel)
-        except ItemError:
-            label = None
-        return [self.source.path(rel), *([label] if label else [])]
-
-    def read_item(self, rel: str) -> Iterator[Item]:
-        volume = read_volume(
-            self.inside_root(self.source.path(rel)), self.options.channel, self.source.limits
-        )
-        label_path = self.label_path(rel)
-        labels = read_label_nifti(label_path, self.source.limits) if label_path else None
-        raw = None if labels is not None else self.raw_label(rel)
-        yield from self.volume_records(volume, labels, rel, self.record_id(rel), raw)
-
-
-@dataclass
-class MsdOptions(ReaderOptions):
-    dataset_json: str = "dataset.json"
-    channel: int = 0
-
-
-@register_source
-class Msd(SourceReader):
-    """Medical Segmentation Decathlon: `dataset.json` with `training` pairs and `labels`."""
-
-    type_name = "msd"
-    Options = MsdOptions
-    task_type = "segmentation"
-    fixed_unit_size = 1
-
-    def __init__(self, source: SourceSpec, *args: Any) -> None:
-        super().__init__(source, *args)
-        if not source.mask.values:  # the label names of dataset.json (a copy: the spec stays as written)
-            try:
-                names = {int(k): str(v) for k, v in (self.data.get("labels") or {}).items() if int(k) != 0}
-            except SourceError:
-                names = {}
-            self.source = replace(source, mask=replace(source.mask, values=names))
-
-    @cached_property
-    def data(self) -> dict[str, Any]:
-        return read_json(self.source.path(self.options.dataset_json), self.what)
-
-    @property
-    def base(self) -> Path:
-        return self.source.path(self.options.dataset_json).parent
-
-    def list_items(self) -> list[int]:
-        return list(range(len(self.data.get("training", []))))
-
-    def shared_files(self) -> list[Path]:
-        return [self.source.path(self.options.dataset_json)]
-
-    def item_files(self, index: int) -> list[Path]:
-        entry = self.data["training"][index]
-        return [self.base / entry["image"], *([self.base / entry["label"]] if entry.get("label") else [])]
-
-    def item_name(self, index: int) -> str:
-        return f"case {index}"
-
-    def read_item(self, index: int) -> Iterator[Item]:
-        entry = self.data["training"][index]
-        image = self.inside_root(self.base / entry["image"])
-        label = self.inside_root(self.base / entry["label"], "label") if entry.get("label") else None
-        volume = read_nifti(image, self.options.channel, self.source.limits)
-        labels = read_label_nifti(label, self.source.limits) if label else None
-        rel = self.rel(self.base / entry["image"])
-        raw = None if labels is not None else self.raw_label(rel)
-        yield from self.volume_records(volume, labels, rel, self.record_id(rel), raw)
-
-
-@dataclass
-class DicomOptions(ReaderOptions):
-    series: bool = False  # stack the files of each series into a volume (ordered by position)
-
-
-@register_source
-class Dicom(SourceReader):
-    """DICOM files, recognised by content whatever their suffix; each frame is one image, or with
-    `series: true` one volume per SeriesInstanceUID (the UID itself is never stored)."""
-
-    type_name = "dicom"
-    Options = DicomOptions
-
-    @classmethod
-    def check_spec(cls, source: SourceSpec) -> str | None:
-        return cls._needs_label(source)
-
-    @cached_property
-    def files(self) -> list[Path]:
-        return list_files(self.source.base_dir, self.what, lambda p: p.is_file())
-
-    def list_items(self) -> list[Any]:
-        if not self.options.series:
-            return [self.rel(p) for p in self.files]
-        return self._group_series([p for p in self.files if is_dicom(p)])
-
-    def plan(self) -> list[WorkUnit]:
-        if not self.options.series:
-            return super().plan()
-        return [WorkUnit(self.source.name, i, [group]) for i, group in enumerate(self.list_items())]
-
-    def _group_series(self, files: list[Path]) -> list[list[str]]:
-        import pydicom
-
-        groups: dict[str, list[str]] = {}
-        for path in files:
-            try:
-                header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
-                uid = str(header.get("SeriesInstanceUID", path.parent))
-            except Exception:
-                uid = f"unreadable:{path}"
-            groups.setdefault(uid, []).append(self.rel(path))
-        return [groups[key] for key in sorted(groups, key=lambda k: groups[k][0])]
-
-    def item_files(self, item: Any) -> list[Path]:
-        return [self.source.path(f) for f in item] if isinstance(item, list) else [self.source.path(item)]
-
-    def item_name(self, item: Any) -> str:
-        return f"series {self.file_id(item[0])}" if isinstance(item, list) else super().item_name(item)
-
-    def item_paths(self, item: Any) -> list[str]:
-        return [*(str(p) for p in self.item_files(item)), *(item if isinstance(item, list) else [item])]
-
-    def shared_files(self) -> list[Path]:
-        return []
-
-    def read_item(self, item: Any) -> Iterator[Item]:
-        if isinstance(item, list):
-            volume, _ = read_dicom_series(
-                [self.inside_root(self.source.path(f)) for f in item],
-                self.source.limits,
-                self.source.publish_burned_in,
-            )
-            yield from self.volume_records(
-                volume, None, item[0], self.record_id(item[0]), self.raw_label(item[0])
-            )
-            return
-        if not is_dicom(self.source.path(item)):
-            yield Dropped(self.source.name, "not_dicom")
-            return
-        yield from self.image_records(item, self.raw_label(item))
-
-
-@dataclass
-class TextOptions(ReaderOptions):
-    file: str = "data.jsonl"  # JSONL / JSON / CSV / Parquet
-    format: Literal["single", "multi"] = "single"
-    question_field: str = "question"
-    answer_field: str = "answer"
-    messages_field: str | None = None  # default: messages / conversations / conversation
-    config: Literal["text_single", "text_multi"] | None = None  # default: by the number of user turns
-    split_column: str | None = None
-    unit_rows: int = 1000
-
-
-@register_source
-class Text(SourceReader):
-    """Text-only corpora: single-turn QA (incl. Alpaca layout) or multi-turn dialogues."""
-
-    type_name = "text"
-    Options = TextOptions
-    task_type = "text"
-    needs_image_fields = False
-
-    def stream(self) -> Iterator[dict[str, Any]]:
-        """The corpus row by row (never held in memory as a whole)."""
-        return _iter_text_rows(self.source.path(self.options.file), self.what, self.source.limits)
-
-    def list_items(self) -> list[int]:
-        return list(range(sum(1 for _ in self.stream())))
-
-    def read_unit(self, unit: WorkUnit) -> Iterator[Item]:
-        """One pass over the corpus up to the unit's last row, each row through the error guard."""
-        wanted, last = set(unit.items), max(unit.items, default=-1)
-        for index, row in enumerate(self.stream()):
-            if index > last:
-                break
-            if index in wanted:
-                yield from self.guarded(index, lambda index=index, row=row: self.sample(index, row))
-
-    def plan(self) -> list[WorkUnit]:
-        items = self.list_items()
-        return [
-            WorkUnit(self.source.name, i, chunk)
-            for i, chunk in enumerate(_chunks(items, self.options.unit_rows))
-        ]
-
-    def shared_files(self) -> list[Path]:
-        return [self.source.path(self.options.file)]
-
-    def item_files(self, index: int) -> list[Path]:
-        return []
-
-    def item_name(self, index: int) -> str:
-        return f"row {index + 1}"
-
-    def read_item(self, index: int) -> Iterator[Item]:
-        row = next(row for i, row in enumerate(self.stream()) if i == index)
-        yield from self.sample(index, row)
-
-    def sample(self, index: int, row: dict[str, Any]) -> Iterator[Item]:
-        if "__error__" in row:
-            raise ItemError(row.get("__kind__", "invalid_json"), row["__error__"])
-        try:
-            messages = _text_messages(row, self.options)
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise ItemError("bad_text_row", str(error)) from None
-        split = row.get(self.options.split_column) if self.options.split_column else None
-        split = str(split or self.source.split).strip()
-        if not re.fullmatch(r"\w+", split):
-            raise ItemError("bad_split", f"split name {split!r} must match \\w+")
-        yield TextSample(f"{self.source.name}/{index}", self.source.name, messages, split)
-
-
-def _iter_text_rows(path: Path, what: str, limits: InputLimits) -> Iterator[dict[str, Any]]:
-    name = path.name.lower()
-    try:
-        if name.endswith(".jsonl"):
-            for _number, row in iter_json_lines(path, limits.max_line_bytes):
-                yield row
-        elif name.endswith(".json"):
-            yield from load_json(path, limits)
-        elif name.endswith(".csv"):
-            with open(path, newline="", encoding="utf-8") as handle:
-                yield from csv.DictReader(handle)
-        elif name.endswith(".parquet"):
-            import pyarrow.parquet as pq
-
-            parquet = pq.ParquetFile(path)
-            for index in range(parquet.num_row_groups):
-                yield from parquet.read_row_group(index).to_pylist()
-        else:
-            raise SourceError(f"{what}: unsupported text corpus format {path.name} (jsonl/json/csv/parquet)")
-    except (OSError, json.JSONDecodeError) as error:
-        raise SourceError(f"{what}: cannot read {path} ({error})") from error
-
-
-_ROLE_NAMES = {
-    "human": "user",
-    "user": "user",
-    "gpt": "assistant",
-    "assistant": "assistant",
-    "bot": "assistant",
-    "system": "system",
-    "doctor": "assistant",
-    "patient": "user",
-}
-
-
-def _text_messages(row: dict[str, Any], opts: TextOptions) -> list[dict[str, str]]:
-    if opts.format == "single":
-        if opts.question_field not in row and "instruction" in row:  # Alpaca layout
-            question = "\n".join(x for x in (row.get("instruction"), row.get("input")) if x)
-            answer = row.get("output")
-        else:
-            question, answer = row.get(opts.question_field), row.get(opts.answer_field)
-        if not question or not answer:
-            raise ValueError(f"empty {opts.question_field!r} or {opts.answer_field!r}")
-        return [
-            {"role": "user", "content": str(question).strip()},
-            {"role": "assistant", "content": str(answer).strip()},
-        ]
-    field_name = opts.messages_field or next(
-        (k for k in ("messages", "conversations", "conversation") if k in row), None
-    )
-    turns = row.get(field_name) if field_name else None
-    if isinstance(turns, str):
-        turns = json.loads(turns)
-    if not isinstance(turns, list) or not turns:
-        raise ValueError(f"no conversation list in field {field_name!r}")
-    messages = []
-    for turn in turns:
-        role = _ROLE_NAMES.get(str(turn.get("role", turn.get("from", ""))).lower())
-        content = turn.get("content", turn.get("value"))
-        if role is None or not content:
-            raise ValueError(f"turn without a known role or content: {str(turn)[:80]}")
-        messages.append({"role": role, "content": str(content).strip()})
-    if not any(m["role"] == "assistant" for m in messages):
-        raise ValueError("conversation has no assistant turn")
-    return messages
 
 
 def failure_dicts(failures: list[Failure]) -> list[dict[str, Any]]:

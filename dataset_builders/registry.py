@@ -1,8 +1,8 @@
 """Which reader reads each YAML `type`.
 
-Readers register themselves with `adapters.register_source`: the built-in ones in `adapters`, the
-readers of published layouts in `readers/`. Importing this module imports both, so a lookup here
-sees every reader; nothing below it imports this module (no cycle).
+Readers register themselves with `adapters.register_source`, one module each in `readers/` (the
+built-in layouts first, then the published ones). Importing this module imports them all, so a
+lookup here sees every reader; nothing below it imports this module (no cycle).
 """
 
 from __future__ import annotations

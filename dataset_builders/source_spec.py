@@ -1,7 +1,7 @@
 """One source of a build spec: `SourceSpec` (the keys every source has), `ReaderOptions` (the base of
 each reader's layout options), `MaskOptions`, `SliceOptions`, and the typed coercion with "did you
 mean" errors that reads them. Apart from `spec` (the whole build spec) so that the readers
-(`adapters`) and the spec loader both import it and neither imports the other at load time.
+(`adapters`, `readers/`) and the spec loader both import it and neither imports the other at load time.
 """
 
 from __future__ import annotations

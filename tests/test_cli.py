@@ -332,7 +332,7 @@ def test_data_builds_from_the_command_line_load_no_torch():
     transformers: the windowing they share with the image processor is numpy only."""
     code = (
         "import sys; sys.argv = ['gmaivl']\n"
-        "import gmaivl.app.commands.data_build, gmaivl.dataset_builders.build, gmaivl.dataset_builders.adapters\n"
+        "import gmaivl.app.commands.data_build, gmaivl.dataset_builders.build, gmaivl.dataset_builders.registry\n"
         "print(','.join(m for m in ('torch', 'transformers') if m in sys.modules))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
