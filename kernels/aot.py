@@ -4,7 +4,9 @@ Triton lowers a kernel to PTX and ptxas assembles it into a cubin without touchi
 every tile the autotuner may pick can be checked for what only a real compile shows, and the
 interpreter never does: that it lowers at all (dot layouts, tile shapes), how many registers it
 takes, whether ptxas spills, and how much shared memory it needs against the target's limit (the
-autotuner skips a tile that does not fit; a shape with no fitting tile could not run).
+autotuner skips a tile that does not fit; a shape with no fitting tile could not run). The cubin's
+SASS (nvdisasm) gives the instruction mix: Hopper warpgroup MMAs (HGMMA) against Ampere-style ones
+(HMMA), and the instructions of one iteration of each innermost loop, hence what masking costs.
 
     gmaivl kernels compile-report --arch 90 --dtypes bf16 --head-dims 64 128 --output report.json
 
@@ -87,6 +89,88 @@ class CompileResult:
     shared_bytes: int | None = None
     fits: bool | None = None  # shared memory within the architecture's limit
     error: str | None = None
+    # SASS (nvdisasm of the cubin): Hopper warpgroup MMAs, Ampere-style MMAs, and the instructions
+    # of each innermost loop body (one iteration, NOPs excluded) in program order
+    hgmma: int | None = None
+    hmma: int | None = None
+    loop_instructions: list[int] | None = None
+    masked_overhead: float | None = None  # largest masked loop / unmasked loop - 1
+
+
+#: Innermost loops of each kernel variant in program order, masked (True) or not: the unmasked
+#: loop is the reference a masked one is compared with (`masked_overhead`).
+LOOP_KINDS = {
+    "fwd": (False, True),
+    "fwd_tma": (False, True),
+    "fwd_window": (True, False, True),
+    "dkdv": (True, False, True),
+    "dkdv_tma": (True, False, True),
+    "dkdv_det": (True, False, True),
+    "dkdv_det_tma": (True, False, True),
+    "dkdv_window": (True, False, True),
+    "dq": (False, True),
+    "dq_tma": (False, True),
+}
+_SASS_INSN = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(.*?)\s*;")
+_SASS_LABEL = re.compile(r"^\s*(\.L_x_\d+):")
+_SASS_BRANCH = re.compile(r"\bBRA\s+`?\(?(\.L_x_\d+)")
+
+
+def _opcode(insn: str) -> str:
+    """``@!P0 HGMMA.64x128x16.F32.BF16 ...`` -> ``HGMMA``."""
+    words = re.sub(r"^@!?U?P\w+\s+", "", insn).split()
+    return words[0].split(".")[0] if words else ""
+
+
+def sass_summary(sass: str) -> tuple[int, int, list[int]]:
+    """(HGMMA count, HMMA count, instructions per iteration of each innermost loop) of nvdisasm text.
+
+    A loop is a predicated branch back to an earlier label; the unpredicated branch back that ends
+    a barrier-wait stub (``TRYWAIT; @!P BRA self; BRA back``) is not one, nor is the stub's own
+    two-instruction spin. Only loops that contain no other loop are kept, in program order.
+    """
+    insns: list[str] = []
+    labels: dict[str, int] = {}
+    for line in sass.splitlines():
+        label = _SASS_LABEL.match(line)
+        if label:
+            labels[label.group(1)] = len(insns)
+            continue
+        insn = _SASS_INSN.search(line)
+        if insn:
+            insns.append(insn.group(1))
+    loops = []
+    for end, insn in enumerate(insns):
+        target = _SASS_BRANCH.search(insn)
+        if target and insn.startswith("@") and labels.get(target.group(1), end) < end:
+            loops.append((labels[target.group(1)], end))
+    inner = [a for a in loops if not any(b != a and a[0] <= b[0] and b[1] <= a[1] for b in loops)]
+    ops = [_opcode(i) for i in insns]
+    sizes = [sum(1 for op in ops[start : end + 1] if op != "NOP") for start, end in inner]
+    # a barrier wait spins in a two-instruction loop of its own (TRYWAIT; @!P BRA): not a loop body
+    return ops.count("HGMMA"), ops.count("HMMA"), [n for n in sizes if n > 2]
+
+
+def _masked_overhead(name: str, sizes: list[int]) -> float | None:
+    kinds = LOOP_KINDS.get(name)
+    if kinds is None or len(sizes) != len(kinds):
+        return None  # a loop the compiler removed or split: no reliable pairing
+    plain = [n for n, masked in zip(sizes, kinds) if not masked]
+    masked = [n for n, is_masked in zip(sizes, kinds) if is_masked]
+    return round(max(masked) / plain[0] - 1, 4)
+
+
+def _sass(cubin: bytes, arch: int) -> str | None:
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    nvdisasm = Path(get_ptxas(arch).path).with_name("nvdisasm")
+    if not nvdisasm.exists():
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "kernel.cubin"
+        path.write_bytes(cubin)
+        proc = subprocess.run([str(nvdisasm), "-c", str(path)], capture_output=True, text=True)
+    return proc.stdout if proc.returncode == 0 else None
 
 
 def _signature(kernel, dtype: str, constants: dict) -> tuple[dict, dict]:
@@ -173,12 +257,20 @@ def compile_one(
         )
     shared = int(compiled.metadata.shared)
     limit = SHARED_MEMORY_LIMIT.get(arch)
+    sass = _sass(compiled.asm["cubin"], arch)
+    hgmma = hmma = sizes = None
+    if sass is not None:
+        hgmma, hmma, sizes = sass_summary(sass)
     return CompileResult(
         **base,
         registers=registers,
         spill_bytes=spills,
         shared_bytes=shared,
         fits=None if limit is None else shared <= limit,
+        hgmma=hgmma,
+        hmma=hmma,
+        loop_instructions=sizes,
+        masked_overhead=None if sizes is None else _masked_overhead(name, sizes),
     )
 
 
@@ -251,20 +343,44 @@ def _tile(r: CompileResult) -> str:
     return f"{r.block_m}x{r.block_n} w{r.num_warps} s{r.num_stages} {'causal' if r.causal else 'bidir'} g{r.group}"
 
 
-def markdown_table(results: Sequence[CompileResult]) -> str:
-    lines = [
-        "| kernel | dtype | hdim | mask | group | tile (M x N) | warps | stages | registers | spills (B) | shared (KiB) | fits |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+def markdown_table(results: Sequence[CompileResult], header: str | None = None) -> str:
+    lines = [header, ""] if header else []
+    lines += [
+        "| kernel | dtype | hdim | mask | group | tile (M x N) | warps | stages | registers | spills (B) | shared (KiB) | fits "
+        "| HGMMA | HMMA | loop instructions | masked overhead |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    blank = lambda x: "" if x is None else x  # noqa: E731
     for r in results:
         shared = "" if r.shared_bytes is None else f"{r.shared_bytes / 1024:.0f}"
         status = r.error or ("yes" if r.fits else "no" if r.fits is not None else "?")
+        loops = " / ".join(map(str, r.loop_instructions or []))
+        overhead = "" if r.masked_overhead is None else f"{r.masked_overhead:+.1%}"
         lines.append(
             f"| {r.kernel} | {r.dtype} | {r.head_dim} | {'causal' if r.causal else 'bidir'} | {r.group} | "
-            f"{r.block_m} x {r.block_n} | {r.num_warps} | {r.num_stages} | {r.registers if r.registers is not None else ''} | "
-            f"{r.spill_bytes if r.spill_bytes is not None else ''} | {shared} | {status} |"
+            f"{r.block_m} x {r.block_n} | {r.num_warps} | {r.num_stages} | {blank(r.registers)} | "
+            f"{blank(r.spill_bytes)} | {shared} | {status} | {blank(r.hgmma)} | {blank(r.hmma)} | {loops} | {overhead} |"
         )
     return "\n".join(lines)
+
+
+def report_header(args: argparse.Namespace) -> str:
+    """What produced a report: Triton and ptxas versions, the command's options, the environment."""
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    options = " ".join(
+        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+        for k, v in sorted(vars(args).items())
+        if k in {"arch", "kernels", "dtypes", "head_dims", "mask", "groups", "max_configs"} and v is not None
+    )
+    ptxas = getattr(get_ptxas(args.arch), "version", "?")
+    return (
+        f"Compile-only report (no GPU ran): `gmaivl kernels compile-report {options}`, triton "
+        f"{triton.__version__}, ptxas {ptxas}, torch {torch.__version__}, TRITON_DEFAULT_FP_FUSION="
+        f"{os.environ.get('TRITON_DEFAULT_FP_FUSION', '(unset)')}. Loop instructions: SASS instructions of "
+        "one iteration of each innermost loop in program order (fwd/dq: unmasked, masked; window variants "
+        "and dK/dV: masked, unmasked, masked); masked overhead: the largest masked loop over the unmasked one."
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -285,6 +401,8 @@ def run(args: argparse.Namespace) -> int:
     ):
         results.append(r)
         usage = r.error or f"{r.registers} regs, {r.spill_bytes} B spilled, {r.shared_bytes} B shared"
+        if r.hgmma is not None:
+            usage += f", {r.hgmma} HGMMA, {r.hmma} HMMA, loops {r.loop_instructions}"
         print(f"sm_{r.arch} {r.kernel:4} {r.dtype} d={r.head_dim:<3} {_tile(r):28} {usage}", flush=True)
     problems = summarize(results)
     print(f"{len(results)} compiles for sm_{args.arch}")
@@ -296,5 +414,5 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps([asdict(r) for r in results], indent=1))
-        args.output.with_suffix(".md").write_text(markdown_table(results) + "\n")
+        args.output.with_suffix(".md").write_text(markdown_table(results, report_header(args)) + "\n")
     return 1 if any(r.error for r in results) else 0

@@ -20,7 +20,9 @@ its gradients are 0, as in flash-attn.
 Causal masking is bottom-right aligned (flash-attn >= 2.1): query ``i`` of a sequence with
 ``seqlen_q`` queries and ``seqlen_k`` keys sees key ``j`` iff ``j <= i + seqlen_k - seqlen_q``.
 Blocks entirely visible run without masks; only blocks that straddle the diagonal or the end of a
-sequence pay for masking, and blocks entirely above the diagonal are never visited.
+sequence pay for masking, and blocks entirely above the diagonal are never visited. In the forward
+and dQ kernels a masked block clamps hidden scores to -2^99 or lower (``_mask_scores``: one FFMA and
+one FMNMX per score, no predicates) instead of selecting -inf.
 
 Offsets: a row index times a token stride can exceed 2^31 (one sequence of 524k tokens at
 H * D = 4096), so the base of every block is computed in int64 once; only offsets inside a block
@@ -29,7 +31,11 @@ H * D = 4096), so the base of every block is computed in int64 once; only offset
 Backward: the dK/dV kernel owns a key block and walks the query blocks of every query head of its
 GQA group. With ``ATOMIC_DQ`` it also computes dQ = dS K for each (query, key) block pair and adds
 it to an fp32 buffer with atomics: five matrix multiplies per tile, as FlashAttention-2, at the
-cost of a summation order that varies from run to run. Without it a second kernel owns a query
+cost of a summation order that varies from run to run. That product is taken transposed,
+dQ^T = K^T dS^T (head dim x BLOCK_M), so its M dimension is the head dim: a 32-row query tile
+(all that fits in registers at head dim 128) still lowers to Hopper warpgroup MMAs (``wgmma``;
+``dS K`` would have M = 32, below wgmma's 64, and fall back to ``mma.sync``), and the atomics
+add the transposed tile. Without it a second kernel owns a query
 block and recomputes P and dP for dQ (seven multiplies, bit-reproducible).
 """
 
@@ -42,6 +48,10 @@ LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
 #: Block sizes the tile table has a row for (row r is block 16 << r).
 TABLE_BLOCKS = (16, 32, 64, 128)
+#: Hidden scores of masked blocks are clamped to -MASK_BIG / 2 or lower (2^99, ~6e29) instead of
+#: -inf; exact in fp32. ``softmax_scale * log2(e) * MASK_BIG / 2`` must exceed the 126 that
+#: flushes ``exp2`` to 0 (``softmax_scale >= 2^-90``, checked by the launcher).
+MASK_BIG = tl.constexpr(2.0**100)
 
 
 @triton.jit
@@ -103,6 +113,43 @@ def _query_block_key_ranges(
 
 
 @triton.jit
+def _mask_scores(
+    qk, offs_n0, offs_m, start_n, seqlen_k, diag, win, CAUSAL: tl.constexpr, WINDOW: tl.constexpr
+):
+    """Scores of a masked block with every hidden (row, key) pair pushed to ``-MASK_BIG``.
+
+    Two float instructions per score and no predicates: a per-row bound ``b`` (the row's last
+    visible key, relative to the block, at least -1) gives the limit
+    ``(b + 0.5 - j) * MASK_BIG``, +-2^99 or more (exact), one FFMA per score, and
+    ``min(score, limit)`` (FMNMX) leaves a visible score as it is and sends a hidden one to
+    -2^99 or lower. Compares and selects instead (an ISETP + FSEL per score) cost the same with
+    Triton 3.9's ptxas (CUDA 13) but make Triton 3.6's (CUDA 12.8) pack the 64 live predicates
+    into registers: 669 instead of 604 instructions per iteration (fwd_tma 128 x 128, d=128).
+
+    Causal: key ``j`` is visible from row ``i`` iff ``j <= i + diag``, which for a row inside the
+    sequence also keeps ``j < seqlen_k`` (``i + diag <= seqlen_k - 1``): no separate sequence-end
+    test. Rows past the end of the sequence may see keys past it (zeros or copies of the last
+    key) and are never stored.
+    Bidirectional: only the sequence end. The caller keeps rows that see no key at all apart
+    (their scores are all -MASK_BIG, not -inf).
+    """
+    BLOCK_N: tl.constexpr = offs_n0.shape[0]
+    cols = offs_n0.to(tl.float32) * MASK_BIG
+    if CAUSAL:
+        # no upper clamp: a bound past 2^23 loses its last bits (every key of the block is visible
+        # anyway) and one past 2^27 makes the limit +inf, which min() also leaves visible
+        last = tl.maximum(offs_m + (diag - start_n), -1)
+        qk = tl.minimum(qk, (last.to(tl.float32) * MASK_BIG + 0.5 * MASK_BIG)[:, None] - cols[None, :])
+        if WINDOW:  # the band's lower edge: visible iff j >= i + diag - win
+            first = tl.minimum(tl.maximum(offs_m + (diag - start_n) - win, -1), BLOCK_N)
+            qk = tl.minimum(qk, cols[None, :] - ((first.to(tl.float32) - 0.5) * MASK_BIG)[:, None])
+    else:
+        last = tl.maximum(seqlen_k - 1 - start_n, -1)
+        qk = tl.minimum(qk, (last.to(tl.float32) * MASK_BIG + 0.5 * MASK_BIG) - cols[None, :])
+    return qk
+
+
+@triton.jit
 def _table_row(BLOCK: tl.constexpr):
     if BLOCK == 16:
         return 0
@@ -161,28 +208,24 @@ def _fwd_inner(
             k = k_base.load([start_n, 0])
             v = v_base.load([start_n, 0])
         else:
-            k_ptrs = _rows_ptrs(k_base, start_n, offs_n0, offs_d, stride_kt, LONG_OFFSETS)
-            v_ptrs = _rows_ptrs(v_base, start_n, offs_n0, offs_d, stride_vt, LONG_OFFSETS)
-            k = _load_tile(k_ptrs, n_mask, d_mask, MASKED, EVEN_D)
-            v = _load_tile(v_ptrs, n_mask, d_mask, MASKED, EVEN_D)
+            # masked blocks read rows past the sequence end as copies of its last row (no load
+            # masks): their scores are hidden by _mask_scores, so their p (and V's weight) is 0
+            rows = tl.minimum(offs_n0, seqlen_k - 1 - start_n) if MASKED else offs_n0
+            k_ptrs = _rows_ptrs(k_base, start_n, rows, offs_d, stride_kt, LONG_OFFSETS)
+            v_ptrs = _rows_ptrs(v_base, start_n, rows, offs_d, stride_vt, LONG_OFFSETS)
+            k = _load_tile(k_ptrs, n_mask, d_mask, False, EVEN_D)
+            v = _load_tile(v_ptrs, n_mask, d_mask, False, EVEN_D)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
         if MASKED:
-            valid = n_mask[None, :]
-            if CAUSAL:
-                rel = offs_n[None, :] - (offs_m[:, None] + diag)  # key minus the row's diagonal
-                valid = valid & (rel <= 0)
-                if WINDOW:  # the band's lower edge
-                    valid = valid & (rel >= -win)
-            qk = tl.where(valid, qk, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-            # a row with no visible key so far keeps m = -inf; shift by 0 to avoid inf - inf
-            m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
-        else:
-            m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-            m_shift = m_new
+            # hidden scores become -2^99 or lower, not -inf: the running max stays finite (no
+            # inf - inf guard); a row that sees no key of this block gets p = 1 for its hidden keys,
+            # which the first visible key's alpha = 0 wipes out (rows that see no key at all are
+            # told apart by index after the loops)
+            qk = _mask_scores(qk, offs_n0, offs_m, start_n, seqlen_k, diag, win, CAUSAL, WINDOW)
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
         # scale and max subtraction in one FFMA per score (qk_scale > 0 keeps the max the max)
-        p = tl.math.exp2(qk * qk_scale - m_shift[:, None])
-        alpha = tl.math.exp2(m_i - m_shift)
+        p = tl.math.exp2(qk * qk_scale - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
         acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PREC)
@@ -292,8 +335,10 @@ def packed_attn_fwd_kernel(
     )  # fmt: skip
 
     empty = l_i == 0.0
+    if CAUSAL:  # rows before the first key (more queries than keys) see none; their masked scores
+        empty = empty | (offs_m + diag < 0)  # gave them l > 0
     l_safe = tl.where(empty, 1.0, l_i)
-    acc = acc / l_safe[:, None]
+    acc = tl.where(empty[:, None], 0.0, acc / l_safe[:, None])
     lse = tl.where(empty, float("inf"), m_i + tl.math.log2(l_safe))
 
     o_row = (q_start + m_start).to(tl.int64)
@@ -390,6 +435,8 @@ def _bwd_dkdv_inner(
         qk_t = tl.dot(k, tl.trans(q), input_precision=DOT_PREC)
         p_t = tl.math.exp2(qk_t * qk_scale + col_bias[:, None] - lse[None, :])
         if MASKED and CAUSAL:
+            # a compare and a select per score: the forward's clamp (_mask_scores) here would save
+            # 15-20 instructions per iteration but costs 10-30 registers (compile report)
             rel = offs_n[:, None] - (offs_m[None, :] + diag)
             visible = rel <= 0
             if WINDOW:  # the band's lower edge
@@ -401,14 +448,14 @@ def _bwd_dkdv_inner(
         dk = tl.dot(ds_t, q, dk, input_precision=DOT_PREC)
         if ATOMIC_DQ:
             # the fifth multiply: this key block's share of dQ, summed across key blocks in fp32
-            dq = tl.dot(tl.trans(ds_t), k, input_precision=DOT_PREC)
-            dq_ptrs = _rows_ptrs(dq_base, start_m, offs_m0, offs_d, stride_dqt, LONG_OFFSETS)
+            dq_t = tl.dot(tl.trans(k), ds_t, input_precision=DOT_PREC)
+            dq_ptrs = tl.trans(_rows_ptrs(dq_base, start_m, offs_m0, offs_d, stride_dqt, LONG_OFFSETS))
             if MASKED:
-                tl.atomic_add(dq_ptrs, dq, mask=m_mask[:, None] & d_mask[None, :], sem="relaxed")
+                tl.atomic_add(dq_ptrs, dq_t, mask=d_mask[:, None] & m_mask[None, :], sem="relaxed")
             elif EVEN_D:
-                tl.atomic_add(dq_ptrs, dq, sem="relaxed")
+                tl.atomic_add(dq_ptrs, dq_t, sem="relaxed")
             else:
-                tl.atomic_add(dq_ptrs, dq, mask=d_mask[None, :], sem="relaxed")
+                tl.atomic_add(dq_ptrs, dq_t, mask=d_mask[:, None], sem="relaxed")
     return dk, dv
 
 
@@ -610,15 +657,9 @@ def _bwd_dq_inner(
             k = _load_tile(k_ptrs, n_mask, d_mask, MASKED, EVEN_D)
             v = _load_tile(v_ptrs, n_mask, d_mask, MASKED, EVEN_D)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
+        if MASKED:  # hidden scores clamped to -2^99 or lower give p = 0 (rows' lse is finite or +inf)
+            qk = _mask_scores(qk, offs_n0, offs_m, start_n, seqlen_k, diag, win, CAUSAL, WINDOW)
         p = tl.math.exp2(qk * qk_scale - lse[:, None])
-        if MASKED:
-            valid = n_mask[None, :]
-            if CAUSAL:
-                rel = offs_n[None, :] - (offs_m[:, None] + diag)  # key minus the row's diagonal
-                valid = valid & (rel <= 0)
-                if WINDOW:  # the band's lower edge
-                    valid = valid & (rel >= -win)
-            p = tl.where(valid, p, 0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
         ds = p * (dp - delta[:, None])
         dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PREC)

@@ -56,6 +56,8 @@ def _tile(bm: int, bn: int, warps: int, stages: int = 2) -> triton.Config:
 #: Triton 3.6 (the GPU images) spills on four more listed tiles, dropped for both versions
 #: (compile_report_sm90_bf16_causal_triton36.md, 2026-12-07): dkdv 64x128 w8 s2 at d=64 (84 B),
 #: dkdv_tma 32x128 w8 s2 (256 B), dkdv_det_tma 64x64 w8 s2 (84 B), dq_tma 128x128 w8 s2 (112 B) at d=128.
+#: The transposed atomic dQ product (every product a Hopper wgmma, 2026-12-07) makes dkdv_tma
+#: 64x128 w8 s2 at d=64 spill on 3.6 (132 B): dropped too.
 _TILE_TABLE: dict[str, tuple[list[tuple[int, int, int, int]], ...]] = {
     "fwd": (
         [(128, 128, 8, 2), (128, 128, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 4, 3)],
@@ -86,7 +88,7 @@ _TILE_TABLE: dict[str, tuple[list[tuple[int, int, int, int]], ...]] = {
     # still spills at 64 x 64 (344 B, dropped) but fits 32 x 128 w8 s2 (255, no spill; 80 B with
     # pointers). Dropped for spilling: dkdv_tma 64x64 w8 s3 / s2 at d=128 (344 / 416 B).
     "dkdv_tma": (
-        [(64, 128, 8, 3), (32, 128, 8, 2), (64, 128, 8, 2), (64, 64, 8, 3), (32, 64, 4, 3)],
+        [(64, 128, 8, 3), (32, 128, 8, 2), (64, 64, 8, 3), (32, 64, 4, 3)],
         [(32, 64, 8, 2), (32, 64, 8, 3), (16, 64, 8, 3)],
         [(16, 64, 8, 2), (32, 32, 8, 2), (16, 32, 4, 2)],
     ),
@@ -172,6 +174,11 @@ else:  # pragma: no cover - needs a GPU
     _dkdv_kernel = _autotuned("dkdv", _k.packed_attn_bwd_dkdv_kernel)
     _dq_kernel = _autotuned("dq", _k.packed_attn_bwd_dq_kernel)
 
+
+#: Accepted ``softmax_scale`` values: masked blocks clamp hidden scores to ``-MASK_BIG / 2``
+#: (-2^99) or lower instead of -inf, which ``exp2`` must flush to 0 after scaling (scale >= 2^-90)
+#: while ``-(BLOCK_N + 1) * MASK_BIG`` times the scale stays finite (scale <= 2^16).
+SOFTMAX_SCALE_RANGE = (2.0**-90, 2.0**16)
 
 #: Tensor descriptors (TMA) for the Q/K/V loads of the forward and the Q/dO/K/V loads of the
 #: backward: "auto" on compute capability >= 9 when the tensors are 16-byte aligned, "on" wherever
@@ -439,7 +446,7 @@ def packed_attention(
             rows ``cu[b]:cu[b+1]``. Zero-length sequences are allowed.
         max_seqlen_q, max_seqlen_k: the longest query / key sequence (int or one-element tensor).
         causal: bottom-right aligned causal mask (flash-attn >= 2.1) when ``seqlen_q != seqlen_k``.
-        softmax_scale: defaults to ``D ** -0.5``; must be positive.
+        softmax_scale: defaults to ``D ** -0.5``; must be within ``2^-90 .. 2^16``.
         return_lse: also return the log-sum-exp ``(H, total_q)`` fp32, natural log, ``+inf`` for
             rows that see no key (those rows output 0).
         deterministic: compute dQ in its own pass (bit-reproducible backward, two more matrix
@@ -459,6 +466,10 @@ def packed_attention(
     scale = float(softmax_scale) if softmax_scale is not None else q.shape[-1] ** -0.5
     if not scale > 0.0:  # the kernels take the running max of unscaled scores
         raise ValueError(f"softmax_scale must be positive, got {softmax_scale!r}")
+    if not SOFTMAX_SCALE_RANGE[0] <= scale <= SOFTMAX_SCALE_RANGE[1]:
+        # masked scores are clamped to -2^99 (not -inf): the scale must send them below exp2's
+        # underflow and keep them finite
+        raise ValueError(f"softmax_scale must be within 2^-90 .. 2^16, got {softmax_scale!r}")
     window = _window_left(window_size, causal)
     q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
     # the kernels index cu_seqlens as dense arrays; a strided view would be misread silently

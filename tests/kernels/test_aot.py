@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from gmaivl.kernels.aot import KERNELS, CompileResult, _signature, summarize
+from gmaivl.kernels.aot import KERNELS, CompileResult, _signature, sass_summary, summarize
 from gmaivl.kernels.varlen import AUTOTUNE_CONFIGS, FP32_AUTOTUNE_CONFIGS, _base_kernel, tuned_configs
 
 
@@ -68,6 +68,32 @@ def test_summary_flags_only_what_needs_acting_on():
     assert failed == ["fwd bf16 d=128 128x32 w4 s2 causal g1: CompilationError: bad"]
 
 
+_SASS = """
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+.L_x_0:
+        /*0010*/                   HGMMA.64x64x16.F32.BF16 R24, gdesc[UR4], RZ, !UPT ;
+        /*0020*/                   FFMA R2, R3, R4, R5 ;
+        /*0030*/                   NOP ;
+        /*0040*/              @!P0 BRA `(.L_x_0) ;
+.L_x_1:
+        /*0050*/                   HMMA.16816.F32.BF16 R8, R12, R16, R8 ;
+        /*0060*/                   FSEL R2, R3, -INF , P1 ;
+        /*0070*/                   FMNMX R2, R2, R3, !PT ;
+        /*0080*/                @P1 BRA `(.L_x_1) ;
+        /*0090*/                   EXIT ;
+.L_x_2:
+        /*00a0*/                   SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [UR13], R8 ;
+        /*00b0*/              @!P0 BRA `(.L_x_2) ;
+        /*00c0*/                   BRA `(.L_x_1) ;
+"""
+
+
+def test_sass_summary_counts_mmas_and_loop_bodies():
+    # two loops of 3 and 4 instructions (the NOP not counted); the barrier-wait stub's spin and its
+    # unpredicated jump back are not loops
+    assert sass_summary(_SASS) == (1, 1, [3, 4])
+
+
 def test_kernels_compile_for_hopper_without_a_gpu(tmp_path):
     """Real `triton.compile` to a sm_90 cubin and ptxas resource usage, in a process without the interpreter."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -85,7 +111,16 @@ def test_kernels_compile_for_hopper_without_a_gpu(tmp_path):
         assert 0 < r["registers"] <= 255 and r["spill_bytes"] >= 0
         assert 0 < r["shared_bytes"] <= 232448 and r["fits"] is True
     assert "2 compiles for sm_90" in proc.stdout
-    assert out.with_suffix(".md").read_text().count("| bf16 | 80 | causal | 2 |") == 2
+    md = out.with_suffix(".md").read_text()
+    assert md.count("| bf16 | 80 | causal | 2 |") == 2
+    assert md.startswith("Compile-only report (no GPU ran): `gmaivl kernels compile-report --arch 90")
+    fwd, dkdv = rows
+    # the SASS: every product a Hopper warpgroup MMA (the dK/dV kernel's atomic dQ included), and
+    # the innermost loops as the kernels write them (fwd: unmasked, masked; dK/dV: masked, plain, masked)
+    assert fwd["hgmma"] > 0 and dkdv["hgmma"] > 0 and fwd["hmma"] == dkdv["hmma"] == 0
+    assert len(fwd["loop_instructions"]) == 2 and len(dkdv["loop_instructions"]) == 3
+    assert fwd["loop_instructions"][1] > fwd["loop_instructions"][0] > 100
+    assert 0 < fwd["masked_overhead"] < 1 and dkdv["masked_overhead"] > 0
     assert any((tmp_path / "cache").rglob("*.cubin"))  # really assembled for the GPU
 
 

@@ -282,6 +282,8 @@ def test_all_sequences_empty_and_trailing_tokens():
         ),
         (lambda a: {**a, "max_seqlen_q": -1}, ValueError),
         (lambda a: {**a, "softmax_scale": -0.1}, ValueError),  # the running max assumes a positive scale
+        (lambda a: {**a, "softmax_scale": 2.0**-91}, ValueError),  # masked scores would not flush to 0
+        (lambda a: {**a, "softmax_scale": 2.0**17}, ValueError),  # nor stay finite
         (lambda a: {**a, "causal": False, "window_size": (4, 4)}, NotImplementedError),  # bidirectional band
         (lambda a: {**a, "window_size": (4, 2)}, NotImplementedError),  # keys past the diagonal
     ],
@@ -405,3 +407,24 @@ def test_tensor_descriptor_backward(monkeypatch, dtype, head_dim, deterministic)
         assert calls == [True, False]
         for a, b in zip(fallback, pointers):
             assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("scale", [2.0**-90, 2.0**16], ids=["smallest", "largest"])
+def test_masked_blocks_at_the_ends_of_the_scale_range(scale):
+    """Masked blocks clamp hidden scores to -2^99 (not -inf): at the smallest accepted scale they
+    must still get weight 0 (uniform attention over the visible keys only), at the largest they
+    must stay finite; rows before the first key (more queries than keys) still give 0 and +inf."""
+    lens_q, lens_k = [37, 5, 20], [21, 5, 33]  # diag -16, 0, +13: empty rows, diagonal, sequence ends
+    q, k, v, cu_q, cu_k = make_inputs(lens_q, lens_k, 2, 1, 32, torch.float32, seed=5)
+    out, lse = packed_attention(
+        q, k, v, cu_q, cu_k, 37, 33, causal=True, softmax_scale=scale, return_lse=True
+    )
+    ref, ref_lse = packed_attention_reference(
+        q.double(), k.double(), v.double(), cu_q, cu_k, causal=True, softmax_scale=scale, return_lse=True
+    )
+    assert torch.isfinite(out).all()
+    assert torch.all(out[:16] == 0) and torch.all(lse[:, :16] == float("inf"))  # rows 0..15 see no key
+    torch.testing.assert_close(out.double(), ref, rtol=0, atol=1e-4)
+    seen = torch.isfinite(ref_lse)
+    assert torch.equal(seen, torch.isfinite(lse))
+    torch.testing.assert_close(lse.double()[seen], ref_lse.double()[seen], rtol=1e-5, atol=1e-4)

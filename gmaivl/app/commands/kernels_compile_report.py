@@ -1,5 +1,6 @@
 """`gmaivl kernels compile-report`: compile every autotune tile for an NVIDIA architecture on a
-machine without a GPU and report registers, spills and shared memory (ptxas).
+machine without a GPU and report registers, spills and shared memory (ptxas), and from the SASS
+(nvdisasm) the HGMMA / HMMA counts and the instructions per iteration of each innermost loop.
 
 The options live here, importable without torch or triton; `gmaivl.kernels.aot` does the work."""
 
