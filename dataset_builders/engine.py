@@ -1,4 +1,5 @@
-"""Which datatrove executor runs the build's steps (`steps.py`): this machine, or a Slurm cluster.
+"""Which datatrove executor runs the build's steps (`steps.py`): this machine, a Slurm cluster, or a
+Ray cluster.
 
 - `run_build` / `ingest` / `publish`: datatrove's `LocalPipelineExecutor`. `tasks` tasks split the
   work units round robin and `workers` processes run them; publish is five executors chained with
@@ -10,6 +11,10 @@
 - `slurm_build`: datatrove's `SlurmPipelineExecutor`: an array job of ingest tasks, then one job
   (an array where the stage has several tasks) per publish stage, each depending on the one before
   (`sbatch` scripts written to the engine folder, see `build.ingest_scope`).
+- `ray_build`: datatrove's `RayPipelineExecutor` on a running Ray cluster (`ray.init()` first, or
+  `address=`; without one, a local cluster is started): the ingest tasks, then the five publish
+  stages chained with `depends=`, each stage waiting for the one before. Every task runs in a Ray
+  actor, so the output folder must be shared by the cluster's machines (it is on one machine).
 
 Completion is the engine's, per stage: a task that finished has a completion file and is skipped
 when the same build is run again; a killed or failed task runs again (and inside an ingest task,
@@ -27,7 +32,7 @@ from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
-from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
+from datatrove.executor import LocalPipelineExecutor, RayPipelineExecutor, SlurmPipelineExecutor
 from datatrove.utils.stats import PipelineStats
 
 from .build import (
@@ -73,6 +78,25 @@ class _LocalExecutor(LocalPipelineExecutor):
         with self.logging_dir.open("stats.json", "wt") as handle:
             merged.save_to_disk(handle)
         return merged
+
+
+class _RayExecutor(RayPipelineExecutor):
+    """datatrove's `RayPipelineExecutor`, except that a stage after one with failed tasks raises
+    (datatrove's waits, polling every two minutes, for tasks that will not run again) and that
+    the stage before is not shipped to the actors with this one."""
+
+    def run(self) -> None:
+        depends = self.depends
+        if depends is not None:
+            if not depends._launched:
+                depends.run()
+            if incomplete := depends.get_incomplete_ranks(skip_completed=True):
+                raise RuntimeError(f"{len(incomplete)} of {depends.world_size} tasks of {depends} failed")
+        self.depends = None
+        try:
+            super().run()
+        finally:
+            self.depends = depends
 
 
 def _spec(spec: BuildSpec | str | Path) -> BuildSpec:
@@ -336,3 +360,68 @@ def slurm_build(
         "scripts": [str(executor.logging_dir.path) for executor in executors.values()],
         "tasks": {stage: executor.world_size for stage, executor in executors.items()},
     }
+
+
+def ray_build(
+    spec: BuildSpec | str | Path,
+    out: str | Path,
+    tasks: int = 1,
+    workers: int = -1,
+    address: str | None = None,
+    cpus_per_task: int = 1,
+    mem_per_cpu_gb: float = 2,
+    signature_tasks: int | None = None,
+    bucket_tasks: int | None = None,
+    write_tasks: int | None = None,
+    client_factory: ClientFactory | None = None,
+) -> BuildReport:
+    """Run the build on Ray: `tasks` ingest tasks (at most `workers` at once, default all), then the
+    publish stages (`signature_tasks`, `bucket_tasks`, `write_tasks`, default `tasks`), each a
+    `RayPipelineExecutor` depending on the one before; finished tasks are skipped on a rerun, as
+    locally. Uses the Ray cluster this process is connected to, else `ray.init(address=address)`
+    (no address and no `RAY_ADDRESS`: a local cluster). Returns the `BuildReport`; raises
+    `RuntimeError` when tasks of a stage failed (their logs: `logs/` of the stage's engine folder)."""
+    import time as clock
+
+    import ray
+
+    spec = _spec(spec)
+    out = Path(out).resolve()
+    check_output_dir(spec, out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not ray.is_initialized():
+        ray.init(address=address)
+    common = dict(
+        workers=workers,
+        cpus_per_task=cpus_per_task,
+        mem_per_cpu_gb=mem_per_cpu_gb,
+        # the actors import `gmaivl` as the command line does: without torch and transformers
+        # (each actor otherwise spends seconds importing them, for nothing a build uses)
+        ray_remote_kwargs={"runtime_env": {"env_vars": {"GMAIVL_COMMAND_LINE": "1"}}},
+    )
+    ingest_dir = ingest_scope(out) / "ray-ingest"  # publish closes the scope: its path is read now
+    ingest_job = _RayExecutor(
+        [IngestUnits(spec, out, client_factory)], tasks=tasks, logging_dir=str(ingest_dir), **common
+    )
+    layout = publish_layout(out, tasks, signature_tasks, bucket_tasks, write_tasks)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    started = layout.root / "started"
+    if not started.is_file():
+        started.write_text(repr(clock.time()))
+
+    def make(step: Any, stage: str, depends: Any) -> RayPipelineExecutor:
+        return _RayExecutor(
+            [step],
+            tasks=layout.tasks(stage),
+            logging_dir=str(layout.logs(f"ray-{stage}")),
+            depends=depends or ingest_job,
+            **common,
+        )
+
+    last = _publish_chain(spec, layout, make, client_factory)
+    last.run()
+    if incomplete := last.get_incomplete_ranks(skip_completed=True):
+        raise RuntimeError(f"{len(incomplete)} of {last.world_size} tasks of {last} failed")
+    report = load_report(layout)
+    report.ingest = {"tasks": tasks, **_task_counts(ingest_dir, list(range(tasks)))}
+    return report

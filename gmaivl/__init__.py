@@ -13,6 +13,7 @@ call `register_auto_classes()` themselves.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,7 +83,11 @@ def register_auto_classes() -> None:
 
 def _imported_by_the_command_line() -> bool:
     """True while the `gmaivl` console script or `python -m gmaivl` (argv[0] is "-m" while the
-    package is located) imports this package; multiprocessing workers inherit the parent's argv."""
+    package is located) imports this package; multiprocessing workers inherit the parent's argv,
+    and workers started apart from it (the Ray actors of `dataset_builders.engine.ray_build`) have
+    `GMAIVL_COMMAND_LINE=1` in their environment."""
+    if os.environ.get("GMAIVL_COMMAND_LINE") == "1":
+        return True
     return Path(sys.argv[0] if sys.argv else "").name == "gmaivl" or sys.argv[:1] == ["-m"]
 
 

@@ -60,9 +60,14 @@ def add_arguments(p: argparse.ArgumentParser, stages: tuple[str, ...] = STAGES) 
         )
         p.add_argument(
             "--executor",
-            choices=("local", "slurm"),
+            choices=("local", "slurm", "ray"),
             default="local",
-            help="run here, or submit an ingest array job and a publish job to Slurm (default: %(default)s)",
+            help="run here, submit an ingest array job and a job per publish stage to Slurm, or run the "
+            "stages' tasks as actors of a Ray cluster (default: %(default)s)",
+        )
+        p.add_argument(
+            "--ray-address",
+            help="with --executor ray: the cluster to connect to (default: RAY_ADDRESS, else a local cluster)",
         )
         p.add_argument("--slurm-partition", help="with --executor slurm: the partition to submit to")
         p.add_argument(
@@ -82,19 +87,22 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "executor", "local") == "slurm":
         return _submit_to_slurm(args)
     try:
-        result = run_build(
-            args.spec,
-            args.output_dir,
-            workers=getattr(args, "workers", 1),
-            tasks=getattr(args, "tasks", None),
-            local_tasks=getattr(args, "local_tasks", None),
-            local_rank_offset=getattr(args, "local_rank_offset", 0),
-            stages=args.stages,
-            progress=not args.quiet,
-            signature_tasks=getattr(args, "signature_tasks", None),
-            bucket_tasks=getattr(args, "bucket_tasks", None),
-            write_tasks=getattr(args, "write_tasks", None),
-        )
+        if getattr(args, "executor", "local") == "ray":
+            result = _run_on_ray(args)
+        else:
+            result = run_build(
+                args.spec,
+                args.output_dir,
+                workers=getattr(args, "workers", 1),
+                tasks=getattr(args, "tasks", None),
+                local_tasks=getattr(args, "local_tasks", None),
+                local_rank_offset=getattr(args, "local_rank_offset", 0),
+                stages=args.stages,
+                progress=not args.quiet,
+                signature_tasks=getattr(args, "signature_tasks", None),
+                bucket_tasks=getattr(args, "bucket_tasks", None),
+                write_tasks=getattr(args, "write_tasks", None),
+            )
     except (SourceError, LLMError, RuntimeError, OSError) as error:
         raise ValueError(str(error)) from error
     if "finalize" not in args.stages:
@@ -111,6 +119,23 @@ def run(args: argparse.Namespace) -> int:
             f"dropped: {dropped or 'none'}); see {out / 'build_report.json'} and {out / '_work' / 'failures.jsonl'}"
         )
     return 0
+
+
+def _run_on_ray(args: argparse.Namespace):
+    from gmaivl.dataset_builders.engine import ray_build
+
+    if args.stages != STAGES:
+        raise ValueError("--executor ray runs the whole build (use `gmaivl data build`)")
+    return ray_build(
+        args.spec,
+        args.output_dir,
+        tasks=args.tasks or args.workers,
+        workers=args.workers if args.workers > 1 else -1,
+        address=args.ray_address,
+        signature_tasks=args.signature_tasks,
+        bucket_tasks=args.bucket_tasks,
+        write_tasks=args.write_tasks,
+    )
 
 
 def _submit_to_slurm(args: argparse.Namespace) -> int:
