@@ -191,6 +191,18 @@ def publish_layout(
     return Layout.create(out, signature_tasks or tasks, bucket_tasks or tasks, write_tasks or tasks)
 
 
+def _start_publish(
+    out: Path, tasks: int, signature_tasks: int | None, bucket_tasks: int | None, write_tasks: int | None
+) -> Layout:
+    """The publish layout, its folder made and its start time kept (for `finalize_seconds`) once."""
+    layout = publish_layout(out, tasks, signature_tasks, bucket_tasks, write_tasks)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    started = layout.root / "started"
+    if not started.is_file():
+        started.write_text(repr(time.time()))
+    return layout
+
+
 def publish(
     spec: BuildSpec | str | Path,
     out: str | Path,
@@ -208,11 +220,7 @@ def publish(
     spec = _spec(spec)
     out = Path(out)
     check_output_dir(spec, out)
-    layout = publish_layout(out, tasks, signature_tasks, bucket_tasks, write_tasks)
-    layout.root.mkdir(parents=True, exist_ok=True)
-    started = layout.root / "started"
-    if not started.is_file():
-        started.write_text(repr(time.time()))
+    layout = _start_publish(out, tasks, signature_tasks, bucket_tasks, write_tasks)
 
     def make(step: Any, stage: str, depends: Any) -> LocalPipelineExecutor:
         count = layout.tasks(stage)
@@ -381,8 +389,6 @@ def ray_build(
     locally. Uses the Ray cluster this process is connected to, else `ray.init(address=address)`
     (no address and no `RAY_ADDRESS`: a local cluster). Returns the `BuildReport`; raises
     `RuntimeError` when tasks of a stage failed (their logs: `logs/` of the stage's engine folder)."""
-    import time as clock
-
     import ray
 
     spec = _spec(spec)
@@ -403,11 +409,7 @@ def ray_build(
     ingest_job = _RayExecutor(
         [IngestUnits(spec, out, client_factory)], tasks=tasks, logging_dir=str(ingest_dir), **common
     )
-    layout = publish_layout(out, tasks, signature_tasks, bucket_tasks, write_tasks)
-    layout.root.mkdir(parents=True, exist_ok=True)
-    started = layout.root / "started"
-    if not started.is_file():
-        started.write_text(repr(clock.time()))
+    layout = _start_publish(out, tasks, signature_tasks, bucket_tasks, write_tasks)
 
     def make(step: Any, stage: str, depends: Any) -> RayPipelineExecutor:
         return _RayExecutor(
