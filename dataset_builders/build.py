@@ -503,18 +503,8 @@ def _collect_unit(
         report.llm[key] = report.llm.get(key, 0) + count
 
 
-def finalize(
-    spec: BuildSpec, out: str | Path, client_factory: ClientFactory | None = None, progress: bool = True
-) -> BuildReport:
-    """QC, judge and publish every unit shard into the dataset folder, each publish stage as one
-    task on this machine (`engine.publish`, `publish.py`); returns the build report."""
-    from .engine import publish
-
-    return publish(spec, out, client_factory=client_factory, progress=progress)
-
-
 class StaleUnits(RuntimeError):
-    """`finalize` found work units that are not ingested with the current sources and key."""
+    """`engine.publish` found work units that are not ingested with the current sources and key."""
 
 
 def _missing_units_message(out: Path, units: list[WorkUnit], missing: list[WorkUnit], key: bytes) -> str:

@@ -16,8 +16,8 @@ from pathlib import Path
 import dill
 import pytest
 
-from gmaivl.dataset_builders.build import SimulatedCrash, StaleUnits, finalize
-from gmaivl.dataset_builders.engine import ingest, run_build, slurm_build
+from gmaivl.dataset_builders.build import SimulatedCrash, StaleUnits
+from gmaivl.dataset_builders.engine import ingest, publish, run_build, slurm_build
 from gmaivl.dataset_builders.spec import load_build_spec
 
 
@@ -46,11 +46,11 @@ def test_tasks_processes_and_machines_publish_the_same_bytes(built, demo_spec, t
     # machine A runs tasks 0-1 of 4 in two processes, machine B tasks 2-3 in one
     first = ingest(spec, out, tasks=4, workers=2, local_tasks=2, local_rank_offset=0, progress=False)
     with pytest.raises(StaleUnits, match="not ingested yet"):
-        finalize(spec, out, progress=False)
+        publish(spec, out, progress=False)
     second = ingest(spec, out, tasks=4, workers=1, local_tasks=2, local_rank_offset=2, progress=False)
     assert first["tasks_run"] == second["tasks_run"] == 2
     assert first["processed"] + second["processed"] == report.units
-    finalize(spec, out, progress=False)
+    publish(spec, out, progress=False)
     assert published_bytes(out) == published_bytes(reference)
 
 
@@ -89,7 +89,7 @@ def test_machines_with_different_id_keys_get_the_real_reason(demo_spec, tmp_path
     monkeypatch.setenv(spec.privacy.id_key_env, "b" * 64)
     ingest(spec, out, tasks=2, local_tasks=1, local_rank_offset=1, progress=False)
     with pytest.raises(StaleUnits, match="ingested with a different id key") as error:
-        finalize(spec, out, progress=False)
+        publish(spec, out, progress=False)
     assert "a" * 16 not in str(error.value)  # digests, never the key
 
 
