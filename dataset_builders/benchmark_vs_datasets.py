@@ -9,7 +9,11 @@ average, so that a shared machine's noise shows:
 - baseline, named `plain datasets`: `Dataset.from_generator` over (image bytes, class) with an
   `Image()` feature, then `to_parquet`: the files as they are, one row each, no QC, no text;
 - `gmaivl build`: the full build (engine tasks, templates backend, records + caption + instruct +
-  percept, QC, Parquet shards, card).
+  percept, QC, Parquet shards, card);
+- `QC floor` (not a contender, a lower bound of the build): only the per-image work the build's QC
+  cannot skip, with the build's own functions: the metadata-free stream, its decode, the pixel md5
+  and the pHash (perceptual dedup and decontamination need the pixels, which the baseline never
+  decodes); no text, no Parquet, no engine.
 
 Printed: seconds, images/s, peak RSS, published bytes, the time ratio (build / baseline) and, per
 config, the published Parquet bytes over the source PNG bytes of the images it uses.
@@ -92,6 +96,22 @@ def _plain(folder: Path, out: Path) -> dict[str, Any]:
     }
 
 
+def _qc_floor(folder: Path, out: Path) -> dict[str, Any]:
+    from .image_bytes import metadata_free_stream
+    from .imaging import gray_to_rgb, read_image
+    from .records import image_phash, pixel_md5
+
+    files = sorted((folder / "src").glob("*/*.png"))
+    image_phash(np.zeros((8, 8), np.uint8))  # imagehash's (and scipy's) import is untimed, as `datasets`'
+    started = time.perf_counter()
+    for path in files:
+        stream = metadata_free_stream(path.read_bytes())
+        plane = read_image(path, data=stream, modes=("L", "RGB"))
+        pixel_md5(gray_to_rgb(plane))
+        image_phash(plane)
+    return {"seconds": time.perf_counter() - started, "published_bytes": 0}
+
+
 def _build(folder: Path, out: Path, workers: int) -> dict[str, Any]:
     from .engine import run_build
 
@@ -123,7 +143,12 @@ def _child(kind: str, folder: str, out: str, workers: int) -> None:
 
     folder_path, out_path = Path(folder), Path(out)
     cpu = _cpu_seconds()
-    result = _plain(folder_path, out_path) if kind == "plain" else _build(folder_path, out_path, workers)
+    if kind == "plain":
+        result = _plain(folder_path, out_path)
+    elif kind == "floor":
+        result = _qc_floor(folder_path, out_path)
+    else:
+        result = _build(folder_path, out_path, workers)
     result["cpu_seconds"] = _cpu_seconds() - cpu
     result["peak_rss_mb"] = _peak_rss_mb()
     print(json.dumps(result))
@@ -184,16 +209,16 @@ def compare(
     import shutil
 
     load_before = os.getloadavg()
-    runs: dict[str, list[dict[str, Any]]] = {"plain": [], "build": []}
+    runs: dict[str, list[dict[str, Any]]] = {"plain": [], "build": [], "floor": []}
     with tempfile.TemporaryDirectory(prefix="gmaivl-bench-") as scratch:
         root = Path(folder or scratch)
         make_inputs(root / "inputs", images, seed)
         source_bytes = sum(p.stat().st_size for p in (root / "inputs" / "src").glob("*/*.png"))
         for _ in range(max(1, repeat)):
-            for kind in ("plain", "build"):
+            for kind in ("plain", "build", "floor"):
                 shutil.rmtree(root / kind, ignore_errors=True)
                 runs[kind].append(measure(kind, root / "inputs", root / kind, workers))
-    plain, build = _median_run(runs["plain"]), _median_run(runs["build"])
+    plain, build, floor = (_median_run(runs[kind]) for kind in ("plain", "build", "floor"))
     return {
         "images": images,
         "workers": workers,
@@ -203,7 +228,9 @@ def compare(
         "baseline": "plain datasets",
         "plain datasets": {**plain, "images_per_s": images / plain["seconds"]},
         "gmaivl build": {**build, "images_per_s": images / build["seconds"]},
+        "QC floor": {**floor, "images_per_s": images / floor["seconds"]},
         "time_ratio": build["seconds"] / plain["seconds"],
+        "floor_ratio": floor["seconds"] / plain["seconds"],
         "cpu_ratio": build["cpu_seconds"] / plain["cpu_seconds"],
         "storage_ratio": {c: b / source_bytes for c, b in sorted(build["config_bytes"].items())},
         "baseline_storage_ratio": plain["published_bytes"] / source_bytes,
@@ -220,7 +247,7 @@ def format_table(result: dict[str, Any]) -> str:
         f"{'':16} {'seconds':>8} {'CPU s':>7} {'images/s':>9} {'peak RSS MB':>12} {'published MB':>13}",
         "(peak RSS: all processes of the run together, sampled every 0.1 s)",
     ]
-    for name in ("plain datasets", "gmaivl build"):
+    for name in ("plain datasets", "gmaivl build", "QC floor"):
         r = result[name]
         lines.append(
             f"{name:16} {r['seconds']:8.2f} {r['cpu_seconds']:7.2f} {r['images_per_s']:9.0f} "
@@ -229,6 +256,10 @@ def format_table(result: dict[str, Any]) -> str:
     lines.append(
         f"time ratio (build / plain datasets): {result['time_ratio']:.2f}x "
         f"(CPU time {result['cpu_ratio']:.2f}x)"
+    )
+    lines.append(
+        f"QC floor / plain datasets: {result['floor_ratio']:.2f}x (decode + md5 + pHash per image, "
+        "one process: what any build with perceptual dedup does before writing a byte)"
     )
     ratios = ", ".join(f"{c} {v:.2f}x" for c, v in result["storage_ratio"].items())
     lines.append(

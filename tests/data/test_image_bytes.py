@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, PngImagePlugin
 
-from gmaivl.dataset_builders.benchmark_vs_datasets import compare
+from gmaivl.dataset_builders.benchmark_vs_datasets import compare, format_table
 from gmaivl.dataset_builders.image_bytes import stripped_stream
 
 SECRET = "DOE^JOHN MRN-4471"
@@ -59,6 +59,9 @@ def test_other_pixels_or_formats_fall_back_to_a_re_encode(tmp_path):
 def test_benchmark_prints_ratios_and_each_config_stores_an_image_once(tmp_path):
     result = compare(images=120, folder=tmp_path)
     assert result["baseline"] == "plain datasets" and result["time_ratio"] > 0
+    # the QC floor does a strict part of the build's per-image work: it cannot take longer
+    assert 0 < result["QC floor"]["seconds"] < result["gmaivl build"]["seconds"]
+    assert "QC floor / plain datasets" in format_table(result)
     assert result["gmaivl build"]["rows"]["percept"] >= 2 * result["gmaivl build"]["records"]
     for config, ratio in result["storage_ratio"].items():
         assert ratio <= 1.1, (config, ratio)
