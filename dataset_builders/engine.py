@@ -382,13 +382,15 @@ def ray_build(
     bucket_tasks: int | None = None,
     write_tasks: int | None = None,
     client_factory: ClientFactory | None = None,
+    crash_after_units: int | None = None,
 ) -> BuildReport:
     """Run the build on Ray: `tasks` ingest tasks (at most `workers` at once, default all), then the
     publish stages (`signature_tasks`, `bucket_tasks`, `write_tasks`, default `tasks`), each a
     `RayPipelineExecutor` depending on the one before; finished tasks are skipped on a rerun, as
     locally. Uses the Ray cluster this process is connected to, else `ray.init(address=address)`
     (no address and no `RAY_ADDRESS`: a local cluster). Returns the `BuildReport`; raises
-    `RuntimeError` when tasks of a stage failed (their logs: `logs/` of the stage's engine folder)."""
+    `RuntimeError` when tasks of a stage failed (their logs: `logs/` of the stage's engine folder).
+    `crash_after_units`: ingest tasks crash after that many units (as in `run_build`, for tests)."""
     import ray
 
     spec = _spec(spec)
@@ -407,7 +409,10 @@ def ray_build(
     )
     ingest_dir = ingest_scope(out) / "ray-ingest"  # publish closes the scope: its path is read now
     ingest_job = _RayExecutor(
-        [IngestUnits(spec, out, client_factory)], tasks=tasks, logging_dir=str(ingest_dir), **common
+        [IngestUnits(spec, out, client_factory, crash_after_units)],
+        tasks=tasks,
+        logging_dir=str(ingest_dir),
+        **common,
     )
     layout = _start_publish(out, tasks, signature_tasks, bucket_tasks, write_tasks)
 

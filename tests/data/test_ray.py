@@ -1,6 +1,6 @@
 """The build on a real local Ray cluster (`engine.ray_build`, datatrove's `RayPipelineExecutor`):
 the ingest tasks and the five publish stages run as Ray actors, chained with `depends=`, and publish
-the bytes of a local run."""
+the bytes of a local run; a task killed on the cluster reruns there and the result is the same."""
 
 from __future__ import annotations
 
@@ -37,3 +37,19 @@ def test_a_local_ray_cluster_publishes_the_bytes_of_a_local_run(
     assert stages == sorted(
         ["ray-ingest", "ray-signatures", "ray-buckets", "ray-resolve", "ray-write", "ray-assemble"]
     )
+
+
+def test_a_task_killed_on_the_cluster_reruns_and_the_bytes_are_those_of_a_fresh_build(
+    built, demo_spec, tmp_path, local_ray_cluster
+):
+    reference, local = built
+    out = tmp_path / "killed"
+    # both ingest actors die after 2 of their units: the stages after them do not start
+    with pytest.raises(RuntimeError, match=r"2 of 2 tasks of .* failed"):
+        ray_build(demo_spec, out, tasks=2, mem_per_cpu_gb=0.5, crash_after_units=2)
+    assert not (out / "records").exists()
+    assert not list(out.rglob("ray-ingest/completions/*"))
+    resumed = ray_build(demo_spec, out, tasks=2, mem_per_cpu_gb=0.5)
+    # the 4 units on disk are not read again; the others are
+    assert resumed.ingest == {"tasks": 2, "units": local.units, "processed": local.units - 4, "skipped": 4}
+    assert published_bytes(out) == published_bytes(reference)
