@@ -150,20 +150,6 @@ def _mask_scores(
 
 
 @triton.jit
-def _mask_scores_t(qk_t, key_term, offs_m, n_start, diag, win, BLOCK_N: tl.constexpr, WINDOW: tl.constexpr):
-    """_mask_scores (causal) for the dK/dV kernel's transposed scores: rows are keys ``n_start + j``
-    (``key_term`` = ``j * MASK_BIG``), columns queries ``offs_m``; the per-query bound is a vector
-    op per column, each score pays one FADD and one FMNMX (no predicates). Rows past the sequence
-    end are left to the caller (lse = +inf)."""
-    last = tl.maximum(offs_m + (diag - n_start), -1)
-    qk_t = tl.minimum(qk_t, (last.to(tl.float32) * MASK_BIG + 0.5 * MASK_BIG)[None, :] - key_term[:, None])
-    if WINDOW:  # the band's lower edge: visible iff j >= i + diag - win
-        first = tl.minimum(tl.maximum(offs_m + (diag - n_start) - win, -1), BLOCK_N)
-        qk_t = tl.minimum(qk_t, key_term[:, None] - ((first.to(tl.float32) - 0.5) * MASK_BIG)[None, :])
-    return qk_t
-
-
-@triton.jit
 def _table_row(BLOCK: tl.constexpr):
     if BLOCK == 16:
         return 0
@@ -403,7 +389,7 @@ def _bwd_dkdv_inner(
     stride_qt,
     stride_dot,
     stride_dqt,
-    n_start,
+    offs_n,
     offs_d,
     d_mask,
     col_bias,
@@ -418,7 +404,6 @@ def _bwd_dkdv_inner(
     WINDOW: tl.constexpr,
     ATOMIC_DQ: tl.constexpr,
     BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
     EVEN_D: tl.constexpr,
     DOT_PREC: tl.constexpr,
     LONG_OFFSETS: tl.constexpr,
@@ -429,45 +414,45 @@ def _bwd_dkdv_inner(
     q_base / do_base: the sequence's row 0 of one head, pointers or (USE_TMA) tensor descriptors.
     """
     offs_m0 = tl.arange(0, BLOCK_M)
-    # masked blocks: each key row's offset in the block times MASK_BIG (loop-invariant; _mask_scores_t)
-    key_term = tl.arange(0, BLOCK_N).to(tl.float32) * MASK_BIG
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + offs_m0
-        if MASKED:
-            # rows past the sequence end read its last row (no load masks or predicated atomics):
-            # their lse is set to +inf below, so their p, dS and dQ share are exactly 0
-            rows = tl.minimum(offs_m0, seqlen_q - 1 - start_m)
-        else:
-            rows = offs_m0
+        m_mask = offs_m < seqlen_q
         if USE_TMA:  # bounds-checked bulk copies: rows past the sequence and columns past D are 0
             q = q_base.load([start_m, 0])
             do = do_base.load([start_m, 0])
         else:
-            q_ptrs = _rows_ptrs(q_base, start_m, rows, offs_d, stride_qt, LONG_OFFSETS)
-            do_ptrs = _rows_ptrs(do_base, start_m, rows, offs_d, stride_dot, LONG_OFFSETS)
-            q = _load_tile(q_ptrs, offs_m0, d_mask, False, EVEN_D)
-            do = _load_tile(do_ptrs, offs_m0, d_mask, False, EVEN_D)
-        lse = tl.load(lse_base + start_m + rows)
-        delta = tl.load(delta_base + start_m + rows)
+            q_ptrs = _rows_ptrs(q_base, start_m, offs_m0, offs_d, stride_qt, LONG_OFFSETS)
+            do_ptrs = _rows_ptrs(do_base, start_m, offs_m0, offs_d, stride_dot, LONG_OFFSETS)
+            q = _load_tile(q_ptrs, m_mask, d_mask, MASKED, EVEN_D)
+            do = _load_tile(do_ptrs, m_mask, d_mask, MASKED, EVEN_D)
         if MASKED:
-            lse = tl.where(offs_m < seqlen_q, lse, float("inf"))
-        qk_t = tl.dot(k, tl.trans(q), input_precision=DOT_PREC)
-        if MASKED and CAUSAL:
-            qk_t = _mask_scores_t(qk_t, key_term, offs_m, n_start, diag, win, BLOCK_N, WINDOW)
-        if CAUSAL:  # keys past the sequence end are hidden by the causal bound (see below)
-            p_t = tl.math.exp2(qk_t * qk_scale - lse[None, :])
+            # rows past the end get lse = +inf, hence p = 0
+            lse = tl.load(lse_base + offs_m, mask=m_mask, other=float("inf"))
+            delta = tl.load(delta_base + offs_m, mask=m_mask, other=0.0)
         else:
-            p_t = tl.math.exp2(qk_t * qk_scale + col_bias[:, None] - lse[None, :])
+            lse = tl.load(lse_base + offs_m)
+            delta = tl.load(delta_base + offs_m)
+        qk_t = tl.dot(k, tl.trans(q), input_precision=DOT_PREC)
+        p_t = tl.math.exp2(qk_t * qk_scale + col_bias[:, None] - lse[None, :])
+        if MASKED and CAUSAL:
+            # a compare and a select per score: the forward's clamp (_mask_scores) here would save
+            # 15-20 instructions per iteration but costs 10-30 registers (compile report)
+            rel = offs_n[:, None] - (offs_m[None, :] + diag)
+            visible = rel <= 0
+            if WINDOW:  # the band's lower edge
+                visible = visible & (rel >= -win)
+            p_t = tl.where(visible, p_t, 0.0)
         dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=DOT_PREC)
         dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
         ds_t = (p_t * (dp_t - delta[None, :])).to(q.dtype)
         dk = tl.dot(ds_t, q, dk, input_precision=DOT_PREC)
         if ATOMIC_DQ:
             # the fifth multiply: this key block's share of dQ, summed across key blocks in fp32
-            # (rows past the end add exact zeros to the last row)
             dq_t = tl.dot(tl.trans(k), ds_t, input_precision=DOT_PREC)
-            dq_ptrs = tl.trans(_rows_ptrs(dq_base, start_m, rows, offs_d, stride_dqt, LONG_OFFSETS))
-            if EVEN_D:
+            dq_ptrs = tl.trans(_rows_ptrs(dq_base, start_m, offs_m0, offs_d, stride_dqt, LONG_OFFSETS))
+            if MASKED:
+                tl.atomic_add(dq_ptrs, dq_t, mask=d_mask[:, None] & m_mask[None, :], sem="relaxed")
+            elif EVEN_D:
                 tl.atomic_add(dq_ptrs, dq_t, sem="relaxed")
             else:
                 tl.atomic_add(dq_ptrs, dq_t, mask=d_mask[:, None], sem="relaxed")
@@ -603,18 +588,18 @@ def packed_attn_bwd_dkdv_kernel(
         delta_base = Delta + head.to(tl.int64) * stride_lh + q_start
         dk, dv = _bwd_dkdv_inner(
             dk, dv, k, v, q_base, do_base, dq_base, lse_base, delta_base, stride_qt, stride_dot, stride_dqt,
-            n_start, offs_d, d_mask, col_bias, seqlen_q, diag, window_left, qk_scale, lo, mid_end,
-            True, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS, USE_TMA,
+            offs_n, offs_d, d_mask, col_bias, seqlen_q, diag, window_left, qk_scale, lo, mid_end,
+            True, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, EVEN_D, DOT_PREC, LONG_OFFSETS, USE_TMA,
         )  # fmt: skip
         dk, dv = _bwd_dkdv_inner(
             dk, dv, k, v, q_base, do_base, dq_base, lse_base, delta_base, stride_qt, stride_dot, stride_dqt,
-            n_start, offs_d, d_mask, col_bias, seqlen_q, diag, window_left, qk_scale, mid, full_end,
-            False, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS, USE_TMA,
+            offs_n, offs_d, d_mask, col_bias, seqlen_q, diag, window_left, qk_scale, mid, full_end,
+            False, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, EVEN_D, DOT_PREC, LONG_OFFSETS, USE_TMA,
         )  # fmt: skip
         dk, dv = _bwd_dkdv_inner(
             dk, dv, k, v, q_base, do_base, dq_base, lse_base, delta_base, stride_qt, stride_dot, stride_dqt,
-            n_start, offs_d, d_mask, col_bias, seqlen_q, diag, window_left, qk_scale, tail, q_end,
-            True, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS, USE_TMA,
+            offs_n, offs_d, d_mask, col_bias, seqlen_q, diag, window_left, qk_scale, tail, q_end,
+            True, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, EVEN_D, DOT_PREC, LONG_OFFSETS, USE_TMA,
         )  # fmt: skip
 
     dk = dk * sm_scale
