@@ -150,6 +150,26 @@ def _mask_scores(
 
 
 @triton.jit
+def _mask_scores_t(qk_t, query_term, key_term, start_m, n_start, diag, win, WINDOW: tl.constexpr):
+    """_mask_scores (causal) for the dK/dV kernel's transposed scores: rows are keys ``n_start + j``,
+    columns queries ``start_m + i``; key ``j`` is visible iff ``j <= i + start_m + diag - n_start``.
+
+    The limit ``(i - j + D + 0.5) * MASK_BIG`` (``D = start_m + diag - n_start``) is split into the
+    loop-invariant ``query_term = i * MASK_BIG`` and the per-iteration key-row term
+    ``(D + 0.5) * MASK_BIG - key_term`` (``key_term = j * MASK_BIG``; a few instructions per key
+    row, not per query column): one FADD and one FMNMX per score, no predicates. A bound far
+    outside the block overflows to +-inf, which min() handles (no running max here to poison).
+    Rows past the sequence end are left to the caller (lse = +inf).
+    """
+    d = (start_m + diag - n_start).to(tl.float32)
+    qk_t = tl.minimum(qk_t, query_term[None, :] + (d * MASK_BIG + 0.5 * MASK_BIG - key_term)[:, None])
+    if WINDOW:  # the band's lower edge: visible iff j >= i + D - win
+        dw = (start_m + diag - n_start - win).to(tl.float32)
+        qk_t = tl.minimum(qk_t, (key_term - dw * MASK_BIG + 0.5 * MASK_BIG)[:, None] - query_term[None, :])
+    return qk_t
+
+
+@triton.jit
 def _table_row(BLOCK: tl.constexpr):
     if BLOCK == 16:
         return 0
@@ -389,7 +409,7 @@ def _bwd_dkdv_inner(
     stride_qt,
     stride_dot,
     stride_dqt,
-    offs_n,
+    n_start,
     offs_d,
     d_mask,
     col_bias,
@@ -404,6 +424,7 @@ def _bwd_dkdv_inner(
     WINDOW: tl.constexpr,
     ATOMIC_DQ: tl.constexpr,
     BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
     EVEN_D: tl.constexpr,
     DOT_PREC: tl.constexpr,
     LONG_OFFSETS: tl.constexpr,
@@ -414,45 +435,46 @@ def _bwd_dkdv_inner(
     q_base / do_base: the sequence's row 0 of one head, pointers or (USE_TMA) tensor descriptors.
     """
     offs_m0 = tl.arange(0, BLOCK_M)
+    # masked blocks: key rows' and query columns' offsets in their blocks times MASK_BIG
+    # (loop-invariant; _mask_scores_t)
+    key_term = tl.arange(0, BLOCK_N).to(tl.float32) * MASK_BIG
+    query_term = offs_m0.to(tl.float32) * MASK_BIG
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + offs_m0
-        m_mask = offs_m < seqlen_q
+        # masked blocks: rows past the sequence end read its last row (no load masks or predicated
+        # atomics); their lse is set to +inf below, so their p, dS and dQ share are exactly 0
+        rows = tl.minimum(offs_m0, seqlen_q - 1 - start_m) if MASKED else offs_m0
         if USE_TMA:  # bounds-checked bulk copies: rows past the sequence and columns past D are 0
             q = q_base.load([start_m, 0])
             do = do_base.load([start_m, 0])
         else:
-            q_ptrs = _rows_ptrs(q_base, start_m, offs_m0, offs_d, stride_qt, LONG_OFFSETS)
-            do_ptrs = _rows_ptrs(do_base, start_m, offs_m0, offs_d, stride_dot, LONG_OFFSETS)
-            q = _load_tile(q_ptrs, m_mask, d_mask, MASKED, EVEN_D)
-            do = _load_tile(do_ptrs, m_mask, d_mask, MASKED, EVEN_D)
+            q_ptrs = _rows_ptrs(q_base, start_m, rows, offs_d, stride_qt, LONG_OFFSETS)
+            do_ptrs = _rows_ptrs(do_base, start_m, rows, offs_d, stride_dot, LONG_OFFSETS)
+            q = _load_tile(q_ptrs, offs_m0, d_mask, False, EVEN_D)
+            do = _load_tile(do_ptrs, offs_m0, d_mask, False, EVEN_D)
+        # LSE and delta rows are padded past the last token (the launchers): rows past the end of
+        # the sequence read the next sequence's or the padding's finite values
+        lse = tl.load(lse_base + offs_m)
+        delta = tl.load(delta_base + offs_m)
         if MASKED:
-            # rows past the end get lse = +inf, hence p = 0
-            lse = tl.load(lse_base + offs_m, mask=m_mask, other=float("inf"))
-            delta = tl.load(delta_base + offs_m, mask=m_mask, other=0.0)
-        else:
-            lse = tl.load(lse_base + offs_m)
-            delta = tl.load(delta_base + offs_m)
+            lse = tl.where(offs_m0 < seqlen_q - start_m, lse, float("inf"))
         qk_t = tl.dot(k, tl.trans(q), input_precision=DOT_PREC)
-        p_t = tl.math.exp2(qk_t * qk_scale + col_bias[:, None] - lse[None, :])
         if MASKED and CAUSAL:
-            # a compare and a select per score: the forward's clamp (_mask_scores) here would save
-            # 15-20 instructions per iteration but costs 10-30 registers (compile report)
-            rel = offs_n[:, None] - (offs_m[None, :] + diag)
-            visible = rel <= 0
-            if WINDOW:  # the band's lower edge
-                visible = visible & (rel >= -win)
-            p_t = tl.where(visible, p_t, 0.0)
+            qk_t = _mask_scores_t(qk_t, query_term, key_term, start_m, n_start, diag, win, WINDOW)
+        if CAUSAL:  # keys past the sequence end are hidden by the causal bound (see below)
+            p_t = tl.math.exp2(qk_t * qk_scale - lse[None, :])
+        else:
+            p_t = tl.math.exp2(qk_t * qk_scale + col_bias[:, None] - lse[None, :])
         dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=DOT_PREC)
         dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
         ds_t = (p_t * (dp_t - delta[None, :])).to(q.dtype)
         dk = tl.dot(ds_t, q, dk, input_precision=DOT_PREC)
         if ATOMIC_DQ:
             # the fifth multiply: this key block's share of dQ, summed across key blocks in fp32
+            # (rows past the end add exact zeros to the last row)
             dq_t = tl.dot(tl.trans(k), ds_t, input_precision=DOT_PREC)
-            dq_ptrs = tl.trans(_rows_ptrs(dq_base, start_m, offs_m0, offs_d, stride_dqt, LONG_OFFSETS))
-            if MASKED:
-                tl.atomic_add(dq_ptrs, dq_t, mask=d_mask[:, None] & m_mask[None, :], sem="relaxed")
-            elif EVEN_D:
+            dq_ptrs = tl.trans(_rows_ptrs(dq_base, start_m, rows, offs_d, stride_dqt, LONG_OFFSETS))
+            if EVEN_D:
                 tl.atomic_add(dq_ptrs, dq_t, sem="relaxed")
             else:
                 tl.atomic_add(dq_ptrs, dq_t, mask=d_mask[:, None], sem="relaxed")
@@ -588,18 +610,18 @@ def packed_attn_bwd_dkdv_kernel(
         delta_base = Delta + head.to(tl.int64) * stride_lh + q_start
         dk, dv = _bwd_dkdv_inner(
             dk, dv, k, v, q_base, do_base, dq_base, lse_base, delta_base, stride_qt, stride_dot, stride_dqt,
-            offs_n, offs_d, d_mask, col_bias, seqlen_q, diag, window_left, qk_scale, lo, mid_end,
-            True, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, EVEN_D, DOT_PREC, LONG_OFFSETS, USE_TMA,
+            n_start, offs_d, d_mask, col_bias, seqlen_q, diag, window_left, qk_scale, lo, mid_end,
+            True, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS, USE_TMA,
         )  # fmt: skip
         dk, dv = _bwd_dkdv_inner(
             dk, dv, k, v, q_base, do_base, dq_base, lse_base, delta_base, stride_qt, stride_dot, stride_dqt,
-            offs_n, offs_d, d_mask, col_bias, seqlen_q, diag, window_left, qk_scale, mid, full_end,
-            False, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, EVEN_D, DOT_PREC, LONG_OFFSETS, USE_TMA,
+            n_start, offs_d, d_mask, col_bias, seqlen_q, diag, window_left, qk_scale, mid, full_end,
+            False, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS, USE_TMA,
         )  # fmt: skip
         dk, dv = _bwd_dkdv_inner(
             dk, dv, k, v, q_base, do_base, dq_base, lse_base, delta_base, stride_qt, stride_dot, stride_dqt,
-            offs_n, offs_d, d_mask, col_bias, seqlen_q, diag, window_left, qk_scale, tail, q_end,
-            True, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, EVEN_D, DOT_PREC, LONG_OFFSETS, USE_TMA,
+            n_start, offs_d, d_mask, col_bias, seqlen_q, diag, window_left, qk_scale, tail, q_end,
+            True, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS, USE_TMA,
         )  # fmt: skip
 
     dk = dk * sm_scale

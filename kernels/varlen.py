@@ -38,6 +38,11 @@ INTERPRETER_BLOCKS: dict[str, tuple[int, int]] = {
     "dq": (32, 16),
 }
 _PREPROCESS_BLOCK_M = 64 if not interpreter_active() else 128
+#: Columns past ``total_q`` in each head's row of the lse and delta buffers: a masked dK/dV query
+#: block loads lse and delta for all its BLOCK_M rows unmasked (rows past the sequence end read the
+#: next sequence's or this padding's finite values and are then given lse = +inf), so up to
+#: ``max(TABLE_BLOCKS) - 1`` columns past the last token must be allocated and finite.
+LSE_PAD = max(_k.TABLE_BLOCKS)
 _TUNE_KEY = ["SEQ_BUCKET", "HEAD_DIM", "GROUP", "CAUSAL", "DOT_PREC", "WINDOW"]
 
 
@@ -336,8 +341,9 @@ def _forward(q, k, v, cu_q, cu_k, max_q, max_k, causal, scale, window):
     num_seqs = cu_q.numel() - 1
     out = torch.zeros_like(q)
     # log-sum-exp of the log2e-scaled scores (natural log * log2 e); tokens after cu_seqlens_q[-1]
-    # (if any) belong to no sequence: their lse stays +inf
-    lse = torch.full((heads, total_q), math.inf, device=q.device, dtype=torch.float32)
+    # (if any) belong to no sequence: their lse stays +inf. Each head's row is padded by
+    # LSE_PAD columns (see LSE_PAD); callers get the (heads, total_q) view.
+    lse = torch.full((heads, total_q + LSE_PAD), math.inf, device=q.device, dtype=torch.float32)[:, :total_q]
     if total_q == 0 or num_seqs == 0 or max_q == 0:
         return out, lse, None
     tiles_q = tile_table(cu_q, cu_k, total_q, max_q, causal)
@@ -373,7 +379,9 @@ def _backward(do, q, k, v, out, lse, cu_q, cu_k, tiles_q, max_q, max_k, causal, 
     common["USE_TMA"] = _tma_usable(q, k, v, do)
     if common["USE_TMA"] and q.is_cuda:  # pragma: no cover - needs a GPU
         triton.set_allocator(_tma_scratch)
-    delta = torch.empty((heads, total_q), device=q.device, dtype=torch.float32)
+    # same padded layout as lse (the kernels take one head stride for both); the padding is 0
+    delta = torch.zeros((heads, total_q + LSE_PAD), device=q.device, dtype=torch.float32)[:, :total_q]
+    assert delta.stride(0) == lse.stride(0) == total_q + LSE_PAD
     _k.packed_attn_bwd_preprocess_kernel[(triton.cdiv(total_q, _PREPROCESS_BLOCK_M), heads)](
         out, do, delta, out.stride(0), out.stride(1), do.stride(0), do.stride(1), delta.stride(0), total_q,
         HEAD_DIM=head_dim, BLOCK_D=common["BLOCK_D"], BLOCK_M=_PREPROCESS_BLOCK_M,
