@@ -54,7 +54,6 @@ from .imaging import (
     Oversize,
     SourceError,
     Volume,
-    gray_to_rgb,
     is_dicom,
     mask_to_boxes,
     read_dicom,
@@ -287,25 +286,35 @@ class SourceReader:
         return self.source.base_dir.resolve()
 
     @functools.cached_property
-    def _resolved_folders(self) -> dict[Path, Path]:
+    def _folder_prefixes(self) -> dict[Path, str | None]:
         return {}
 
-    def resolved(self, path: Path) -> Path:
-        """`path.resolve()`, each folder resolved once per reader: a file that is not a symbolic
-        link resolves to its resolved folder / its name (one `lstat` instead of one per part)."""
-        name = path.name
-        if name in ("", ".", "..") or os.path.islink(path):
-            return path.resolve()
-        folders = self._resolved_folders
-        parent = path.parent
-        folder = folders.get(parent)
-        if folder is None:
-            folder = folders[parent] = parent.resolve()
-        return folder / name
+    def _folder_prefix(self, folder: Path) -> str | None:
+        """`folder` resolved, relative to the resolved root, as a POSIX prefix ("" for the root
+        itself, "a/b/" below it), None outside it; computed once per folder and reader (`resolve`
+        is a syscall per part, `relative_to` a dozen `Path` objects: per file they were a third of
+        a small image's planning)."""
+        prefixes = self._folder_prefixes
+        if folder not in prefixes:
+            resolved = folder.resolve()
+            try:
+                inner = resolved.relative_to(self.resolved_root).as_posix()
+            except ValueError:
+                prefixes[folder] = None
+            else:
+                prefixes[folder] = "" if inner == "." else inner + "/"
+        return prefixes[folder]
 
     def rel(self, path: Path) -> str:
-        try:
-            return self.resolved(path).relative_to(self.resolved_root).as_posix()
+        """The POSIX path of `path` (symlinks resolved) relative to the resolved source root, or
+        `path` itself when it resolves outside the root."""
+        name = path.name
+        if name not in ("", ".", "..") and not os.path.islink(path):
+            prefix = self._folder_prefix(path.parent)
+            if prefix is not None:
+                return prefix + name
+        try:  # a link, or a folder outside the root (the root itself, or a file outside it)
+            return path.resolve().relative_to(self.resolved_root).as_posix()
         except ValueError:
             return path.as_posix()
 
@@ -405,10 +414,12 @@ class SourceReader:
     def inside_root(self, path: Path, what: str = "image") -> Path:
         """`path` if it resolves (symlinks followed) inside the source root; else the item is
         refused: an annotation row may not publish a file from outside the dataset."""
-        root = self.resolved_root
-        resolved = self.resolved(path)
-        if resolved != root and root not in resolved.parents:
-            raise ItemError("outside_root", f"the {what} path resolves outside the source root")
+        name = path.name
+        fast = name not in ("", ".", "..") and not os.path.islink(path)
+        if not (fast and self._folder_prefix(path.parent) is not None):
+            root, resolved = self.resolved_root, path.resolve()
+            if resolved != root and root not in resolved.parents:
+                raise ItemError("outside_root", f"the {what} path resolves outside the source root")
         return path
 
     def frames(self, path: Path) -> list[tuple[np.ndarray, dict[str, Any], str]]:
@@ -479,7 +490,6 @@ class SourceReader:
             if pixels.shape == plane.shape and np.array_equal(pixels, plane):
                 stream = kept
         pixels = resized
-        rgb = gray_to_rgb(pixels)
         if bbox is not None:
             bbox = [
                 round(bbox[0] * sx, 1),
@@ -502,9 +512,9 @@ class SourceReader:
             bbox=bbox,
             label_space=self.label_space,
             source_file=self.file_id(rel),
-            width=int(rgb.shape[1]),
-            height=int(rgb.shape[0]),
-            image_md5=pixel_md5(rgb),
+            width=int(pixels.shape[1]),
+            height=int(pixels.shape[0]),
+            image_md5=pixel_md5(pixels),
             phash=image_phash(pixels),  # greyscale: the same hash as its RGB copy, a third of the work
             meta={k: v for k, v in (meta or {}).items() if k != "burned_in_annotation"},
         )

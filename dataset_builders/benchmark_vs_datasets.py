@@ -98,7 +98,7 @@ def _plain(folder: Path, out: Path) -> dict[str, Any]:
 
 def _qc_floor(folder: Path, out: Path) -> dict[str, Any]:
     from .image_bytes import metadata_free_stream
-    from .imaging import gray_to_rgb, read_image
+    from .imaging import read_image
     from .records import image_phash, pixel_md5
 
     files = sorted((folder / "src").glob("*/*.png"))
@@ -107,7 +107,7 @@ def _qc_floor(folder: Path, out: Path) -> dict[str, Any]:
     for path in files:
         stream = metadata_free_stream(path.read_bytes())
         plane = read_image(path, data=stream, modes=("L", "RGB"))
-        pixel_md5(gray_to_rgb(plane))
+        pixel_md5(plane)
         image_phash(plane)
     return {"seconds": time.perf_counter() - started, "published_bytes": 0}
 

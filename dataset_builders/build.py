@@ -84,16 +84,11 @@ def default_client_factory(spec: BuildSpec) -> ClientFactory:
 # -------------------------------------------------------------------------------------------------
 # planning: units and their fingerprints
 # -------------------------------------------------------------------------------------------------
-def _stat(
-    path: Path, base: Path, content: bool = False, resolve: Callable[[Path], Path] = Path.resolve
-) -> list[Any]:
-    """What a unit's fingerprint knows of one file (`base`: the resolved source root): size and
-    mtime, or (`fingerprint: content`) a digest of its bytes, for sources whose files can change
-    without a new size or mtime. `resolve`: the reader's cached `resolved`."""
-    try:
-        rel = resolve(path).relative_to(base).as_posix()
-    except ValueError:
-        rel = path.as_posix()
+def _stat(path: Path, rel: Callable[[Path], str], content: bool = False) -> list[Any]:
+    """What a unit's fingerprint knows of one file: its path relative to the source root (`rel`:
+    the reader's `rel`), size and mtime, or (`fingerprint: content`) a digest of its bytes, for
+    sources whose files can change without a new size or mtime."""
+    rel = rel(path)
     try:
         info = path.stat()
     except OSError:
@@ -138,15 +133,13 @@ def plan(
         try:
             source_units = reader.plan()
             content = source.fingerprint == "content"
-            shared = [_stat(p, base, content, reader.resolved) for p in reader.shared_files()]
+            shared = [_stat(p, reader.rel, content) for p in reader.shared_files()]
             source_print = _source_fingerprint(spec, source, key, shared)
             for position, unit in enumerate(source_units, start=len(units)):
                 if rank is None or position % world_size != rank:
                     continue
                 files = [
-                    _stat(p, base, content, reader.resolved)
-                    for item in unit.items
-                    for p in reader.item_files(item)
+                    _stat(p, reader.rel, content) for item in unit.items for p in reader.item_files(item)
                 ]
                 payload = json.dumps([source_print, unit.items, files], default=str)
                 unit.fingerprint = hashlib.sha256(payload.encode()).hexdigest()[:24]

@@ -18,7 +18,7 @@ class ClassFolders(SourceReader):
 
     def list_items(self) -> list[str]:
         root, depth = self.source.base_dir, self.source.label_depth
-        return [self.rel(p) for p in list_files(root, self.what) if len(p.relative_to(root).parts) > depth]
+        return [self.rel(p) for p in list_files(root, self.what) if len(p.parts) - len(root.parts) > depth]
 
     def raw_label_space(self) -> list[str]:
         declared = super().raw_label_space()

@@ -67,7 +67,7 @@ def test_benchmark_prints_ratios_and_each_config_stores_an_image_once(tmp_path):
         assert ratio <= 1.1, (config, ratio)
 
 
-def test_greyscale_phash_is_imagehash_of_the_rgb_copy_and_md5_is_of_the_rgb_pixels():
+def test_greyscale_and_its_rgb_copy_have_imagehash_phash_and_the_md5_of_the_grey_plane():
     import hashlib
 
     import imagehash
@@ -79,9 +79,14 @@ def test_greyscale_phash_is_imagehash_of_the_rgb_copy_and_md5_is_of_the_rgb_pixe
         grey = rng.integers(0, 256, tuple(rng.integers(20, 90, 2)), dtype=np.uint8)
         rgb = np.repeat(grey[..., None], 3, axis=-1)
         assert image_phash(grey) == image_phash(rgb) == str(imagehash.phash(Image.fromarray(rgb)))
-        digest = hashlib.md5(str(rgb.shape).encode())
-        digest.update(rgb.tobytes())
-        assert pixel_md5(rgb) == digest.hexdigest()
+        digest = hashlib.md5(str(grey.shape).encode())
+        digest.update(grey.tobytes())
+        assert pixel_md5(rgb) == pixel_md5(grey) == digest.hexdigest()
+        colour = rgb.copy()
+        colour[0, 0, 2] ^= 1  # one channel of one pixel differs: an RGB image, hashed as RGB
+        digest = hashlib.md5(str(colour.shape).encode())
+        digest.update(colour.tobytes())
+        assert pixel_md5(colour) == digest.hexdigest() != pixel_md5(rgb)
 
 
 def test_shard_writer_tables_give_the_bytes_of_row_by_row_writes(tmp_path):
