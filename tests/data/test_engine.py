@@ -164,3 +164,36 @@ def test_slurm_gets_an_array_job_and_dependent_publish_stage_jobs(built, demo_sp
                 with open(f"{folder}/executor.pik", "rb") as handle:
                     dill.load(handle).run()
     assert published_bytes(out) == published_bytes(reference)
+
+
+_POOL_SCRIPT = """
+import json, sys
+from datatrove.executor import LocalPipelineExecutor
+from gmaivl.dataset_builders.engine import _LocalExecutor
+
+def report(data, rank, world_size):
+    import gmaivl.dataset_builders.steps  # what an ingest task imports
+    with open(f"{sys.argv[2]}/{rank}.json", "w") as handle:
+        json.dump("torch" in sys.modules, handle)
+    yield from data or ()
+
+if __name__ == "__main__":
+    executor = {"ours": _LocalExecutor, "datatrove": LocalPipelineExecutor}[sys.argv[1]]
+    executor([report], tasks=2, workers=2, logging_dir=sys.argv[2] + "/logs").run()
+"""
+
+
+def test_worker_processes_of_a_multi_worker_build_do_not_import_torch(tmp_path):
+    """datatrove's pool starts `python -c` forkserver children, which import `gmaivl` as a user's
+    script would (registering the model classes: torch); the build's executor makes them import it
+    as the command line does. Control: datatrove's own executor, whose workers do load torch."""
+    script = tmp_path / "pool.py"
+    script.write_text(_POOL_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "GMAIVL_COMMAND_LINE"}
+    seen = {}
+    for kind in ("ours", "datatrove"):
+        out = tmp_path / kind
+        out.mkdir()
+        subprocess.run([sys.executable, str(script), kind, str(out)], check=True, env=env, timeout=300)
+        seen[kind] = [json.loads((out / f"{rank}.json").read_text()) for rank in range(2)]
+    assert seen == {"ours": [False, False], "datatrove": [True, True]}
