@@ -20,9 +20,11 @@ its gradients are 0, as in flash-attn.
 Causal masking is bottom-right aligned (flash-attn >= 2.1): query ``i`` of a sequence with
 ``seqlen_q`` queries and ``seqlen_k`` keys sees key ``j`` iff ``j <= i + seqlen_k - seqlen_q``.
 Blocks entirely visible run without masks; only blocks that straddle the diagonal or the end of a
-sequence pay for masking, and blocks entirely above the diagonal are never visited. In the forward
-and dQ kernels a masked block clamps hidden scores to -2^99 or lower (``_mask_scores``: one FFMA and
-one FMNMX per score, no predicates) instead of selecting -inf.
+sequence pay for masking, and blocks entirely above the diagonal are never visited. A masked block
+clamps hidden scores to -2^99 or lower (``_mask_scores``, ``_mask_scores_t`` for the dK/dV
+kernel's transposed scores: two float instructions per score, no predicates) instead of selecting
+-inf. The dK/dV kernel walks its diagonal query blocks whose rows all lie inside the sequence in a
+loop of their own, without the row handling that only the last partial query block needs.
 
 Offsets: a row index times a token stride can exceed 2^31 (one sequence of 524k tokens at
 H * D = 4096), so the base of every block is computed in int64 once; only offsets inside a block
@@ -420,6 +422,7 @@ def _bwd_dkdv_inner(
     lo,
     hi,
     MASKED: tl.constexpr,
+    PAST_END: tl.constexpr,
     CAUSAL: tl.constexpr,
     WINDOW: tl.constexpr,
     ATOMIC_DQ: tl.constexpr,
@@ -430,7 +433,8 @@ def _bwd_dkdv_inner(
     LONG_OFFSETS: tl.constexpr,
     USE_TMA: tl.constexpr,
 ):
-    """Walk query blocks [lo, hi). MASKED: rows may pass seqlen_q and (causal) straddle the diagonal.
+    """Walk query blocks [lo, hi). MASKED: (causal) the blocks straddle the diagonal or a window
+    edge; PAST_END: rows may pass seqlen_q (the last partial query block).
 
     q_base / do_base: the sequence's row 0 of one head, pointers or (USE_TMA) tensor descriptors.
     """
@@ -441,9 +445,9 @@ def _bwd_dkdv_inner(
     query_term = offs_m0.to(tl.float32) * MASK_BIG
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + offs_m0
-        # masked blocks: rows past the sequence end read its last row (no load masks or predicated
-        # atomics); their lse is set to +inf below, so their p, dS and dQ share are exactly 0
-        rows = tl.minimum(offs_m0, seqlen_q - 1 - start_m) if MASKED else offs_m0
+        # rows past the sequence end read its last row (no load masks or predicated atomics);
+        # their lse is set to +inf below, so their p, dS and dQ share are exactly 0
+        rows = tl.minimum(offs_m0, seqlen_q - 1 - start_m) if PAST_END else offs_m0
         if USE_TMA:  # bounds-checked bulk copies: rows past the sequence and columns past D are 0
             q = q_base.load([start_m, 0])
             do = do_base.load([start_m, 0])
@@ -456,7 +460,7 @@ def _bwd_dkdv_inner(
         # the sequence read the next sequence's or the padding's finite values
         lse = tl.load(lse_base + offs_m)
         delta = tl.load(delta_base + offs_m)
-        if MASKED:
+        if PAST_END:
             lse = tl.where(offs_m0 < seqlen_q - start_m, lse, float("inf"))
         qk_t = tl.dot(k, tl.trans(q), input_precision=DOT_PREC)
         if MASKED and CAUSAL:
@@ -590,8 +594,12 @@ def packed_attn_bwd_dkdv_kernel(
     else:
         lo = 0
         mid = 0
-    mid_end = tl.minimum(mid, q_end)
-    tail = tl.maximum(mid, full_end)
+    # [lo, diag_end): diagonal (or window-edge) blocks whose rows all lie inside the sequence, masked
+    # by the causal bound alone; [mid, full_end): unmasked; [tail, q_end): the rest (the last partial
+    # query block, and blocks past full_end that a window edge or the diagonal cuts), which also
+    # hides rows past the sequence end
+    diag_end = tl.minimum(tl.minimum(mid, q_end), full_end)
+    tail = tl.maximum(lo, full_end)
 
     q_row0 = q_start.to(tl.int64)
     for g in range(GROUP):
@@ -610,18 +618,18 @@ def packed_attn_bwd_dkdv_kernel(
         delta_base = Delta + head.to(tl.int64) * stride_lh + q_start
         dk, dv = _bwd_dkdv_inner(
             dk, dv, k, v, q_base, do_base, dq_base, lse_base, delta_base, stride_qt, stride_dot, stride_dqt,
-            n_start, offs_d, d_mask, col_bias, seqlen_q, diag, window_left, qk_scale, lo, mid_end,
-            True, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS, USE_TMA,
+            n_start, offs_d, d_mask, col_bias, seqlen_q, diag, window_left, qk_scale, lo, diag_end,
+            True, False, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS, USE_TMA,
         )  # fmt: skip
         dk, dv = _bwd_dkdv_inner(
             dk, dv, k, v, q_base, do_base, dq_base, lse_base, delta_base, stride_qt, stride_dot, stride_dqt,
             n_start, offs_d, d_mask, col_bias, seqlen_q, diag, window_left, qk_scale, mid, full_end,
-            False, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS, USE_TMA,
+            False, False, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS, USE_TMA,
         )  # fmt: skip
         dk, dv = _bwd_dkdv_inner(
             dk, dv, k, v, q_base, do_base, dq_base, lse_base, delta_base, stride_qt, stride_dot, stride_dqt,
             n_start, offs_d, d_mask, col_bias, seqlen_q, diag, window_left, qk_scale, tail, q_end,
-            True, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS, USE_TMA,
+            True, True, CAUSAL, WINDOW, ATOMIC_DQ, BLOCK_M, BLOCK_N, EVEN_D, DOT_PREC, LONG_OFFSETS, USE_TMA,
         )  # fmt: skip
 
     dk = dk * sm_scale
@@ -668,16 +676,17 @@ def _bwd_dq_inner(
     """k_base / v_base: the sequence's row 0 of one head, pointers or (USE_TMA) tensor descriptors."""
     offs_n0 = tl.arange(0, BLOCK_N)
     for start_n in range(lo, hi, BLOCK_N):
-        offs_n = start_n + offs_n0
-        n_mask = offs_n < seqlen_k
         if USE_TMA:
             k = k_base.load([start_n, 0])
             v = v_base.load([start_n, 0])
         else:
-            k_ptrs = _rows_ptrs(k_base, start_n, offs_n0, offs_d, stride_kt, LONG_OFFSETS)
-            v_ptrs = _rows_ptrs(v_base, start_n, offs_n0, offs_d, stride_vt, LONG_OFFSETS)
-            k = _load_tile(k_ptrs, n_mask, d_mask, MASKED, EVEN_D)
-            v = _load_tile(v_ptrs, n_mask, d_mask, MASKED, EVEN_D)
+            # as the forward: keys past the sequence end read its last key (hidden by _mask_scores,
+            # so p and dS are 0 there) instead of masked loads
+            rows = tl.minimum(offs_n0, seqlen_k - 1 - start_n) if MASKED else offs_n0
+            k_ptrs = _rows_ptrs(k_base, start_n, rows, offs_d, stride_kt, LONG_OFFSETS)
+            v_ptrs = _rows_ptrs(v_base, start_n, rows, offs_d, stride_vt, LONG_OFFSETS)
+            k = _load_tile(k_ptrs, offs_n0, d_mask, False, EVEN_D)
+            v = _load_tile(v_ptrs, offs_n0, d_mask, False, EVEN_D)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
         if MASKED:  # hidden scores clamped to -2^99 or lower give p = 0 (rows' lse is finite or +inf)
             qk = _mask_scores(qk, offs_n0, offs_m, start_n, seqlen_k, diag, win, CAUSAL, WINDOW)
