@@ -178,6 +178,64 @@ def _assert_lists_clean(rows, aot, report):
                 assert seen[key]["fits"] is True
 
 
+#: Listed tiles whose masked loop is still above issue 28's +30% in the committed reports
+#: (kernel, head dim, BLOCK_M, BLOCK_N, warps, stages), per report; kernels/README.md says why.
+_OVER_THE_BAR = {
+    "compile_report_sm90_bf16_causal.json": {
+        ("dq", 64, 64, 128, 8, 2),
+        ("dq_tma", 64, 128, 128, 8, 2),
+        ("dq_tma", 64, 64, 128, 4, 2),
+    },
+    "compile_report_sm90_bf16_causal_triton36.json": {
+        ("fwd", 64, 128, 128, 8, 2),
+        ("fwd", 64, 128, 128, 8, 3),
+        ("fwd_tma", 64, 128, 128, 8, 2),
+        ("dkdv_det_tma", 64, 64, 128, 8, 2),
+        ("dq", 64, 128, 64, 8, 2),
+        ("dq", 64, 64, 128, 4, 2),
+        ("dq", 64, 64, 128, 8, 2),
+        ("dq", 64, 64, 64, 4, 3),
+        ("dq", 128, 128, 64, 8, 2),
+        ("dq_tma", 64, 128, 128, 8, 2),
+        ("dq_tma", 64, 64, 128, 4, 2),
+    },
+}
+
+
+def test_masked_loop_overhead_of_the_listed_tiles_in_the_committed_reports():
+    """Issue 28: a masked loop costs at most 30% more instructions than the unmasked one, on every
+    listed tile of both reports, but for the named exceptions (which must really be over: the list
+    cannot go stale when a kernel gets cheaper)."""
+    from pathlib import Path
+
+    import gmaivl.kernels.aot as aot
+
+    results = Path(aot.__file__).parent / "benchmarks" / "results"
+    for report, exceptions in _OVER_THE_BAR.items():
+        rows = json.loads((results / report).read_text())
+        seen = {
+            (r["kernel"], r["head_dim"], r["block_m"], r["block_n"], r["num_warps"], r["num_stages"]): r
+            for r in rows
+        }
+        over = set()
+        for name in ("fwd", "fwd_tma", "dkdv", "dkdv_tma", "dkdv_det", "dkdv_det_tma", "dq", "dq_tma"):
+            for head_dim in (64, 128):
+                for c in tuned_configs(aot.TUNE_LIST.get(name, name), head_dim):
+                    key = (
+                        name,
+                        head_dim,
+                        c.kwargs["BLOCK_M"],
+                        c.kwargs["BLOCK_N"],
+                        c.num_warps,
+                        c.num_stages,
+                    )
+                    overhead = seen[key]["masked_overhead"]
+                    assert overhead is not None, (report, key)
+                    if overhead > 0.30:
+                        over.add(key)
+        assert over == exceptions, (report, sorted(over ^ exceptions))
+
+
 def test_the_command_line_offers_every_kernel_of_the_report():
     from gmaivl.app.commands.kernels_compile_report import KERNEL_NAMES
     from gmaivl.kernels.aot import KERNEL_CONSTANTS, KERNELS
