@@ -150,35 +150,41 @@ def _child(kind: str, folder: str, out: str, workers: int) -> None:
     else:
         result = _build(folder_path, out_path, workers)
     result["cpu_seconds"] = _cpu_seconds() - cpu
+    result["cpu_before"] = cpu  # the interpreter's start and imports: not the contender's
     result["peak_rss_mb"] = _peak_rss_mb()
     print(json.dumps(result))
 
 
-def _tree_rss(process) -> int:
-    """Resident bytes of a process and all its descendants (psutil, a dependency of accelerate)."""
+def _tree_sample(process, cpu: dict[int, float]) -> int:
+    """Resident bytes of a process and all its descendants (psutil, a dependency of accelerate);
+    records each one's CPU seconds so far in `cpu` (by pid)."""
     import psutil
 
     total = 0
     for member in [process, *process.children(recursive=True)]:
         with contextlib.suppress(psutil.Error):  # a worker that just ended
             total += member.memory_info().rss
+            times = member.cpu_times()
+            cpu[member.pid] = times.user + times.system
     return total
 
 
 def measure(kind: str, folder: Path, out: Path, workers: int = 1, interval: float = 0.1) -> dict[str, Any]:
     """One contender in a fresh child process; its JSON result, with `peak_tree_rss_mb`: the
     largest sum of the resident memory of the child and its worker processes, sampled every
-    `interval` seconds."""
+    `interval` seconds, and `cpu_seconds`: the larger of the child's own count (itself and the
+    children it waited for) and the sum over it and all its descendants as last sampled, less its
+    own start (a pool's forkserver workers are grandchildren no rusage of the child counts)."""
     import psutil
 
     out.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", __spec__.name, "--child", kind, str(folder), str(out), str(workers)]
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
         child = subprocess.Popen(command, stdout=stdout, stderr=stderr, text=True)
-        process, peak = psutil.Process(child.pid), 0
+        process, peak, cpu = psutil.Process(child.pid), 0, {}
         while child.poll() is None:
             with contextlib.suppress(psutil.Error):
-                peak = max(peak, _tree_rss(process))
+                peak = max(peak, _tree_sample(process, cpu))
             time.sleep(interval)
         stdout.seek(0)
         stderr.seek(0)
@@ -187,6 +193,7 @@ def measure(kind: str, folder: Path, out: Path, workers: int = 1, interval: floa
         raise RuntimeError(f"{kind} run failed:\n{err_text[-4000:]}")
     result = json.loads(out_text.strip().splitlines()[-1])
     result["peak_tree_rss_mb"] = max(peak / 2**20, result["peak_rss_mb"])
+    result["cpu_seconds"] = max(result["cpu_seconds"], sum(cpu.values()) - result["cpu_before"])
     return result
 
 
