@@ -57,8 +57,12 @@ def command_line_imports() -> Iterator[None]:
     transformers. The pool's forkserver children are `python -c` processes, which `gmaivl`'s
     argv test cannot tell from a user's script, so each registered the model classes, importing
     torch (2,000 images, 2 workers: 28.5 s and 8.4 s without; see `tests/data/test_engine.py`)."""
+    import multiprocess
+
     before = os.environ.get("GMAIVL_COMMAND_LINE")
     os.environ["GMAIVL_COMMAND_LINE"] = "1"
+    # the forkserver imports the build once; each worker forked from it starts with it imported
+    multiprocess.set_forkserver_preload(["__main__", "gmaivl.dataset_builders.steps"])
     try:
         yield
     finally:
