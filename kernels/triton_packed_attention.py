@@ -116,12 +116,21 @@ def _query_block_key_ranges(
 
 @triton.jit
 def _mask_scores(
-    qk, offs_n0, offs_m, start_n, seqlen_k, diag, win, CAUSAL: tl.constexpr, WINDOW: tl.constexpr
+    qk,
+    offs_n0,
+    offs_m,
+    start_n,
+    seqlen_k,
+    diag,
+    win,
+    CAUSAL: tl.constexpr,
+    WINDOW: tl.constexpr,
+    RUNNING_MAX: tl.constexpr,
 ):
     """Scores of a masked block with every hidden (row, key) pair pushed to ``-MASK_BIG``.
 
     Two float instructions per score and no predicates: a per-row bound ``b`` (the row's last
-    visible key, relative to the block, at least -1) gives the limit
+    visible key, relative to the block; at least -1 with RUNNING_MAX) gives the limit
     ``(b + 0.5 - j) * MASK_BIG``, +-2^99 or more (exact), one FFMA per score, and
     ``min(score, limit)`` (FMNMX) leaves a visible score as it is and sends a hidden one to
     -2^99 or lower. Compares and selects instead (an ISETP + FSEL per score) cost the same with
@@ -140,7 +149,13 @@ def _mask_scores(
     if CAUSAL:
         # no upper clamp: a bound past 2^23 loses its last bits (every key of the block is visible
         # anyway) and one past 2^27 makes the limit +inf, which min() also leaves visible
-        last = tl.maximum(offs_m + (diag - start_n), -1)
+        # RUNNING_MAX (forward): the bound is kept at -1 or more so that a row's hidden scores times
+        # a softmax scale up to 2^16 stay finite in its running max (-inf there would give
+        # -inf - -inf). The dQ kernel subtracts a finite or +inf lse instead: a bound far below
+        # the block, even one that overflows to -inf, gives p = 0, so it saves the max per row
+        last = offs_m + (diag - start_n)
+        if RUNNING_MAX:
+            last = tl.maximum(last, -1)
         qk = tl.minimum(qk, (last.to(tl.float32) * MASK_BIG + 0.5 * MASK_BIG)[:, None] - cols[None, :])
         if WINDOW:  # the band's lower edge: visible iff j >= i + diag - win
             first = tl.minimum(tl.maximum(offs_m + (diag - start_n) - win, -1), BLOCK_N)
@@ -243,7 +258,7 @@ def _fwd_inner(
             # inf - inf guard); a row that sees no key of this block gets p = 1 for its hidden keys,
             # which the first visible key's alpha = 0 wipes out (rows that see no key at all are
             # told apart by index after the loops)
-            qk = _mask_scores(qk, offs_n0, offs_m, start_n, seqlen_k, diag, win, CAUSAL, WINDOW)
+            qk = _mask_scores(qk, offs_n0, offs_m, start_n, seqlen_k, diag, win, CAUSAL, WINDOW, True)
         m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
         # scale and max subtraction in one FFMA per score (qk_scale > 0 keeps the max the max)
         p = tl.math.exp2(qk * qk_scale - m_new[:, None])
@@ -689,7 +704,7 @@ def _bwd_dq_inner(
             v = _load_tile(v_ptrs, offs_n0, d_mask, False, EVEN_D)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
         if MASKED:  # hidden scores clamped to -2^99 or lower give p = 0 (rows' lse is finite or +inf)
-            qk = _mask_scores(qk, offs_n0, offs_m, start_n, seqlen_k, diag, win, CAUSAL, WINDOW)
+            qk = _mask_scores(qk, offs_n0, offs_m, start_n, seqlen_k, diag, win, CAUSAL, WINDOW, False)
         p = tl.math.exp2(qk * qk_scale - lse[:, None])
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
         ds = p * (dp - delta[:, None])
