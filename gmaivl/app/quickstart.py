@@ -15,6 +15,10 @@
    the chance level (`results.json`, `results.md`, `loss_curves.png`), blank-image control, the
    final model reloaded with `AutoModelForImageTextToText(trust_remote_code=True)` answering the
    same, and its model card by `gmaivl card`.
+5. `--arms` (`arms_config`): Table 7's four arms, stage1, 1+2, 1+3 and 1+2+3, all from the chain's
+   one stage I checkpoint (stage III also runs from stage I), each with the same held-out
+   evaluation, in `results.json["arms"]` in the paper's order; stage 0 and stage I are longer so
+   that stage I alone answers (`ARMS_STEPS`, `ARMS_OVERRIDES`).
 """
 
 from __future__ import annotations
@@ -59,6 +63,31 @@ STAGE_OVERRIDES: dict[str, dict[str, Any]] = {
     "stage3_instruction_tuning": {"module_learning_rates": {"vision": 1e-4, "projector": 1e-4}},
 }
 REASONING_FORMAT = "<think>The image shows {label}.</think><answer>{label}</answer>"
+#: The four arms of Table 7 (`--arms`), in the paper's order: (name, stages after stage 0, paper's
+#: GMAI-MMBench test accuracy in %). All four branch from one stage I checkpoint.
+ARMS: tuple[tuple[str, tuple[str, ...], float], ...] = (
+    ("stage1", ("stage1_shallow_alignment",), 53.69),
+    ("stage1+2", ("stage1_shallow_alignment", "stage2_deep_alignment"), 58.28),
+    ("stage1+3", ("stage1_shallow_alignment", "stage3_instruction_tuning"), 60.70),
+    ("stage1+2+3", ("stage1_shallow_alignment", "stage2_deep_alignment", "stage3_instruction_tuning"), 62.43),
+)
+#: What `--arms` changes so that stage I alone answers, as the paper's does (its LLM is a chat model
+#: that answers from the aligned image features). Stage 0 runs 150 steps instead of 30 (`--small`)
+#: or 60: measured on a `--small` corpus (seed 0, one thread), the language model then answers 80%
+#: of held-out text questions whose finding is written in the context (16% after 30 steps, not yet
+#: in a form the evaluator reads). Stage I trains the projector on the training MCQs only (no
+#: captions, whose wording stage 0 never saw), 150 steps at a constant 3e-3: with that language
+#: model, on the same corpus, held-out presence 80/80 and size 78/80 after stage I alone (location
+#: 44/160, at chance), against 44/80 and 39/80 after 60 steps at 1e-3 with the captions and 51/80,
+#: 40/80 at 1e-4.
+ARMS_STEPS = {"stage0_language_pretraining": 150, "stage1_shallow_alignment": 150}
+ARMS_OVERRIDES: dict[str, dict[str, Any]] = {
+    "stage1_shallow_alignment": {
+        "learning_rate": 3e-3,
+        "lr_scheduler_type": "constant_with_warmup",
+        "datasets": [{"path": "derived/mcq_text", "ratio": 1.0, "source": "quickstart-percept-mcq"}],
+    },
+}
 
 
 @dataclass
@@ -107,6 +136,9 @@ class QuickstartConfig:
     #: job shares the cores: with a second job running, 2 x 512 tokens took 2.3 s on 2 threads
     #: against 0.21 s on 1.
     num_threads: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
+    #: Table 7's four arms (`ARMS`): stage III also runs from the stage I checkpoint, and every arm
+    #: is evaluated (`arms_config` sets this with the stage 0 / stage I recipe the arms need).
+    arms: bool = False
     progress: bool = True
 
 
@@ -306,14 +338,22 @@ def write_derived_data(corpus: Path, out: Path, seed: int) -> dict[str, Path]:
 # ------------------------------------------------------------------------------------------------
 # stages and evaluation
 # ------------------------------------------------------------------------------------------------
-def stage_recipe(key: str, recipe_file: str, root: Path, previous: Path, cfg: QuickstartConfig):
-    """The packaged quickstart recipe with its paths placed under `root` (and the run's sizes)."""
+def stage_recipe(
+    key: str,
+    recipe_file: str,
+    root: Path,
+    previous: Path,
+    cfg: QuickstartConfig,
+    output_dir: Path | None = None,
+):
+    """The packaged quickstart recipe with its paths placed under `root` (and the run's sizes);
+    it writes to `root/stages/<key>` unless `output_dir` is given."""
     from gmaivl.trainers.recipes import packaged_recipe_dir, parse_recipe, read_yaml_mapping
 
     path = packaged_recipe_dir() / "quickstart" / recipe_file
     values = read_yaml_mapping(path)
     values["model_name_or_path"] = str(previous)
-    values["output_dir"] = str(root / "stages" / key)
+    values["output_dir"] = str(output_dir or root / "stages" / key)
     values["seed"] = cfg.seed
     values["data_seed"] = cfg.seed
     values["disable_tqdm"] = not cfg.progress
@@ -524,6 +564,16 @@ def results_table(results: dict[str, Any], timings: dict[str, float]) -> str:
             if shuffled
             else []
         ),
+        *(
+            [
+                "",
+                "Table 7's arms, all from the one stage I checkpoint:",
+                "",
+                *arms_table(results["arms"], results.get("chance_by_task", {})),
+            ]
+            if results.get("arms")
+            else []
+        ),
         "",
         "Wall / CPU seconds per step: "
         + ", ".join(f"{k} {v['wall']:.0f}/{v['cpu']:.0f}" for k, v in timings.items())
@@ -693,9 +743,11 @@ def _run_quickstart(output_dir: str | Path, cfg: QuickstartConfig) -> dict[str, 
         with timer(f"eval {key}"):
             model, processor = _load(previous)
             results["stages"][key] = evaluate(model, processor, tsv, root / "evaluation" / key, cfg)
+    final = previous
+    if cfg.arms:
+        results["arms"] = run_arms(root, tsv, results["stages"], cfg, timer)
     # 4. controls, reload, card
     with timer("controls"):
-        final = previous
         model, processor = _load(final)
         blank_tsv = blank_benchmark(tsv, root / "benchmark" / f"{BENCHMARK_NAME}-blank.tsv")
         results["blank_images"] = evaluate(
@@ -728,6 +780,62 @@ def _run_quickstart(output_dir: str | Path, cfg: QuickstartConfig) -> dict[str, 
     atomic_write_text(root / "results.md", results_table(results, timer.times))
     plot_curves(root, [s[0] for s in STAGES], root / "loss_curves.png")
     return results
+
+
+def run_arms(
+    root: Path, tsv: Path, stages: dict[str, Any], cfg: QuickstartConfig, timer: Any
+) -> list[dict[str, Any]]:
+    """Table 7's four arms (`ARMS`), in the paper's order, from the one stage I checkpoint of the
+    chain: stage1, stage1+2 and stage1+2+3 are the chain's own checkpoints; stage1+3 is stage III
+    (same recipe, seed and steps) run from the stage I checkpoint into `stages/arm_stage1+3`. Each
+    arm's entry is its held-out evaluation (the chain's for the first, second and last)."""
+    from gmaivl.trainers.outputs import is_stage_done
+    from gmaivl.trainers.train import run_stage
+
+    needed = {"stage1_shallow_alignment", "stage2_deep_alignment", "stage3_instruction_tuning"}
+    if missing := needed - set(stages):
+        raise ValueError(f"the arms need stages {sorted(missing)} in the run")
+    key = "stage3_instruction_tuning"
+    recipe_file = dict((k, f) for k, f, _ in STAGES)[key]
+    start, out = root / "stages" / "stage1_shallow_alignment", root / "stages" / "arm_stage1+3"
+    recipe = stage_recipe(key, recipe_file, root, start, cfg, output_dir=out)
+    with timer("arm stage1+3"):
+        if not is_stage_done(recipe.training_args.output_dir):
+            run_stage(recipe)
+    with timer("eval arm stage1+3"):
+        model, processor = _load(Path(recipe.training_args.output_dir))
+        skip_three = evaluate(model, processor, tsv, root / "evaluation" / "arm_stage1+3", cfg)
+    entries = {
+        "stage1": stages["stage1_shallow_alignment"],
+        "stage1+2": stages["stage2_deep_alignment"],
+        "stage1+3": skip_three,
+        "stage1+2+3": stages["stage3_instruction_tuning"],
+    }
+    return [
+        {"arm": name, "stages": list(keys), "paper_table7": paper, **entries[name]}
+        for name, keys, paper in ARMS
+    ]
+
+
+def arms_table(arms: list[dict[str, Any]], chance_by_task: dict[str, float]) -> list[str]:
+    """Markdown rows of the arms (results.md), each task's Wilson lower bound beside its chance."""
+    rows = [
+        "| arm (after stage 0) | held-out accuracy | 95% CI (Wilson) | correct per task | "
+        "task lower bound > chance | paper, Table 7 (GMAI-MMBench) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for arm in arms:
+        above = [
+            t.removeprefix("lesion-")
+            for t, e in arm["by_task"].items()
+            if t in chance_by_task and e["ci_low"] > chance_by_task[t]
+        ]
+        rows.append(
+            f"| {arm['arm']} | {arm['accuracy']:.3f} ({arm['correct']}/{arm['n']}) "
+            f"| {arm['ci_low']:.3f}-{arm['ci_high']:.3f} | {_per_task(arm)} | {', '.join(above) or 'none'} "
+            f"| {arm['paper_table7']} |"
+        )
+    return rows
 
 
 def check_reload(
@@ -763,6 +871,7 @@ def small_config(cfg: QuickstartConfig | None = None) -> QuickstartConfig:
     chance (README, quickstart, seeds)."""
     cfg = cfg or QuickstartConfig()
     cfg.train_per_label, cfg.test_per_label, cfg.text_dialogues = 24, 8, 600
+    arms = cfg.arms
     cfg.max_steps = {
         "stage0_language_pretraining": 30,
         "stage1_shallow_alignment": 5,
@@ -770,4 +879,16 @@ def small_config(cfg: QuickstartConfig | None = None) -> QuickstartConfig:
         "stage3_instruction_tuning": 220,
         "stage4_grpo": 2,
     }
+    return arms_config(cfg) if arms else cfg
+
+
+def arms_config(cfg: QuickstartConfig | None = None) -> QuickstartConfig:
+    """`gmaivl quickstart --arms`: Table 7's four arms (`run_arms`), with the longer stage 0 and the
+    stage I recipe under which stage I alone answers (`ARMS_STEPS`, `ARMS_OVERRIDES`). Apply after
+    `small_config` (whose step counts it replaces for stages 0 and I)."""
+    cfg = cfg or QuickstartConfig()
+    cfg.arms = True
+    cfg.max_steps = {**cfg.max_steps, **ARMS_STEPS}
+    for key, values in ARMS_OVERRIDES.items():
+        cfg.recipe_overrides[key] = {**cfg.recipe_overrides.get(key, {}), **values}
     return cfg
