@@ -305,14 +305,19 @@ class SourceReader:
                 prefixes[folder] = "" if inner == "." else inner + "/"
         return prefixes[folder]
 
+    def _rel_by_folder(self, path: Path) -> str | None:
+        """`rel(path)` from its folder's cached prefix, for a file that is not a symbolic link and
+        lies in a folder inside the root; None otherwise (the caller resolves the whole path)."""
+        if path.name in ("", ".", "..") or os.path.islink(path):
+            return None
+        prefix = self._folder_prefix(path.parent)
+        return None if prefix is None else prefix + path.name
+
     def rel(self, path: Path) -> str:
         """The POSIX path of `path` (symlinks resolved) relative to the resolved source root, or
         `path` itself when it resolves outside the root."""
-        name = path.name
-        if name not in ("", ".", "..") and not os.path.islink(path):
-            prefix = self._folder_prefix(path.parent)
-            if prefix is not None:
-                return prefix + name
+        if (inner := self._rel_by_folder(path)) is not None:
+            return inner
         try:  # a link, or a folder outside the root (the root itself, or a file outside it)
             return path.resolve().relative_to(self.resolved_root).as_posix()
         except ValueError:
@@ -414,9 +419,7 @@ class SourceReader:
     def inside_root(self, path: Path, what: str = "image") -> Path:
         """`path` if it resolves (symlinks followed) inside the source root; else the item is
         refused: an annotation row may not publish a file from outside the dataset."""
-        name = path.name
-        fast = name not in ("", ".", "..") and not os.path.islink(path)
-        if not (fast and self._folder_prefix(path.parent) is not None):
+        if self._rel_by_folder(path) is None:
             root, resolved = self.resolved_root, path.resolve()
             if resolved != root and root not in resolved.parents:
                 raise ItemError("outside_root", f"the {what} path resolves outside the source root")
